@@ -1,0 +1,74 @@
+"""Enforce ``||f||_L <= lambda`` by construction.
+
+Weight constraints are ``torch.nn.utils.parametrize`` parametrizations on ordinary
+``nn.Linear`` / ``nn.Conv*d`` layers (``weight_clip``, ``spectral_norm``, ``bjorck``,
+``aol``, ``bcop``); activations (``GroupSort``, ``MaxMin``, ``FullSort``) and blocks
+(``ScaledAvgPool2d``, ``L2NormPool2d``, ``Residual``) with known constants;
+``lipschitz_bound`` composes the guarantee of a model, ``make_lipschitz`` constrains an
+existing model, and ``export`` bakes the constrained weights into a plain torch copy.
+"""
+
+from lipkit.nn.activation import FullSort, GroupSort, MaxMin
+from lipkit.nn.aol import AlmostOrthogonal, aol
+from lipkit.nn.bcop import BlockOrthogonalConv, bcop
+from lipkit.nn.bjorck import BjorckOrthogonal, bjorck, bjorck_orthonormalize
+from lipkit.nn.bound import lipschitz_bound, register_bound_rule
+from lipkit.nn.clip import WeightClip, weight_clip
+from lipkit.nn.constraint import Constraint
+from lipkit.nn.export import export
+from lipkit.nn.layers import (
+    AOLConv2d,
+    AOLLinear,
+    BCOPConv2d,
+    BjorckLinear,
+    SpectralConv2d,
+    SpectralLinear,
+)
+from lipkit.nn.make import METHODS, make_lipschitz
+from lipkit.nn.operator_norm import (
+    ConvGeometry,
+    conv_matrix,
+    conv_operator_norm_upper,
+    conv_power_iteration,
+    linear_operator_norm,
+)
+from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d
+from lipkit.nn.residual import Residual
+from lipkit.nn.spectral import SpectralNorm, spectral_norm
+
+__all__ = [
+    "METHODS",
+    "AOLConv2d",
+    "AOLLinear",
+    "AlmostOrthogonal",
+    "BCOPConv2d",
+    "BjorckLinear",
+    "BjorckOrthogonal",
+    "BlockOrthogonalConv",
+    "Constraint",
+    "ConvGeometry",
+    "FullSort",
+    "GroupSort",
+    "L2NormPool2d",
+    "MaxMin",
+    "Residual",
+    "ScaledAvgPool2d",
+    "SpectralConv2d",
+    "SpectralLinear",
+    "SpectralNorm",
+    "WeightClip",
+    "aol",
+    "bcop",
+    "bjorck",
+    "bjorck_orthonormalize",
+    "conv_matrix",
+    "conv_operator_norm_upper",
+    "conv_power_iteration",
+    "export",
+    "linear_operator_norm",
+    "lipschitz_bound",
+    "make_lipschitz",
+    "register_bound_rule",
+    "spectral_norm",
+    "weight_clip",
+]

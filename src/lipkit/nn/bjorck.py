@@ -1,0 +1,207 @@
+"""Björck orthonormalization (Björck & Bowie, 1971), as used by Anil, Lucas & Grosse (ICML 2019).
+
+Gradient norm preserving dense layers: the weight is replaced by the closest matrix with
+orthonormal rows or columns (its polar factor), found by the iteration
+
+    Q_0 = W / s,   Q_{k+1} = Q_k (I + 1/2 R_k + 3/8 R_k^2 + ...),   R_k = I - Q_k^T Q_k
+
+(the series of ``(I - R)^(-1/2)`` truncated after ``order`` terms; rows instead of columns
+for a wide matrix). The iteration converges when every singular value of ``Q_0`` lies in
+``(0, sqrt(3))`` for order 1, so ``W`` is pre-scaled by its largest singular value ``s``,
+estimated by a warm-started power iteration. It converges quadratically near the manifold:
+the residual ``R_{k+1} = 3/4 R_k^2 + 1/4 R_k^3`` for order 1.
+
+lipkit stops as soon as ``||R||_F <= tol`` (or when rounding stalls it), which near an
+orthogonal weight takes one or two iterations, and by default differentiates the result
+with the derivative of the polar factor at an orthogonal point (``backward="projected"``):
+``dL/dW = (G - Q sym(Q^T G)) / s_rms``, the projection of the gradient ``G`` on the tangent
+space of the Stiefel manifold; two matrix products instead of back-propagating through
+every iteration. ``backward="autograd"`` back-propagates through the iterations instead.
+The parameter is initialized at the polar factor of the layer's weight (``right_inverse``),
+so training starts on the manifold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lipkit.errors import InvalidArgumentError
+from lipkit.nn.constraint import Constraint, check_layer, register_constraint
+
+# coefficients of the series (1 - x)^(-1/2) = 1 + x/2 + 3x^2/8 + 5x^3/16 + ...
+_SERIES = (1.0, 0.5, 0.375, 0.3125)
+_BACKWARDS = ("projected", "autograd")
+
+
+def _gram(q: torch.Tensor, wide: bool) -> torch.Tensor:
+    return q @ q.mT if wide else q.mT @ q
+
+
+def bjorck_orthonormalize(
+    weight: torch.Tensor,
+    order: int = 1,
+    tol: float = 1e-5,
+    max_iterations: int = 30,
+    n_iterations: int | None = None,
+) -> tuple[torch.Tensor, int, float]:
+    """Björck iterations on ``weight`` (a matrix or a batch of matrices), already pre-scaled.
+
+    Runs ``n_iterations`` iterations when given; otherwise iterates until the Frobenius
+    norm of the residual ``R`` is at most ``tol``, stops improving (rounding), or
+    ``max_iterations`` is reached. Differentiable by autograd. Returns ``(Q, iterations,
+    residual)``, the residual being ``||R||_F`` of the input to the last iteration (or of Q
+    itself when the loop stopped on a converged check).
+    """
+    if not 1 <= order <= len(_SERIES) - 1:
+        raise InvalidArgumentError(f"order must be in 1..{len(_SERIES) - 1}, got {order}")
+    wide = weight.shape[-2] < weight.shape[-1]
+    size = min(weight.shape[-2:])
+    eye = torch.eye(size, dtype=weight.dtype, device=weight.device)
+    q = weight
+    previous = math.inf
+    iterations = 0
+    residual_norm = math.inf
+    limit = max_iterations if n_iterations is None else n_iterations
+    while iterations < limit:
+        residual = eye - _gram(q, wide)
+        residual_norm = float(torch.linalg.matrix_norm(residual.detach()).max())
+        if n_iterations is None and (residual_norm <= tol or residual_norm > 0.5 * previous):
+            break
+        polynomial = _SERIES[order] * residual
+        for coefficient in reversed(_SERIES[1:order]):
+            polynomial = (polynomial + coefficient * eye) @ residual
+        polynomial = polynomial + eye
+        q = polynomial @ q if wide else q @ polynomial
+        iterations += 1
+        previous = residual_norm
+        # predicted residual after this update (order 1: 3/4 e^2 + 1/4 e^3)
+        predicted = 0.75 * previous**2 + 0.25 * previous**3 if order == 1 else 2 * previous ** (
+            order + 1
+        )
+        if n_iterations is None and predicted <= tol:
+            residual_norm = predicted
+            break
+    return q, iterations, residual_norm
+
+
+class _ProjectedPolar(torch.autograd.Function):
+    """Björck iterations without a graph; backward by the tangent-space projection."""
+
+    @staticmethod
+    def forward(ctx, weight, scale, order, tol, max_iterations):
+        with torch.no_grad():
+            q, _, _ = bjorck_orthonormalize(
+                weight / scale, order, tol, max_iterations
+            )
+        wide = weight.shape[-2] < weight.shape[-1]
+        rms_singular_value = weight.norm() / math.sqrt(min(weight.shape[-2:]))
+        ctx.save_for_backward(q, rms_singular_value)
+        ctx.wide = wide
+        return q
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, rms_singular_value = ctx.saved_tensors
+        if ctx.wide:
+            inner = grad @ q.mT
+            projected = grad - 0.5 * (inner + inner.mT) @ q
+        else:
+            inner = q.mT @ grad
+            projected = grad - q @ (0.5 * (inner + inner.mT))
+        return projected / rms_singular_value.clamp_min(1e-12), None, None, None, None
+
+
+class BjorckOrthogonal(Constraint):
+    """Parametrization ``W -> lambda * polar(W)`` by Björck iterations (module docstring)."""
+
+    method = "bjorck"
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        lipschitz: float = 1.0,
+        order: int = 1,
+        tol: float = 1e-5,
+        max_iterations: int = 30,
+        backward: str = "projected",
+        n_power_iterations: int = 1,
+    ):
+        super().__init__(lipschitz)
+        if backward not in _BACKWARDS:
+            raise InvalidArgumentError(
+                f"unknown backward '{backward}'; choose from: {', '.join(_BACKWARDS)}"
+            )
+        if not 1 <= int(order) <= len(_SERIES) - 1:
+            raise InvalidArgumentError(f"order must be in 1..{len(_SERIES) - 1}, got {order}")
+        self.order, self.tol, self.max_iterations = int(order), float(tol), int(max_iterations)
+        self.backward, self.n_power_iterations = backward, int(n_power_iterations)
+        self.register_buffer("_u", F.normalize(torch.randn(weight.shape[0], dtype=weight.dtype,
+                                                           device=weight.device), dim=0))
+
+    @torch.no_grad()
+    def _largest_singular_value(self, weight: torch.Tensor, n_iterations: int) -> torch.Tensor:
+        u = self._u
+        for _ in range(n_iterations):
+            v = F.normalize(weight.t().mv(u), dim=0)
+            u = F.normalize(weight.mv(v), dim=0)
+        if self.training or n_iterations > self.n_power_iterations:
+            self._u.copy_(u)
+        return torch.linalg.vector_norm(weight.t().mv(u))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        # ||W^T u|| <= sigma_1 (u is stored in training mode only)
+        scale = self._largest_singular_value(weight.detach(), self.n_power_iterations)
+        scale = torch.maximum(scale, weight.detach().norm() / math.sqrt(min(weight.shape)))
+        if self.backward == "projected":
+            q = _ProjectedPolar.apply(weight, scale, self.order, self.tol, self.max_iterations)
+        else:
+            q, _, _ = bjorck_orthonormalize(
+                weight / scale, self.order, self.tol, self.max_iterations
+            )
+        return self.lipschitz * q
+
+    @torch.no_grad()
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        # start on the manifold: the polar factor U V^T of the given weight
+        u, _, vh = torch.linalg.svd(weight / self.lipschitz, full_matrices=False)
+        polar = u @ vh
+        self._largest_singular_value(polar, 10)
+        return polar
+
+    def extra_repr(self) -> str:
+        return (
+            f"lipschitz={self.lipschitz:g}, order={self.order}, tol={self.tol:g}, "
+            f"backward={self.backward}"
+        )
+
+
+def bjorck(
+    module: nn.Linear,
+    lipschitz: float = 1.0,
+    order: int = 1,
+    tol: float = 1e-5,
+    max_iterations: int = 30,
+    backward: str = "projected",
+) -> nn.Linear:
+    """Constrain ``module.weight`` to ``lambda`` times a matrix with orthonormal rows/columns.
+
+    All singular values equal ``lambda`` (to ``tol``): the layer is ``lambda``-Lipschitz and,
+    with GroupSort activations, gradient norm preserving (Anil et al., 2019). Returns
+    ``module``. For convolutions use :func:`lipkit.nn.bcop` (orthogonal convolution).
+
+    Example:
+        >>> import torch
+        >>> from lipkit.nn import bjorck
+        >>> layer = bjorck(torch.nn.Linear(16, 16))
+        >>> s = torch.linalg.svdvals(layer.weight)
+        >>> bool(torch.allclose(s, torch.ones(16), atol=1e-4))
+        True
+    """
+    check_layer(module, (nn.Linear,), "bjorck")
+    constraint = BjorckOrthogonal(module.weight.detach(), lipschitz, order, tol, max_iterations,
+                                  backward)
+    return register_constraint(module, constraint)

@@ -1,0 +1,236 @@
+"""``lipschitz_bound(model)``: the l2 Lipschitz constant a model's construction guarantees.
+
+Composed over the module tree: ``||f_2 o f_1||_L <= ||f_1||_L ||f_2||_L`` for
+``nn.Sequential``, the convex-combination rule for :class:`~lipkit.nn.Residual`, each
+constrained layer's own bound (:meth:`~lipkit.nn.constraint.Constraint.bound`: its
+guarantee, or its certified operator norm), the exact operator norm of an unconstrained
+``nn.Linear`` and a sound upper bound for an unconstrained convolution, and the known
+constants of activations, pooling, flattening, dropout (inference) and BatchNorm
+(inference, ``max |gamma| / sqrt(var + eps)``). A module with no known rule (including a
+custom ``forward`` that combines its children in ways lipkit cannot see) is an error that
+names its path and type; :func:`register_bound_rule` teaches lipkit a new type.
+
+Convolution bounds depend on the input size: lipkit uses the size a constrained layer saw in
+its last forward pass, the sizes recorded while running ``example_input`` through the model,
+or else a bound valid for every input size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from lipkit.errors import UnsupportedModuleError
+from lipkit.nn.activation import GroupSort
+from lipkit.nn.constraint import CONV_TYPES, LAYER_TYPES, layer_operator_norm, lipkit_constraint
+from lipkit.nn.operator_norm import ConvGeometry
+from lipkit.nn.pooling import L2NormPool2d, pooling_bound
+from lipkit.nn.residual import Residual
+
+ChildBound = Callable[[nn.Module, str], float]
+BoundRule = Callable[[nn.Module, ChildBound, tuple[int, ...] | None], float]
+
+_RULES: dict[type, BoundRule] = {}
+
+
+def register_bound_rule(module_type: type) -> Callable[[BoundRule], BoundRule]:
+    """Decorator registering ``rule(module, child_bound, input_size) -> float`` for a type.
+
+    ``child_bound(child, name)`` returns the bound of a child module; ``input_size`` is the
+    spatial size of the module's input when known (from ``example_input``), else None.
+    """
+
+    def decorate(rule: BoundRule) -> BoundRule:
+        _RULES[module_type] = rule
+        return rule
+
+    return decorate
+
+
+def _constant(value: float) -> BoundRule:
+    return lambda module, child_bound, input_size: value
+
+
+# ReLU-like and saturating activations: the sup of |derivative|
+for _kind in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softsign, nn.Softplus, nn.Identity,
+              nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+              nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, GroupSort):
+    register_bound_rule(_kind)(_constant(1.0))
+register_bound_rule(nn.Sigmoid)(_constant(0.25))
+register_bound_rule(nn.Hardsigmoid)(_constant(1.0 / 6.0))
+register_bound_rule(nn.Hardswish)(_constant(1.5))
+# sup of the derivatives of GELU and SiLU, attained at x ~ 1.4 and x ~ 2.4 (rounded up)
+register_bound_rule(nn.GELU)(_constant(1.1290))
+register_bound_rule(nn.SiLU)(_constant(1.0999))
+register_bound_rule(nn.Mish)(_constant(1.0889))
+
+
+@register_bound_rule(nn.LeakyReLU)
+def _leaky_relu(module, child_bound, input_size):
+    return max(1.0, abs(module.negative_slope))
+
+
+@register_bound_rule(nn.PReLU)
+def _prelu(module, child_bound, input_size):
+    return max(1.0, float(module.weight.detach().abs().max()))
+
+
+@register_bound_rule(nn.ELU)
+def _elu(module, child_bound, input_size):
+    return max(1.0, module.alpha)
+
+
+@register_bound_rule(nn.CELU)
+def _celu(module, child_bound, input_size):
+    return 1.0
+
+
+@register_bound_rule(nn.SELU)
+def _selu(module, child_bound, input_size):
+    return 1.0507009873554805 * 1.6732632423543772
+
+
+@register_bound_rule(nn.Sequential)
+def _sequential(module, child_bound, input_size):
+    return math.prod(child_bound(child, name) for name, child in module.named_children())
+
+
+@register_bound_rule(Residual)
+def _residual(module, child_bound, input_size):
+    return module.combine_bound(child_bound(module.branch, "branch"))
+
+
+@register_bound_rule(nn.modules.batchnorm._BatchNorm)
+def _batch_norm(module, child_bound, input_size):
+    if module.running_var is None:
+        raise UnsupportedModuleError(
+            "", module, "BatchNorm without running statistics depends on the batch"
+        )
+    scale = (module.running_var.detach() + module.eps).rsqrt()
+    if module.weight is not None:
+        scale = scale * module.weight.detach().abs()
+    return float(scale.max())
+
+
+for _kind in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d,
+              nn.MaxPool3d, L2NormPool2d):
+    register_bound_rule(_kind)(lambda module, child_bound, input_size: pooling_bound(module))
+
+
+@register_bound_rule(nn.AdaptiveAvgPool1d)
+@register_bound_rule(nn.AdaptiveAvgPool2d)
+@register_bound_rule(nn.AdaptiveAvgPool3d)
+def _adaptive_average(module, child_bound, input_size):
+    if input_size is None:
+        raise UnsupportedModuleError(
+            "", module, "its constant depends on the input size: pass example_input="
+        )
+    output = module.output_size
+    if isinstance(output, int) or output is None:
+        output = (output,) * len(input_size)
+    bound = 1.0
+    # separable: the pooling matrix is a Kronecker product of 1-D averaging matrices
+    for size, out in zip(input_size, output, strict=True):
+        out = size if out is None else out
+        matrix = torch.zeros(out, size, dtype=torch.float64)
+        for i in range(out):
+            start, end = (i * size) // out, -((-(i + 1) * size) // out)
+            matrix[i, start:end] = 1.0 / (end - start)
+        bound *= float(torch.linalg.matrix_norm(matrix, ord=2))
+    return bound
+
+
+def lipschitz_bound(
+    module: nn.Module,
+    example_input: torch.Tensor | None = None,
+    layers: dict[str, float] | None = None,
+) -> float:
+    """A sound upper bound on the l2 Lipschitz constant of ``module`` (inference mode).
+
+    Args:
+        module: the model; containers must be ``nn.Sequential`` or have a registered rule.
+        example_input: optional batch run through the model (in eval mode, no gradient) to
+            record the input size of every convolution and adaptive pooling.
+        layers: if given, filled with the bound of every leaf module, by path.
+
+    Example:
+        >>> import torch
+        >>> from lipkit.nn import lipschitz_bound, spectral_norm, MaxMin
+        >>> model = torch.nn.Sequential(spectral_norm(torch.nn.Linear(4, 8)), MaxMin(),
+        ...                             spectral_norm(torch.nn.Linear(8, 2), lipschitz=3.0))
+        >>> round(lipschitz_bound(model), 4)
+        3.0
+    """
+    sizes = _record_input_sizes(module, example_input) if example_input is not None else {}
+    return _bound(module, "", sizes, layers)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _bound(module: nn.Module, path: str, sizes: dict, layers: dict | None) -> float:
+    if isinstance(module, LAYER_TYPES):
+        constraint = lipkit_constraint(module)
+        if constraint is not None:
+            value = constraint.bound(module)
+        else:
+            geometry = None
+            if isinstance(module, CONV_TYPES):
+                geometry = ConvGeometry.of(module, sizes.get(path))
+            with torch.no_grad():
+                value = layer_operator_norm(module, geometry)
+    else:
+        rule = next((_RULES[kind] for kind in type(module).__mro__ if kind in _RULES), None)
+        if rule is None:
+            reason = (
+                "no Lipschitz bound is known for this type; put its children in an "
+                "nn.Sequential or register a rule with lipkit.nn.register_bound_rule"
+            )
+            raise UnsupportedModuleError(path, module, reason)
+
+        def child_bound(child: nn.Module, name: str) -> float:
+            return _bound(child, _join(path, name), sizes, layers)
+
+        try:
+            value = rule(module, child_bound, sizes.get(path))
+        except UnsupportedModuleError as error:
+            if error.path != "<root>":
+                raise
+            raise UnsupportedModuleError(path, module, str(error).split(": ", 1)[-1]) from None
+        if any(True for _ in module.children()):
+            return value  # a container: its children are recorded
+    if layers is not None:
+        layers[path or type(module).__name__] = value
+    return value
+
+
+def _record_input_sizes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple]:
+    sizes: dict[str, tuple] = {}
+    handles = []
+    for path, module in model.named_modules():
+        if isinstance(module, (*CONV_TYPES, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                               nn.AdaptiveAvgPool3d)):
+            dims = (
+                len(module.kernel_size) if isinstance(module, CONV_TYPES)
+                else {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2}.get(type(module), 3)
+            )
+
+            def record(mod, args, path=path, dims=dims):
+                sizes[path] = tuple(args[0].shape[-dims:])
+
+            handles.append(module.register_forward_pre_hook(record))
+    modes = {name: m.training for name, m in model.named_modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, m in model.named_modules():
+            m.training = modes[name]
+    return sizes

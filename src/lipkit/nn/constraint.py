@@ -1,0 +1,127 @@
+"""What every lipkit weight constraint shares: a torch parametrization that knows its bound.
+
+A constraint is registered with :func:`torch.nn.utils.parametrize.register_parametrization`
+on the ``weight`` of an ordinary ``nn.Linear`` or ``nn.Conv1d/2d/3d``; the layer keeps its
+torch API (``state_dict``, optimizers, DDP, ``torch.compile``). Each constraint reports:
+
+- :meth:`Constraint.guarantee`: the constant its construction proves, independent of the
+  weight's value (weight clipping's ``c * sqrt(m n)``, AOL's ``lambda``), or ``None`` when
+  the construction only approaches its target (power iteration, Björck iterations);
+- :meth:`Constraint.bound`: a sound upper bound for the layer as it is now, the smaller of
+  the guarantee and the certified operator norm of the current weight
+  (:mod:`lipkit.nn.operator_norm`). This is what :func:`lipkit.nn.lipschitz_bound` uses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from lipkit.errors import InvalidArgumentError, UnsupportedModuleError, check_positive
+from lipkit.nn.operator_norm import (
+    ConvGeometry,
+    conv_operator_norm_upper,
+    linear_operator_norm,
+)
+
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LAYER_TYPES = (nn.Linear, *CONV_TYPES)
+
+
+class Constraint(nn.Module):
+    """Base class of lipkit's weight parametrizations.
+
+    ``geometry`` is ``None`` for a dense layer and the :class:`ConvGeometry` of a
+    convolution, whose ``input_size`` is filled in by the first forward pass when it was not
+    given.
+    """
+
+    method: str = ""
+
+    def __init__(self, lipschitz: float = 1.0, geometry: ConvGeometry | None = None):
+        super().__init__()
+        self.lipschitz = check_positive("lipschitz", lipschitz)
+        self.geometry = geometry
+
+    def guarantee(self, layer: nn.Module) -> float | None:
+        """The constant the construction proves for any weight value, or None."""
+        return None
+
+    def bound(self, layer: nn.Module) -> float:
+        """A sound upper bound on the l2 Lipschitz constant of ``layer`` (bias ignored)."""
+        with torch.no_grad():
+            certified = layer_operator_norm(layer, self.geometry)
+        guaranteed = self.guarantee(layer)
+        return certified if guaranteed is None else min(certified, guaranteed)
+
+    def observe_input_size(self, input_size: tuple[int, ...]) -> None:
+        """Called before each forward of a convolution with the input's spatial size."""
+        if self.geometry.input_size != input_size:
+            self.geometry = self.geometry.with_input_size(input_size)
+
+    def extra_repr(self) -> str:
+        return f"lipschitz={self.lipschitz:g}"
+
+
+def layer_operator_norm(layer: nn.Module, geometry: ConvGeometry | None = None) -> float:
+    """Certified l2 operator norm of a Linear (exact) or Conv (sound upper bound) layer."""
+    if isinstance(layer, nn.Linear):
+        return linear_operator_norm(layer.weight)
+    if isinstance(layer, CONV_TYPES):
+        geometry = geometry if geometry is not None else ConvGeometry.of(layer)
+        return conv_operator_norm_upper(layer.weight, geometry)
+    raise UnsupportedModuleError("", layer, "expected nn.Linear or nn.Conv1d/2d/3d")
+
+
+class _InputSizeRecorder:
+    """Forward pre-hook telling a convolution's constraint the spatial size of its input."""
+
+    def __init__(self, constraint: Constraint):
+        self.constraint = constraint
+
+    def __call__(self, module: nn.Module, args) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            x = args[0]
+            dims = self.constraint.geometry.dims
+            self.constraint.observe_input_size(tuple(x.shape[-dims:]))
+
+
+def register_constraint(
+    layer: nn.Module, constraint: Constraint, *, unsafe: bool = False
+) -> nn.Module:
+    """Register ``constraint`` as the parametrization of ``layer.weight`` and return layer."""
+    if parametrize.is_parametrized(layer, "weight"):
+        existing = [type(p).__name__ for p in layer.parametrizations.weight]
+        raise InvalidArgumentError(
+            f"{type(layer).__name__}.weight is already parametrized by {existing}; "
+            "remove that first (torch.nn.utils.parametrize.remove_parametrizations)"
+        )
+    parametrize.register_parametrization(layer, "weight", constraint, unsafe=unsafe)
+    if constraint.geometry is not None:
+        layer.register_forward_pre_hook(_InputSizeRecorder(constraint))
+    return layer
+
+
+def check_layer(layer: nn.Module, allowed=LAYER_TYPES, method: str = "") -> None:
+    """Raise a clear error when ``layer`` is not one of the types a constraint supports."""
+    if not isinstance(layer, allowed):
+        names = ", ".join(t.__name__ for t in allowed)
+        raise UnsupportedModuleError(
+            "", layer, f"constraint '{method}' applies to {names}"
+        )
+
+
+def geometry_of(layer: nn.Module, input_size=None) -> ConvGeometry | None:
+    """The conv geometry of a layer, or None for a dense layer."""
+    if isinstance(layer, CONV_TYPES):
+        return ConvGeometry.of(layer, input_size)
+    return None
+
+
+def lipkit_constraint(layer: nn.Module) -> Constraint | None:
+    """The lipkit constraint on ``layer.weight`` if it is the last parametrization, else None."""
+    if not parametrize.is_parametrized(layer, "weight"):
+        return None
+    last = layer.parametrizations.weight[-1]
+    return last if isinstance(last, Constraint) else None
