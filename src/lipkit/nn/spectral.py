@@ -5,7 +5,12 @@
     v <- A^T u / ||A^T u||,   u <- A v / ||A v||,   sigma_1 ~= u^T A v
 
 warm-started from persistent ``u, v`` buffers (part of the ``state_dict``) and advanced
-``n_power_iterations`` times per forward pass in training mode only. The gradient flows
+``n_power_iterations`` times per forward pass in training mode. In eval mode the buffers
+stay fixed, except once after the weight changed behind them (the optimizer step that
+follows the last training forward, a ``load_state_dict``): then they are iterated
+``100`` times, so an evaluated model is normalized by a converged estimate rather than one
+that lags a step behind (``torch.nn.utils.spectral_norm`` keeps the lagging one; after a
+training run with Adam the difference can be several percent per layer). The gradient flows
 through ``sigma = u^T A(W) v`` with ``u, v`` held fixed, as in the paper.
 
 For a convolution ``A`` is the convolution *operator* on inputs of the layer's size, applied
@@ -41,6 +46,7 @@ from lipkit.nn.operator_norm import conv_power_iteration
 
 _WARM_UP_ITERATIONS = 50
 _EXACT_START_MAX_SIZE = 2048
+_REFRESH_ITERATIONS = 100
 
 
 class SpectralNorm(Constraint):
@@ -125,11 +131,30 @@ class SpectralNorm(Constraint):
                 )
             self._u = torch.empty(0, dtype=self._u.dtype, device=self._u.device)
 
+    def _iterations(self, weight: torch.Tensor) -> int:
+        """Power-iteration steps for this forward: n_power_iterations in training mode; in
+        eval mode none, unless the weight changed since the vectors were last updated (an
+        optimizer step after the last training forward, a load): then iterate to
+        convergence once, so that an evaluated model is normalized by a converged estimate
+        and not by one that lags a step behind."""
+        try:
+            version = weight._version
+        except (AttributeError, RuntimeError):  # functorch / compiled tensors
+            version = None
+        if self.training:
+            self._synced_version = version
+            return self.n_power_iterations
+        if version is None or version == getattr(self, "_synced_version", None):
+            return 0
+        self._synced_version = version
+        return _REFRESH_ITERATIONS
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        n_iterations = self._iterations(weight)
         if not self.operator:
             matrix = weight.reshape(weight.shape[0], -1)
-            if self.training:
-                self._power_iteration(matrix.detach(), self.n_power_iterations)
+            if n_iterations:
+                self._power_iteration(matrix.detach(), n_iterations)
             sigma = torch.dot(self._u, matrix.mv(self._v))
         else:
             if self.geometry.input_size is None:
@@ -139,9 +164,9 @@ class SpectralNorm(Constraint):
                 )
             if self._u.numel() == 0:
                 self._reset_conv_vectors(weight.detach())
-            elif self.training:
+            elif n_iterations:
                 u, v = conv_power_iteration(
-                    weight, self.geometry, self._u, self.n_power_iterations, self.eps
+                    weight, self.geometry, self._u, n_iterations, self.eps
                 )
                 self._u.copy_(u)
                 self._v.copy_(v)

@@ -1,0 +1,295 @@
+"""``lipkit demo``: every capability of lipkit on built-in data, in one report.
+
+Each section is a function ``section(out_dir, progress, seed, quick) -> Section`` that trains
+or measures something on offline data and returns its markdown, metrics and figures; the
+demo writes ``report.md``, ``metrics.json`` and the PNGs into one output folder, each file
+atomically. Sections so far:
+
+- **Enforce by construction**: a 1-Lipschitz classifier on scikit-learn's digits, built from
+  Björck-orthogonal layers and MaxMin (gradient norm preserving, Anil et al. 2019), next to
+  the same network with spectral normalization and ReLU; test accuracy, the guaranteed
+  bound, and checks that the bound holds (largest observed ratio and Jacobian norm).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lipkit import __version__
+from lipkit.data import load_digits
+from lipkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, save_figure
+from lipkit.nn import MaxMin, export, lipschitz_bound, make_lipschitz
+
+
+@dataclass
+class Section:
+    """One part of the demo report."""
+
+    title: str
+    markdown: str
+    metrics: dict = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+
+
+class Progress:
+    """A thin adapter over rich's progress bar (or nothing, when ``enabled`` is False)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._progress = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._progress = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+                console=Console(stderr=True), transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def task(self, description: str, total: int) -> Callable[..., None]:
+        """Start a task; returns ``advance(status="")``."""
+        if self._progress is None:
+            return lambda status="": None
+        task_id = self._progress.add_task(description, total=total, status="")
+        return lambda status="": self._progress.update(task_id, advance=1, status=status)
+
+
+def _train_classifier(model, data, epochs, temperature, seed, advance) -> dict:
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    loss_function = nn.CrossEntropyLoss()
+    history = {"loss": [], "train_accuracy": [], "test_accuracy": []}
+    n = len(data.y_train)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(n)
+        total, correct = 0.0, 0
+        for start in range(0, n, 64):
+            index = order[start : start + 64]
+            logits = model(data.x_train[index])
+            loss = loss_function(temperature * logits, data.y_train[index])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} during the demo's training")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+            correct += int((logits.argmax(1) == data.y_train[index]).sum())
+        accuracy = _accuracy(model, data.x_test, data.y_test)
+        history["loss"].append(total / n)
+        history["train_accuracy"].append(correct / n)
+        history["test_accuracy"].append(accuracy)
+        advance(f"test accuracy {accuracy:.3f}")
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def _accuracy(model, x, y) -> float:
+    was_training = model.training
+    model.eval()
+    accuracy = float((model(x).argmax(1) == y).float().mean())
+    model.train(was_training)
+    return accuracy
+
+
+def _observed_constants(model, x: torch.Tensor, seed: int) -> tuple[float, float, float]:
+    """Largest ||f(a)-f(b)||/||a-b|| over random pairs, largest Jacobian norm, mean
+    gradient norm of the predicted logit: empirical values the bound must dominate."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        first = x[torch.randint(len(x), (2000,), generator=generator)]
+        second = x[torch.randint(len(x), (2000,), generator=generator)]
+        keep = (first - second).norm(dim=1) > 0
+        ratio = (model(first) - model(second)).norm(dim=1) / (first - second).norm(dim=1)
+        largest_ratio = float(ratio[keep].max())
+    jacobians = torch.func.vmap(torch.func.jacrev(model))(x[:300]).detach()
+    largest_jacobian = float(torch.linalg.matrix_norm(jacobians, ord=2).max())
+    predicted = model(x[:300]).argmax(1)
+    gradient_rows = jacobians[torch.arange(len(predicted)), predicted]
+    mean_gradient = float(gradient_rows.norm(dim=1).mean())
+    return largest_ratio, largest_jacobian, mean_gradient
+
+
+def lipschitz_classifier_section(out_dir: Path, progress: Progress, seed: int,
+                                 quick: bool) -> Section:
+    """Train 1-Lipschitz classifiers on digits: orthogonal + MaxMin vs spectral + ReLU."""
+    data = load_digits(seed=seed)
+    epochs = 4 if quick else 40
+    temperature = 12.0
+    variants = {
+        "orthogonal + MaxMin (GNP)": ("bjorck", lambda: MaxMin()),
+        "spectral + ReLU": ("spectral", lambda: nn.ReLU()),
+    }
+    rows, metrics, histories = [], {}, {}
+    started = time.perf_counter()
+    for name, (method, activation) in variants.items():
+        torch.manual_seed(seed)
+        model = nn.Sequential(
+            nn.Linear(64, 256), activation(), nn.Linear(256, 256), activation(),
+            nn.Linear(256, 10),
+        )
+        make_lipschitz(model, method=method, lipschitz=1.0)
+        advance = progress.task(f"digits: {name}", epochs)
+        variant_start = time.perf_counter()
+        history = _train_classifier(model, data, epochs, temperature, seed, advance)
+        seconds = time.perf_counter() - variant_start
+        layers: dict[str, float] = {}
+        bound = lipschitz_bound(model, layers=layers)
+        ratio, jacobian, gradient = _observed_constants(model, data.x_test, seed)
+        plain = export(model)
+        with torch.no_grad():
+            export_gap = float((plain(data.x_test) - model(data.x_test)).abs().max())
+        key = method
+        metrics[key] = {
+            "variant": name,
+            "test_accuracy": history["test_accuracy"][-1],
+            "lipschitz_bound": bound,
+            "layer_bounds": layers,
+            "largest_observed_ratio": ratio,
+            "largest_jacobian_norm": jacobian,
+            "mean_gradient_norm_of_predicted_logit": gradient,
+            "export_max_abs_difference": export_gap,
+            "train_seconds": seconds,
+            "epochs": epochs,
+        }
+        histories[name] = history
+        rows.append(
+            f"| {name} | {history['test_accuracy'][-1]:.3f} | {bound:.4f} | {ratio:.4f} | "
+            f"{jacobian:.4f} | {gradient:.3f} | {seconds:.1f} |"
+        )
+        if method == "bjorck":
+            from safetensors.torch import save
+
+            atomic_write_bytes(out_dir / "digits_orthogonal.safetensors",
+                               save({k: v.contiguous() for k, v in plain.state_dict().items()}))
+    figure_name = "digits_training.png"
+    _plot_histories(histories, out_dir / figure_name)
+    sound = all(m["largest_jacobian_norm"] <= m["lipschitz_bound"] * (1 + 1e-4)
+                and m["largest_observed_ratio"] <= m["lipschitz_bound"] * (1 + 1e-4)
+                for m in metrics.values())
+    metrics["bound_dominates_observations"] = sound
+    metrics["seconds"] = time.perf_counter() - started
+    markdown = "\n".join([
+        "Two 64-256-256-10 classifiers on scikit-learn's digits (1,347 train / 450 test "
+        f"images, {epochs} epochs, cross-entropy on {temperature:g} x logits), each made "
+        "1-Lipschitz by `make_lipschitz`. The bound is `lipschitz_bound(model)`: the product "
+        "of the certified layer norms. The observed columns are lower bounds on the true "
+        "constant that the bound must dominate: the largest ratio "
+        "||f(a)-f(b)||/||a-b|| over 2,000 random test pairs and the largest spectral norm "
+        "of the Jacobian at 300 test points. The mean gradient norm of the predicted logit "
+        "(at most 1) measures gradient attenuation, which orthogonal layers with MaxMin "
+        "are designed to avoid (Anil et al., 2019; here the 64 -> 256 first layer can "
+        "only pass the part of a gradient in its 64-dimensional range).",
+        "",
+        "| network | test accuracy | guaranteed bound | largest observed ratio | "
+        "largest Jacobian norm | mean gradient norm | train s |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Bound dominates every observation: **{'yes' if sound else 'NO'}**. "
+        "The orthogonal model was exported with `lipkit.nn.export` (plain torch layers, "
+        "outputs equal to "
+        f"{metrics['bjorck']['export_max_abs_difference']:.1e}) to "
+        "`digits_orthogonal.safetensors`.",
+        "",
+        f"![training curves]({figure_name})",
+    ])
+    return Section("Enforce by construction: 1-Lipschitz classifiers", markdown, metrics,
+                   [figure_name])
+
+
+def _plot_histories(histories: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    lowest = 1.0
+    for index, (name, history) in enumerate(histories.items()):
+        epochs = range(1, len(history["loss"]) + 1)
+        color = f"C{index}"
+        left.plot(epochs, history["loss"], color=color, label=name)
+        right.plot(epochs, history["test_accuracy"], color=color, label=f"{name} (test)")
+        right.plot(epochs, history["train_accuracy"], color=color, linestyle="--",
+                   label=f"{name} (train)")
+        lowest = min(lowest, *history["test_accuracy"], *history["train_accuracy"])
+    left.set(xlabel="epoch", ylabel="training loss", title="loss", yscale="log")
+    right.set(xlabel="epoch", ylabel="accuracy", title="accuracy",
+              ylim=(max(0.0, lowest - 0.02), 1.0))
+    left.legend()
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+
+
+SECTIONS: list[Callable[..., Section]] = [lipschitz_classifier_section]
+
+
+def run_demo(out_dir: str | Path = "lipkit-demo", seed: int = 0, quick: bool = False,
+             progress: bool = True) -> dict:
+    """Run every demo section and write the report folder; returns the metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    sections = []
+    with Progress(progress) as bar:
+        for section in SECTIONS:
+            sections.append(section(out_dir, bar, seed, quick))
+    seconds = time.perf_counter() - started
+    metrics = {
+        "lipkit_version": __version__,
+        "seed": seed,
+        "quick": quick,
+        "seconds": seconds,
+        "sections": {s.title: s.metrics for s in sections},
+    }
+    lines = [
+        "# lipkit demo report",
+        "",
+        f"lipkit {__version__}, torch {torch.__version__}, seed {seed}"
+        f"{', quick mode' if quick else ''}; {seconds:.1f} s in all. "
+        "Every number below was computed by this run.",
+        "",
+    ]
+    for section in sections:
+        lines += [f"## {section.title}", "", section.markdown, ""]
+    atomic_write_text(out_dir / "report.md", "\n".join(lines))
+    atomic_write_json(out_dir / "metrics.json", _finite(metrics))
+    return metrics
+
+
+def _finite(value):
+    """JSON has no NaN/inf: write them as strings."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

@@ -1,0 +1,58 @@
+"""The command line: help, version, the demo report, one-line errors."""
+
+import json
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from typer.testing import CliRunner
+
+from lipkit import __version__
+from lipkit.cli import app
+from lipkit.data import load_digits
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands_and_version_prints():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "demo" in result.output
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_quick_demo_writes_a_sound_report(tmp_path):
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    section = next(iter(metrics["sections"].values()))
+    assert section["bound_dominates_observations"] is True
+    for key in ("bjorck", "spectral"):
+        variant = section[key]
+        # the guaranteed bound of a model built for lipschitz=1 is 1 up to convergence
+        assert variant["lipschitz_bound"] <= 1.0 + 1e-3, variant
+        assert variant["largest_jacobian_norm"] <= variant["lipschitz_bound"] * (1 + 1e-4)
+        assert variant["test_accuracy"] > 0.5, variant  # 4 epochs already learn digits
+    report = (out / "report.md").read_text()
+    assert "1-Lipschitz classifiers" in report and "digits_training.png" in report
+    assert (out / "digits_training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 0
+
+    # the exported weights are plain tensors that a plain torch model loads
+    plain = nn.Sequential(nn.Linear(64, 256), nn.Identity(), nn.Linear(256, 256),
+                          nn.Identity(), nn.Linear(256, 10))
+    state = load_file(str(out / "digits_orthogonal.safetensors"))
+    plain.load_state_dict(state)
+    singular_values = torch.linalg.svdvals(state["2.weight"])
+    torch.testing.assert_close(singular_values, torch.ones(256), atol=1e-4, rtol=0)
+    assert load_digits().x_test.shape[1] == 64
+
+
+def test_demo_error_is_one_line_with_exit_code_2(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(blocker / "sub")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and len(lines) <= 3, result.output
