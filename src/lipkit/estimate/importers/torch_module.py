@@ -1,0 +1,319 @@
+"""Import a ``torch.nn.Module`` into a :class:`~lipkit.estimate.network.Network`.
+
+The model is traced with ``torch.fx`` (``nn.Sequential`` and models with residual
+additions, flatten / reshape, functional activations), then each graph node is translated:
+dense and convolutional layers (lipkit's constrained layers contribute their current
+constrained weight), activations, BatchNorm in eval mode (a per-channel affine map),
+average pooling (a depthwise convolution), flatten / reshape, ``+`` between two branches
+(a residual join) and adding or multiplying by constants. Anything else is an error naming
+the node and its type. The model is evaluated in eval mode: BatchNorm uses its running
+statistics and dropout is the identity.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from lipkit.errors import InvalidArgumentError, UnsupportedModuleError
+from lipkit.estimate.network import (
+    DTYPE,
+    Activation,
+    Add,
+    Affine,
+    Convolution,
+    Diagonal,
+    Matrix,
+    Network,
+    Node,
+    Reshape,
+)
+from lipkit.nn.activation import GroupSort
+from lipkit.nn.operator_norm import ConvGeometry
+from lipkit.nn.pooling import ScaledAvgPool2d
+
+_MODULE_ACTIVATIONS = {
+    nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Softplus: "softplus",
+    nn.ELU: "elu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Identity: "identity",
+    nn.Dropout: "identity", nn.Dropout1d: "identity", nn.Dropout2d: "identity",
+}
+_FUNCTION_ACTIVATIONS = {
+    torch.relu: "relu", F.relu: "relu", torch.tanh: "tanh", torch.sigmoid: "sigmoid",
+    F.tanh: "tanh", F.sigmoid: "sigmoid", F.gelu: "gelu", F.silu: "silu", F.elu: "elu",
+    F.softplus: "softplus",
+}
+_METHOD_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
+
+
+class _Tracer(torch.fx.Tracer):
+    """Keeps lipkit's and torch's layers as leaves (parametrized layers included)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | GroupSort):
+            return True
+        return super().is_leaf_module(module, qualified_name)
+
+
+def import_module(model: nn.Module, input_shape=None) -> Network:
+    """Translate ``model`` into a Network; ``input_shape`` excludes the batch dimension.
+
+    ``input_shape`` may be omitted when the model's first layer is an ``nn.Linear``.
+    """
+    if input_shape is None:
+        first = next((m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d |
+                                                               nn.Conv2d | nn.Conv3d)), None)
+        if not isinstance(first, nn.Linear):
+            raise InvalidArgumentError(
+                "input_shape is needed (e.g. input_shape=(3, 32, 32)) unless the model "
+                "starts with nn.Linear"
+            )
+        input_shape = (first.in_features,)
+    input_shape = tuple(int(s) for s in input_shape)
+    was_training = model.training
+    model.eval()
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as error:  # torch.fx raises many types for untraceable code
+        raise UnsupportedModuleError(
+            "", model, f"torch.fx could not trace it ({type(error).__name__}: {error})"
+        ) from None
+    try:
+        with torch.no_grad():
+            return _Translator(model, input_shape).run(graph)
+    finally:
+        model.train(was_training)
+
+
+class _Translator:
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...]):
+        self.model = model
+        self.modules = dict(model.named_modules())
+        self.input_shape = input_shape
+        self.nodes: list[Node] = []
+        # fx node name -> (index of the Network node producing it (-1 input), output shape)
+        self.values: dict[str, tuple[int, tuple[int, ...]]] = {}
+        # fx node name -> a constant tensor (attributes, literals)
+        self.constants: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, op, inputs: list[int], shape: tuple[int, ...]) -> None:
+        self.nodes.append(Node(name, op, inputs))
+        self.values[name] = (len(self.nodes) - 1, tuple(shape))
+
+    def run(self, graph: torch.fx.Graph) -> Network:
+        output_name = None
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                if self.values:
+                    raise UnsupportedModuleError(node.name, self.model,
+                                                 "models with several inputs are not supported")
+                self.values[node.name] = (-1, self.input_shape)
+            elif node.op == "get_attr":
+                self.constants[node.name] = _get_attr(self.model, node.target).detach()
+            elif node.op == "call_module":
+                self.call_module(node)
+            elif node.op in ("call_function", "call_method"):
+                self.call_function(node)
+            elif node.op == "output":
+                argument = node.args[0]
+                if not isinstance(argument, torch.fx.Node):
+                    raise UnsupportedModuleError("output", self.model,
+                                                 "models with several outputs are not supported")
+                output_name = argument.name
+        index, _ = self.values[output_name]
+        if index != len(self.nodes) - 1:
+            raise UnsupportedModuleError(output_name, self.model,
+                                         "the output is not the last computed value")
+        return Network(self.input_shape, self.nodes, source=type(self.model).__name__)
+
+    # -- helpers -----------------------------------------------------------------------
+    def source(self, node: torch.fx.Node, position: int = 0) -> tuple[int, tuple[int, ...]]:
+        argument = node.args[position]
+        if not isinstance(argument, torch.fx.Node) or argument.name not in self.values:
+            raise UnsupportedModuleError(node.name, node.target,
+                                         "its input is not a tensor computed from the input")
+        return self.values[argument.name]
+
+    def affine(self, node, operator_, bias, source_index):
+        self.add(node.name, Affine(operator_, bias), [source_index], operator_.out_shape)
+
+    # -- modules -----------------------------------------------------------------------
+    def call_module(self, node: torch.fx.Node) -> None:
+        module = self.modules[node.target]
+        index, shape = self.source(node)
+        path = node.target
+        if isinstance(module, nn.Linear):
+            if shape[-1] != module.in_features or len(shape) != 1:
+                raise UnsupportedModuleError(
+                    path, module, f"expects {module.in_features} features, gets shape {shape}"
+                )
+            self.affine(node, Matrix(module.weight), module.bias, index)
+        elif isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            geometry = ConvGeometry.of(module, shape[1:])
+            if shape[0] != module.in_channels:
+                raise UnsupportedModuleError(
+                    path, module, f"expects {module.in_channels} channels, gets shape {shape}"
+                )
+            convolution = Convolution(module.weight, geometry, shape)
+            bias = None if module.bias is None else module.bias.reshape(
+                -1, *([1] * (len(shape) - 1)))
+            self.affine(node, convolution, bias, index)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if module.running_var is None:
+                raise UnsupportedModuleError(path, module, "BatchNorm without running statistics")
+            scale = (module.running_var + module.eps).rsqrt()
+            shift = -module.running_mean * scale
+            if module.weight is not None:
+                scale, shift = scale * module.weight, shift * module.weight + module.bias
+            per_channel = (-1, *([1] * (len(shape) - 1)))
+            self.affine(node, Diagonal(scale.reshape(per_channel), shape),
+                        shift.reshape(per_channel), index)
+        elif isinstance(module, nn.LeakyReLU):
+            self.add(node.name, Activation("leaky_relu",
+                                           params={"negative_slope": module.negative_slope}),
+                     [index], shape)
+        elif isinstance(module, GroupSort):
+            size = shape[0] if module._size(shape[0]) == shape[0] else module.group_size
+            if module.dim % (len(shape) + 1) != 1 or len(shape) != 1 or shape[0] % size:
+                raise UnsupportedModuleError(path, module,
+                                             "GroupSort is supported on (batch, features) inputs")
+            self.add(node.name, Activation("groupsort", params={"group_size": size}), [index],
+                     shape)
+        elif type(module) in _MODULE_ACTIVATIONS:
+            self.add(node.name, Activation(_MODULE_ACTIVATIONS[type(module)]), [index], shape)
+        elif isinstance(module, nn.Flatten):
+            start = module.start_dim - 1 if module.start_dim > 0 else module.start_dim
+            end = module.end_dim - 1 if module.end_dim > 0 else module.end_dim
+            flat = list(shape[:start]) + [-1] + (list(shape[end + 1:]) if end != -1 else [])
+            out_shape = torch.zeros(shape).reshape(*flat).shape
+            self.affine(node, Reshape(shape, tuple(out_shape)), None, index)
+        elif isinstance(module, nn.AvgPool1d | nn.AvgPool2d | ScaledAvgPool2d):
+            self.average_pool(node, module, index, shape)
+        else:
+            raise UnsupportedModuleError(path, module, "no translation into the network "
+                                                       "description exists for this module")
+
+    def average_pool(self, node, module, index, shape) -> None:
+        dims = len(shape) - 1
+        expand = (lambda v: (v,) * dims if isinstance(v, int) else tuple(v))
+        kernel = expand(module.kernel_size)
+        stride = expand(module.stride if module.stride is not None else module.kernel_size)
+        padding = expand(module.padding)
+        if module.ceil_mode or (any(padding) and not module.count_include_pad) or getattr(
+                module, "divisor_override", None):
+            raise UnsupportedModuleError(node.target, module,
+                                         "ceil_mode / count_include_pad=False / divisor_override")
+        channels = shape[0]
+        factor = 1.0 / math.prod(kernel)
+        if isinstance(module, ScaledAvgPool2d):
+            factor *= math.sqrt(math.prod(kernel))
+        weight = torch.full((channels, 1, *kernel), factor, dtype=DTYPE)
+        geometry = ConvGeometry(dims, stride, tuple((p, p) for p in padding), (1,) * dims,
+                                channels, "zeros", tuple(shape[1:]))
+        self.affine(node, Convolution(weight, geometry, shape), None, index)
+
+    # -- functions and methods ---------------------------------------------------------
+    def call_function(self, node: torch.fx.Node) -> None:
+        target = node.target
+        name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+        if target in _FUNCTION_ACTIVATIONS or (node.op == "call_method" and
+                                               target in _METHOD_ACTIVATIONS):
+            kind = _FUNCTION_ACTIVATIONS.get(target) or _METHOD_ACTIVATIONS[target]
+            index, shape = self.source(node)
+            self.add(node.name, Activation(kind), [index], shape)
+        elif target is F.leaky_relu:
+            index, shape = self.source(node)
+            slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+            self.add(node.name, Activation("leaky_relu", params={"negative_slope": slope}),
+                     [index], shape)
+        elif target in (operator.add, torch.add) or (node.op == "call_method" and
+                                                      target == "add"):
+            self.binary_add(node)
+        elif target in (operator.mul, torch.mul, operator.truediv) or (
+                node.op == "call_method" and target in ("mul", "div")):
+            self.scale(node, divide=target in (operator.truediv, "div"))
+        elif target is operator.sub or target == "sub":
+            self.binary_add(node, subtract=True)
+        elif target in (torch.flatten,) or (node.op == "call_method" and
+                                            target in ("flatten", "view", "reshape")):
+            self.reshape(node)
+        else:
+            raise UnsupportedModuleError(node.name, target,
+                                         f"no translation exists for '{name}'")
+
+    def constant(self, argument) -> torch.Tensor | None:
+        if isinstance(argument, int | float):
+            return torch.tensor(float(argument), dtype=DTYPE)
+        if isinstance(argument, torch.fx.Node) and argument.name in self.constants:
+            return self.constants[argument.name].to(DTYPE)
+        return None
+
+    def binary_add(self, node, subtract: bool = False) -> None:
+        left, right = node.args[0], node.args[1]
+        constant_right, constant_left = self.constant(right), self.constant(left)
+        if constant_right is not None or constant_left is not None:
+            # x + c, c + x, x - c: an affine map with identity operator (c - x is not)
+            if constant_left is not None and subtract:
+                raise UnsupportedModuleError(node.name, node.target, "constant minus tensor")
+            tensor_argument = 0 if constant_right is not None else 1
+            index, shape = self.source(node, tensor_argument)
+            shift = constant_right if constant_right is not None else constant_left
+            shift = -shift if subtract else shift
+            identity = Diagonal(torch.ones(()), shape)
+            self.affine(node, identity, torch.broadcast_to(shift, shape), index)
+            return
+        (i, shape_i), (j, shape_j) = self.source(node, 0), self.source(node, 1)
+        if shape_i != shape_j:
+            raise UnsupportedModuleError(node.name, node.target,
+                                         f"adds shapes {shape_i} and {shape_j}")
+        if subtract:
+            negated = Diagonal(-torch.ones(()), shape_j)
+            self.add(node.name + "_negate", Affine(negated), [j], shape_j)
+            j = len(self.nodes) - 1
+        self.add(node.name, Add(), [i, j], shape_i)
+
+    def scale(self, node, divide: bool) -> None:
+        left, right = node.args[0], node.args[1]
+        factor = self.constant(right)
+        position = 0
+        if factor is None and not divide:
+            factor, position = self.constant(left), 1
+        if factor is None:
+            raise UnsupportedModuleError(node.name, node.target,
+                                         "multiplies two tensors computed from the input")
+        index, shape = self.source(node, position)
+        factor = 1.0 / factor if divide else factor
+        self.affine(node, Diagonal(torch.broadcast_to(factor, shape), shape), None, index)
+
+    def reshape(self, node) -> None:
+        index, shape = self.source(node)
+        probe = torch.zeros(1, *shape)
+        arguments = [a for a in node.args[1:]]
+        if node.target is torch.flatten or node.target == "flatten":
+            start = arguments[0] if arguments else node.kwargs.get("start_dim", 0)
+            end = arguments[1] if len(arguments) > 1 else node.kwargs.get("end_dim", -1)
+            out = probe.flatten(start, end)
+        else:
+            sizes = arguments[0] if len(arguments) == 1 and isinstance(arguments[0], tuple | list
+                                                                       ) else arguments
+            resolved = []
+            for size in sizes:
+                if isinstance(size, torch.fx.Node):  # x.size(0): the batch dimension
+                    resolved.append(1)
+                else:
+                    resolved.append(int(size))
+            out = probe.reshape(*resolved)
+        if out.shape[0] != 1:
+            raise UnsupportedModuleError(node.name, node.target, "reshapes the batch dimension")
+        self.affine(node, Reshape(shape, tuple(out.shape[1:])), None, index)
+
+
+def _get_attr(model: nn.Module, target: str) -> torch.Tensor:
+    value = model
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value

@@ -1,0 +1,402 @@
+"""The one network description every estimator works on.
+
+Importers (:mod:`lipkit.estimate.importers`) turn a ``torch.nn.Module``, an ONNX file or a
+LipSDP ``.mat`` weight file into a :class:`Network`: a list of nodes in topological order,
+each reading the outputs of earlier nodes (index ``-1`` is the network's input):
+
+- :class:`Affine`: ``x -> A x + b`` with ``A`` a :class:`LinearOperator` —
+  :class:`Matrix` (dense), :class:`Convolution` (with its geometry and input shape),
+  :class:`Diagonal` (folded BatchNorm, input normalization), :class:`Reshape` (flatten),
+  :class:`Permute` (transpose);
+- :class:`Activation`: an elementwise nonlinearity with its slope range ``[alpha, beta]``
+  (``(phi(a) - phi(b)) / (a - b)`` always lies in it; LipSDP's slope restriction), or a
+  non-elementwise 1-Lipschitz one (GroupSort, MaxMin);
+- :class:`Add`: the sum of several nodes (a residual join).
+
+Everything is float64. Tensors carry the batch dimension first; operators act on the shape
+without it. :meth:`Network.forward` evaluates the description (with autograd), which is how
+the importers are checked against the original model and how lower bounds are searched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from lipkit.errors import InvalidArgumentError, LipkitError
+from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
+
+DTYPE = torch.float64
+
+
+class NotApplicableError(LipkitError):
+    """A method does not apply to this network (the message says why)."""
+
+
+class LinearOperator:
+    """A linear map from tensors of ``in_shape`` to tensors of ``out_shape`` (no batch dim)."""
+
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    @property
+    def in_features(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def out_features(self) -> int:
+        return math.prod(self.out_shape)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``A^T y``, by default through autograd (exact for any linear ``apply``)."""
+        with torch.enable_grad():
+            x = torch.zeros((y.shape[0], *self.in_shape), dtype=y.dtype, device=y.device,
+                            requires_grad=True)
+            (grad,) = torch.autograd.grad(self.apply(x), x, y, create_graph=y.requires_grad)
+        return grad
+
+    def matrix(self) -> torch.Tensor:
+        """The operator as a dense ``(out_features, in_features)`` matrix."""
+        basis = torch.eye(self.in_features, dtype=DTYPE).reshape(-1, *self.in_shape)
+        with torch.no_grad():
+            return self.apply(basis).reshape(self.in_features, -1).T.contiguous()
+
+    def norm(self, p: float = 2) -> float:
+        """A sound upper bound on the induced ``p``-norm (exact where cheap)."""
+        return _induced_norm(self.matrix(), p)
+
+
+def _induced_norm(matrix: torch.Tensor, p: float) -> float:
+    if matrix.numel() == 0:
+        return 0.0
+    if p == 2:
+        return float(torch.linalg.matrix_norm(matrix, ord=2))
+    if p == math.inf:
+        return float(matrix.abs().sum(dim=1).max())
+    if p == 1:
+        return float(matrix.abs().sum(dim=0).max())
+    raise InvalidArgumentError(f"unsupported norm {p!r}; choose from 1, 2, inf")
+
+
+@dataclass(eq=False)
+class Matrix(LinearOperator):
+    """A dense matrix acting on the flattened input."""
+
+    weight: torch.Tensor  # (out, in)
+    in_shape: tuple[int, ...] = None
+    out_shape: tuple[int, ...] = None
+
+    def __post_init__(self):
+        self.weight = self.weight.detach().to(DTYPE)
+        self.in_shape = tuple(self.in_shape or (self.weight.shape[1],))
+        self.out_shape = tuple(self.out_shape or (self.weight.shape[0],))
+
+    def apply(self, x):
+        return (x.reshape(x.shape[0], -1) @ self.weight.T).reshape(x.shape[0], *self.out_shape)
+
+    def adjoint(self, y):
+        return (y.reshape(y.shape[0], -1) @ self.weight).reshape(y.shape[0], *self.in_shape)
+
+    def matrix(self):
+        return self.weight
+
+
+@dataclass(eq=False)
+class Convolution(LinearOperator):
+    """A convolution operator (no bias) on inputs of ``in_shape = (channels, *spatial)``."""
+
+    weight: torch.Tensor
+    geometry: ConvGeometry
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...] = None
+
+    def __post_init__(self):
+        self.weight = self.weight.detach().to(DTYPE)
+        self.in_shape = tuple(self.in_shape)
+        if self.geometry.input_size is None:
+            self.geometry = self.geometry.with_input_size(self.in_shape[1:])
+        if self.out_shape is None:
+            spatial = self.geometry.output_size(self.weight.shape[2:])
+            self.out_shape = (self.weight.shape[0], *spatial)
+
+    def apply(self, x):
+        return self.geometry.apply(x, self.weight)
+
+    def adjoint(self, y):
+        return self.geometry.apply_adjoint(y, self.weight)
+
+    def norm(self, p: float = 2) -> float:
+        if p == 2:
+            return conv_operator_norm_upper(self.weight, self.geometry)
+        if self.in_features * self.out_features <= 4_000_000:
+            return _induced_norm(self.matrix(), p)
+        # a row (an output) sums |K| over at most all taps of its group's input channels;
+        # a column (an input) is used at most once by each tap of each output channel
+        absolute = self.weight.abs()
+        padding = self.geometry._padding_norm() ** 2  # copies made by the padding map
+        if p == math.inf:
+            return float(absolute.flatten(1).sum(dim=1).max()) * padding
+        return float(absolute.transpose(0, 1).flatten(1).sum(dim=1).max()) * padding
+
+
+@dataclass(eq=False)
+class Diagonal(LinearOperator):
+    """Elementwise scaling by ``scale`` (broadcast over ``in_shape``)."""
+
+    scale: torch.Tensor
+    in_shape: tuple[int, ...]
+
+    def __post_init__(self):
+        self.in_shape = tuple(self.in_shape)
+        self.out_shape = self.in_shape
+        self.scale = torch.broadcast_to(self.scale.detach().to(DTYPE), self.in_shape).clone()
+
+    def apply(self, x):
+        return x * self.scale
+
+    def adjoint(self, y):
+        return y * self.scale
+
+    def matrix(self):
+        return torch.diag(self.scale.reshape(-1))
+
+    def norm(self, p: float = 2) -> float:
+        return float(self.scale.abs().max()) if self.scale.numel() else 0.0
+
+
+@dataclass(eq=False)
+class Reshape(LinearOperator):
+    """A reshape (flatten, unflatten): the identity on the row-major flattened vector."""
+
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    def __post_init__(self):
+        self.in_shape, self.out_shape = tuple(self.in_shape), tuple(self.out_shape)
+        if math.prod(self.in_shape) != math.prod(self.out_shape):
+            raise InvalidArgumentError(f"cannot reshape {self.in_shape} to {self.out_shape}")
+
+    def apply(self, x):
+        return x.reshape(x.shape[0], *self.out_shape)
+
+    def adjoint(self, y):
+        return y.reshape(y.shape[0], *self.in_shape)
+
+    def norm(self, p: float = 2) -> float:
+        return 1.0
+
+
+@dataclass(eq=False)
+class Permute(LinearOperator):
+    """A permutation of the (non-batch) dimensions: ``dims`` as in ``Tensor.permute``."""
+
+    dims: tuple[int, ...]
+    in_shape: tuple[int, ...]
+
+    def __post_init__(self):
+        self.dims, self.in_shape = tuple(self.dims), tuple(self.in_shape)
+        self.out_shape = tuple(self.in_shape[d] for d in self.dims)
+
+    def apply(self, x):
+        return x.permute(0, *(d + 1 for d in self.dims))
+
+    def adjoint(self, y):
+        inverse = [0] * len(self.dims)
+        for position, d in enumerate(self.dims):
+            inverse[d] = position
+        return y.permute(0, *(d + 1 for d in inverse))
+
+    def norm(self, p: float = 2) -> float:
+        return 1.0
+
+
+@dataclass(eq=False)
+class Affine:
+    """``x -> operator(x) + bias``."""
+
+    operator: LinearOperator
+    bias: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.bias is not None:
+            self.bias = torch.broadcast_to(
+                self.bias.detach().to(DTYPE), self.operator.out_shape
+            ).clone()
+
+    def __call__(self, x):
+        y = self.operator.apply(x)
+        return y if self.bias is None else y + self.bias
+
+
+# elementwise activations: (function, slope range (alpha, beta))
+_ELEMENTWISE = {
+    "relu": (F.relu, (0.0, 1.0)),
+    "tanh": (torch.tanh, (0.0, 1.0)),
+    "sigmoid": (torch.sigmoid, (0.0, 0.25)),
+    "softplus": (F.softplus, (0.0, 1.0)),
+    "elu": (F.elu, (0.0, 1.0)),
+    "identity": (lambda x: x, (1.0, 1.0)),
+    # derivative ranges of GELU / SiLU, rounded outwards
+    "gelu": (F.gelu, (-0.1701, 1.1290)),
+    "silu": (F.silu, (-0.1000, 1.0999)),
+}
+
+
+@dataclass(eq=False)
+class Activation:
+    """A nonlinearity. Elementwise ones carry their slope range ``(alpha, beta)``."""
+
+    kind: str
+    slope: tuple[float, float] | None = None
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind == "leaky_relu":
+            a = float(self.params.get("negative_slope", 0.01))
+            self.slope = (min(a, 1.0), max(a, 1.0))
+        elif self.kind in _ELEMENTWISE:
+            self.slope = _ELEMENTWISE[self.kind][1]
+        elif self.kind == "groupsort":
+            self.slope = None
+            self.params.setdefault("group_size", 2)
+        else:
+            raise InvalidArgumentError(f"unknown activation kind '{self.kind}'")
+
+    @property
+    def elementwise(self) -> bool:
+        return self.slope is not None
+
+    @property
+    def lipschitz(self) -> float:
+        """The Lipschitz constant in every lp norm (1 for GroupSort)."""
+        return 1.0 if self.slope is None else max(abs(self.slope[0]), abs(self.slope[1]))
+
+    def __call__(self, x):
+        if self.kind == "leaky_relu":
+            return F.leaky_relu(x, self.params["negative_slope"])
+        if self.kind == "groupsort":
+            size = self.params["group_size"]
+            grouped = x.unflatten(1, (x.shape[1] // size, size))
+            return grouped.sort(dim=2, descending=True).values.flatten(1, 2)
+        return _ELEMENTWISE[self.kind][0](x)
+
+
+@dataclass(eq=False)
+class Add:
+    """The sum of the node's inputs (a residual join)."""
+
+    def __call__(self, *xs):
+        total = xs[0]
+        for x in xs[1:]:
+            total = total + x
+        return total
+
+
+@dataclass(eq=False)
+class Node:
+    """One step: ``op`` applied to the outputs of ``inputs`` (-1: the network input)."""
+
+    name: str
+    op: Affine | Activation | Add
+    inputs: list[int]
+
+
+@dataclass(eq=False)
+class Layer:
+    """One layer of a chain: ``activation(weight @ x + bias)`` (no activation: the output)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    activation: Activation | None
+    names: list[str]
+
+
+@dataclass(eq=False)
+class Network:
+    """A feed-forward network description (see the module docstring)."""
+
+    input_shape: tuple[int, ...]
+    nodes: list[Node]
+    source: str = ""
+
+    def __post_init__(self):
+        self.input_shape = tuple(self.input_shape)
+        for index, node in enumerate(self.nodes):
+            if any(i >= index or i < -1 for i in node.inputs):
+                raise InvalidArgumentError(f"node {node.name!r} reads a later node")
+
+    @property
+    def in_features(self) -> int:
+        return math.prod(self.input_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluate on a batch ``(batch, *input_shape)`` (differentiable)."""
+        values: list[torch.Tensor] = []
+        x = x.to(DTYPE)
+        for node in self.nodes:
+            args = [x if i == -1 else values[i] for i in node.inputs]
+            values.append(node.op(*args))
+        return values[-1] if values else x
+
+    __call__ = forward
+
+    @property
+    def out_features(self) -> int:
+        with torch.no_grad():
+            return self.forward(torch.zeros(1, *self.input_shape)).shape[1:].numel()
+
+    def is_chain(self) -> bool:
+        return all(node.inputs == [index - 1] for index, node in enumerate(self.nodes))
+
+    def chain(self) -> list[Layer]:
+        """The network as ``x -> W_L s(... s(W_1 x + b_1) ...) + b_L`` with elementwise
+        activations, consecutive affine nodes multiplied into one matrix.
+
+        Raises NotApplicableError for residual joins or non-elementwise activations.
+        """
+        if not self.is_chain():
+            raise NotApplicableError("the network has residual joins (not a chain)")
+        layers: list[Layer] = []
+        weight = torch.eye(self.in_features, dtype=DTYPE)
+        bias = torch.zeros(self.in_features, dtype=DTYPE)
+        names: list[str] = []
+        for node in self.nodes:
+            if isinstance(node.op, Affine):
+                matrix = node.op.operator.matrix()
+                weight = matrix @ weight
+                bias = matrix @ bias
+                if node.op.bias is not None:
+                    bias = bias + node.op.bias.reshape(-1)
+                names.append(node.name)
+            elif isinstance(node.op, Activation):
+                if not node.op.elementwise:
+                    raise NotApplicableError(
+                        f"activation '{node.name}' ({node.op.kind}) is not elementwise"
+                    )
+                layers.append(Layer(weight, bias, node.op, names))
+                weight = torch.eye(weight.shape[0], dtype=DTYPE)
+                bias = torch.zeros(weight.shape[0], dtype=DTYPE)
+                names = []
+            else:
+                raise NotApplicableError(f"node '{node.name}' is not affine or elementwise")
+        layers.append(Layer(weight, bias, None, names))
+        return layers
+
+    def summary(self) -> str:
+        """One line: input shape, node kinds and sizes."""
+        parts = []
+        for node in self.nodes:
+            if isinstance(node.op, Affine):
+                op = node.op.operator
+                parts.append(f"{type(op).__name__.lower()}{list(op.out_shape)}")
+            elif isinstance(node.op, Activation):
+                parts.append(node.op.kind)
+            else:
+                parts.append("add")
+        return f"input{list(self.input_shape)} -> " + " -> ".join(parts)
