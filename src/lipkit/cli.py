@@ -66,12 +66,95 @@ def demo(
     _summarize(metrics, out)
 
 
+@app.command()
+def estimate(
+    path: Annotated[Path, typer.Argument(help="An ONNX file (.onnx) or LipSDP weights (.mat).")],
+    method: Annotated[
+        list[str] | None,
+        typer.Option("--method", "-m", help="Method id, repeatable (default: all that fit)."),
+    ] = None,
+    norm: Annotated[str, typer.Option(help="Norm on inputs and outputs: 2, 1 or inf.")] = "2",
+    input_shape: Annotated[
+        str | None, typer.Option(help="Input shape without batch, e.g. 3,32,32.")
+    ] = None,
+    time_limit: Annotated[
+        float | None, typer.Option(help="Seconds per method (methods that can stop early).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the lower-bound searches.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Bound the Lipschitz constant of a network: every method's bound and the interval."""
+    from lipkit.estimate import estimate as run_estimate
+
+    shape = None
+    if input_shape:
+        try:
+            shape = tuple(int(part) for part in input_shape.replace("x", ",").split(","))
+        except ValueError:
+            fail(f"--input-shape must be integers separated by commas, got {input_shape!r}")
+    try:
+        report = _with_progress(
+            lambda progress: run_estimate(path, methods=method or None, norm=norm,
+                                          input_shape=shape, time_limit=time_limit, seed=seed,
+                                          progress=progress),
+            enabled=not as_json,
+        )
+    except LipkitError as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    _print_report(report)
+
+
+def _with_progress(run, enabled: bool):
+    if not enabled:
+        return run(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("estimating", total=None)
+
+        def progress(name: str, index: int, count: int) -> None:
+            bar.update(task, description=f"running {name}", completed=index, total=count)
+
+        return run(progress)
+
+
+def _print_report(report) -> None:
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"l{report.norm} Lipschitz bounds: {report.network.summary()}")
+    for column in ("method", "kind", "value", "seconds", "status"):
+        table.add_column(column, justify="right" if column in ("value", "seconds") else "left")
+    for bound in report.bounds:
+        value = f"{bound.value:.6g}" if math.isfinite(bound.value) else "-"
+        table.add_row(bound.method, bound.kind, value, f"{bound.seconds:.2f}", bound.status)
+    console.print(table)
+    low, high = report.interval
+    lower = report.lower.method if report.lower else "none"
+    upper = report.upper.method if report.upper else "none"
+    console.print(f"||f||_L in [{low:.6g}, {high:.6g}]  (lower: {lower}, upper: {upper}, "
+                  f"gap {report.gap:.3g}x)")
+    if not report.consistent:
+        console.print("[bold red]inconsistent: a lower bound exceeds an upper bound; "
+                      "please report this network[/]")
+
+
 def _summarize(metrics: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     for title, section in metrics["sections"].items():
+        if not any(isinstance(v, dict) and "variant" in v for v in section.values()):
+            continue
         table = Table(title=title)
         for column in ("variant", "test accuracy", "guaranteed bound", "largest observed"):
             table.add_column(column)
@@ -83,6 +166,15 @@ def _summarize(metrics: dict, out: Path) -> None:
                     f"{max(value['largest_observed_ratio'], value['largest_jacobian_norm']):.4f}",
                 )
         console.print(table)
+    for title, section in metrics["sections"].items():
+        for name, value in section.items():
+            if isinstance(value, dict) and "interval" in value:
+                interval = value["interval"]
+                upper = interval["upper"]
+                upper = f"{upper:.4f}" if isinstance(upper, float) else upper
+                console.print(f"{title} — {name}: ||f||_L in [{interval['lower']:.4f}, "
+                              f"{upper}] ({interval['lower_method']} / "
+                              f"{interval['upper_method']})")
     console.print(f"report: {out / 'report.md'}  ({metrics['seconds']:.1f} s)")
 
 

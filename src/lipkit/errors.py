@@ -16,12 +16,13 @@ class InvalidArgumentError(LipkitError, ValueError):
 class UnsupportedModuleError(LipkitError, TypeError):
     """A module whose Lipschitz constant lipkit cannot bound or constrain.
 
-    The message names the module's path inside the model and its type.
+    The message names the module's path inside the model and its type. ``module`` may be
+    the module itself or a string naming the type (an ONNX operator, a torch function).
     """
 
     def __init__(self, path: str, module: object, reason: str = ""):
         self.path = path or "<root>"
-        self.module_type = type(module).__name__
+        self.module_type = module if isinstance(module, str) else type(module).__name__
         detail = f": {reason}" if reason else ""
         super().__init__(f"unsupported module '{self.path}' of type {self.module_type}{detail}")
 

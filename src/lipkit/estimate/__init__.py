@@ -1,10 +1,28 @@
 """Measure ``||f||_L``: import any network into one description, run estimation methods,
 and report the tightest interval ``[best lower, best upper]`` they prove.
+
+    from lipkit.estimate import estimate
+    report = estimate(model, norm=2)
+    low, high = report.interval
+
+Methods (``METHODS``, kebab-case ids): lower bounds with witnesses (``lower-jacobian``,
+``lower-gradient``, ``lower-adversarial``), cheap upper bounds (``naive``, ``autolip``,
+``seqlip``) and SDP upper bounds (``lipsdp-*``).
 """
 
+# importing the method modules registers them
+from lipkit.estimate import adversarial, gradient_ascent, jacobian, naive, seqlip  # noqa: F401
 from lipkit.estimate.bound import Bound
 from lipkit.estimate.importers import load_network
 from lipkit.estimate.network import Network
 from lipkit.estimate.registry import METHODS, Options, register_method
+from lipkit.estimate.report import Report, estimate
 
-__all__ = ["METHODS", "Bound", "Network", "Options", "load_network", "register_method"]
+try:  # LipSDP needs cvxpy (the "all" extra)
+    from lipkit.estimate import lipsdp  # noqa: F401
+except ImportError as _error:  # pragma: no cover - depends on the installation
+    if "cvxpy" not in str(_error) and "lipsdp" not in str(_error):
+        raise
+
+__all__ = ["METHODS", "Bound", "Network", "Options", "Report", "estimate", "load_network",
+           "register_method"]

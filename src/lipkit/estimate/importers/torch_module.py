@@ -35,7 +35,7 @@ from lipkit.estimate.network import (
 )
 from lipkit.nn.activation import GroupSort
 from lipkit.nn.operator_norm import ConvGeometry
-from lipkit.nn.pooling import ScaledAvgPool2d
+from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d
 
 _MODULE_ACTIVATIONS = {
     nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Softplus: "softplus",
@@ -54,7 +54,8 @@ class _Tracer(torch.fx.Tracer):
     """Keeps lipkit's and torch's layers as leaves (parametrized layers included)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | GroupSort):
+        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | GroupSort |
+                      ScaledAvgPool2d | L2NormPool2d):
             return True
         return super().is_leaf_module(module, qualified_name)
 
@@ -76,22 +77,25 @@ def import_module(model: nn.Module, input_shape=None) -> Network:
     input_shape = tuple(int(s) for s in input_shape)
     was_training = model.training
     model.eval()
+    # fx traces into the root's forward: a bare layer is wrapped to stay a leaf
+    traced = nn.Sequential(model) if _Tracer().is_leaf_module(model, "") else model
     try:
-        graph = _Tracer().trace(model)
+        graph = _Tracer().trace(traced)
     except Exception as error:  # torch.fx raises many types for untraceable code
         raise UnsupportedModuleError(
             "", model, f"torch.fx could not trace it ({type(error).__name__}: {error})"
         ) from None
     try:
         with torch.no_grad():
-            return _Translator(model, input_shape).run(graph)
+            return _Translator(traced, input_shape, model).run(graph)
     finally:
         model.train(was_training)
 
 
 class _Translator:
-    def __init__(self, model: nn.Module, input_shape: tuple[int, ...]):
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], original=None):
         self.model = model
+        self.original = original if original is not None else model
         self.modules = dict(model.named_modules())
         self.input_shape = input_shape
         self.nodes: list[Node] = []
@@ -99,9 +103,11 @@ class _Translator:
         self.values: dict[str, tuple[int, tuple[int, ...]]] = {}
         # fx node name -> a constant tensor (attributes, literals)
         self.constants: dict[str, torch.Tensor] = {}
+        # fx node name -> the label users know (a module's path in the model)
+        self.labels: dict[str, str] = {}
 
     def add(self, name: str, op, inputs: list[int], shape: tuple[int, ...]) -> None:
-        self.nodes.append(Node(name, op, inputs))
+        self.nodes.append(Node(self.labels.get(name, name), op, inputs))
         self.values[name] = (len(self.nodes) - 1, tuple(shape))
 
     def run(self, graph: torch.fx.Graph) -> Network:
@@ -115,6 +121,8 @@ class _Translator:
             elif node.op == "get_attr":
                 self.constants[node.name] = _get_attr(self.model, node.target).detach()
             elif node.op == "call_module":
+                prefix = "0." if self.model is not self.original else ""
+                self.labels[node.name] = node.target.removeprefix(prefix) or node.target
                 self.call_module(node)
             elif node.op in ("call_function", "call_method"):
                 self.call_function(node)
@@ -134,7 +142,8 @@ class _Translator:
     def source(self, node: torch.fx.Node, position: int = 0) -> tuple[int, tuple[int, ...]]:
         argument = node.args[position]
         if not isinstance(argument, torch.fx.Node) or argument.name not in self.values:
-            raise UnsupportedModuleError(node.name, node.target,
+            kind = "module" if node.op == "call_module" else "function"
+            raise UnsupportedModuleError(node.name, f"{kind} {node.target}",
                                          "its input is not a tensor computed from the input")
         return self.values[argument.name]
 
@@ -199,7 +208,10 @@ class _Translator:
 
     def average_pool(self, node, module, index, shape) -> None:
         dims = len(shape) - 1
-        expand = (lambda v: (v,) * dims if isinstance(v, int) else tuple(v))
+
+        def expand(value):
+            return (value,) * dims if isinstance(value, int) else tuple(value)
+
         kernel = expand(module.kernel_size)
         stride = expand(module.stride if module.stride is not None else module.kernel_size)
         padding = expand(module.padding)
@@ -220,6 +232,17 @@ class _Translator:
     def call_function(self, node: torch.fx.Node) -> None:
         target = node.target
         name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+        if node.op == "call_method" and target == "size":
+            return  # x.size(0): the batch size, read by a later reshape
+        arguments = [*node.args, *node.kwargs.values()]
+        tracked = [a for a in arguments if isinstance(a, torch.fx.Node) and a.name in self.values]
+        if not tracked and node.op == "call_function":
+            # arithmetic on constants only (e.g. 1 - t of a Residual): fold it
+            values = [self.constants.get(a.name) if isinstance(a, torch.fx.Node) else a
+                      for a in node.args]
+            if all(v is not None for v in values):
+                self.constants[node.name] = torch.as_tensor(target(*values)).detach()
+                return
         if target in _FUNCTION_ACTIVATIONS or (node.op == "call_method" and
                                                target in _METHOD_ACTIVATIONS):
             kind = _FUNCTION_ACTIVATIONS.get(target) or _METHOD_ACTIVATIONS[target]
@@ -242,8 +265,8 @@ class _Translator:
                                             target in ("flatten", "view", "reshape")):
             self.reshape(node)
         else:
-            raise UnsupportedModuleError(node.name, target,
-                                         f"no translation exists for '{name}'")
+            raise UnsupportedModuleError(node.name, f"function {name}",
+                                         "no translation into the network description exists")
 
     def constant(self, argument) -> torch.Tensor | None:
         if isinstance(argument, int | float):
@@ -258,7 +281,8 @@ class _Translator:
         if constant_right is not None or constant_left is not None:
             # x + c, c + x, x - c: an affine map with identity operator (c - x is not)
             if constant_left is not None and subtract:
-                raise UnsupportedModuleError(node.name, node.target, "constant minus tensor")
+                raise UnsupportedModuleError(node.name, f"function {node.target}",
+                                             "constant minus tensor")
             tensor_argument = 0 if constant_right is not None else 1
             index, shape = self.source(node, tensor_argument)
             shift = constant_right if constant_right is not None else constant_left
@@ -268,7 +292,7 @@ class _Translator:
             return
         (i, shape_i), (j, shape_j) = self.source(node, 0), self.source(node, 1)
         if shape_i != shape_j:
-            raise UnsupportedModuleError(node.name, node.target,
+            raise UnsupportedModuleError(node.name, f"function {node.target}",
                                          f"adds shapes {shape_i} and {shape_j}")
         if subtract:
             negated = Diagonal(-torch.ones(()), shape_j)
@@ -283,7 +307,7 @@ class _Translator:
         if factor is None and not divide:
             factor, position = self.constant(left), 1
         if factor is None:
-            raise UnsupportedModuleError(node.name, node.target,
+            raise UnsupportedModuleError(node.name, f"function {node.target}",
                                          "multiplies two tensors computed from the input")
         index, shape = self.source(node, position)
         factor = 1.0 / factor if divide else factor
@@ -308,7 +332,8 @@ class _Translator:
                     resolved.append(int(size))
             out = probe.reshape(*resolved)
         if out.shape[0] != 1:
-            raise UnsupportedModuleError(node.name, node.target, "reshapes the batch dimension")
+            raise UnsupportedModuleError(node.name, f"function {node.target}",
+                                         "reshapes the batch dimension")
         self.affine(node, Reshape(shape, tuple(out.shape[1:])), None, index)
 
 

@@ -1,0 +1,63 @@
+"""Lower bound: the largest local Jacobian norm over data or random points.
+
+Rademacher: ``||f||_L = sup_x ||J_f(x)||`` (the induced norm) for a Lipschitz ``f``, so
+every point gives a lower bound. Each candidate is turned into a verified pair
+``(x, x + t v)`` along the direction ``v`` its Jacobian stretches most
+(:func:`~lipkit.estimate.witness.step_pairs`); the reported value is that pair's ratio.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from lipkit.estimate.bound import Bound
+from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.witness import (
+    induced_norms,
+    jacobians,
+    random_points,
+    step_pairs,
+    witness_details,
+)
+
+_CHUNK = 64
+
+
+def candidate_points(network, options: Options, count: int) -> torch.Tensor:
+    """The data points given in ``options.data`` (if any), then seeded random points."""
+    points = [random_points(network, count, options.seed)]
+    if options.data is not None:
+        data = torch.as_tensor(options.data).reshape(-1, *network.input_shape)
+        points.insert(0, data[: 4 * count].double())
+    return torch.cat(points)
+
+
+def best_jacobian_points(network, points: torch.Tensor, norm: str, keep: int = 1):
+    """Jacobian norms at ``points``: the ``keep`` best points, norms and directions."""
+    values, directions = [], []
+    for start in range(0, len(points), _CHUNK):
+        jac = jacobians(network, points[start : start + _CHUNK])
+        value, direction = induced_norms(jac, norm)
+        values.append(value)
+        directions.append(direction)
+    values, directions = torch.cat(values), torch.cat(directions)
+    order = values.argsort(descending=True)[:keep]
+    return points[order], values[order], directions[order]
+
+
+@register_method("lower-jacobian", kind="lower", norms=("2", "1", "inf"))
+def lower_jacobian(network, options: Options) -> Bound:
+    """Largest Jacobian norm over data and 256 random points, verified by a pair."""
+    started = time.perf_counter()
+    points = candidate_points(network, options, options.extra.get("points", 256))
+    best, values, directions = best_jacobian_points(network, points, options.norm, keep=8)
+    ratios, first, second = step_pairs(network, best, directions, options.norm)
+    index = int(ratios.argmax())
+    return Bound(
+        float(ratios[index]), "lower", options.norm, "lower-jacobian",
+        time.perf_counter() - started,
+        details=witness_details(first[index], second[index],
+                                jacobian_norm=float(values[index]), points=len(points)),
+    )

@@ -1,0 +1,150 @@
+"""``estimate(model_or_path, ...)``: run methods, collect Bounds, report the interval.
+
+The interval is ``[best lower, best upper]``: the largest value attained by a witness and
+the smallest proven upper bound (an ``exact`` value counts as both). Bounds that are not
+proven (kind ``estimate``) or whose status is not ``ok`` are listed but never used. A best
+lower above the best upper would mean a bug in one of them: the report says so instead of
+printing an empty interval.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from lipkit.errors import LipkitError
+from lipkit.estimate.bound import Bound, norm_name
+from lipkit.estimate.importers import load_network
+from lipkit.estimate.network import Network, NotApplicableError
+from lipkit.estimate.registry import METHODS, Options, get_method
+
+
+@dataclass
+class Report:
+    """The bounds of every method run, and the interval they prove."""
+
+    network: Network
+    norm: str
+    bounds: list[Bound] = field(default_factory=list)
+
+    @property
+    def lower(self) -> Bound | None:
+        """The best usable lower (or exact) bound."""
+        usable = [b for b in self.bounds if b.usable and b.kind in ("lower", "exact")]
+        return max(usable, key=lambda b: b.value, default=None)
+
+    @property
+    def upper(self) -> Bound | None:
+        """The best usable upper (or exact) bound."""
+        usable = [b for b in self.bounds if b.usable and b.kind in ("upper", "exact")]
+        return min(usable, key=lambda b: b.value, default=None)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        lower, upper = self.lower, self.upper
+        return (lower.value if lower else 0.0, upper.value if upper else math.inf)
+
+    @property
+    def consistent(self) -> bool:
+        """False when a lower bound exceeds an upper bound (beyond rounding): a bug."""
+        low, high = self.interval
+        return low <= high * (1 + 1e-6) + 1e-12
+
+    @property
+    def gap(self) -> float:
+        """upper / lower (inf when either is missing)."""
+        low, high = self.interval
+        return high / low if low > 0 and math.isfinite(high) else math.inf
+
+    def to_dict(self) -> dict:
+        low, high = self.interval
+        return {
+            "network": self.network.summary(),
+            "norm": self.norm,
+            "interval": {
+                "lower": low, "upper": high if math.isfinite(high) else "inf",
+                "lower_method": self.lower.method if self.lower else None,
+                "upper_method": self.upper.method if self.upper else None,
+                "gap": self.gap if math.isfinite(self.gap) else "inf",
+                "consistent": self.consistent,
+            },
+            "bounds": [b.to_dict() for b in self.bounds],
+        }
+
+
+def default_methods(network: Network, norm: str) -> list[str]:
+    """Every registered method that supports ``norm`` and fits the network."""
+    return [name for name, method in METHODS.items()
+            if norm in method.norms and method.fits(network) is None]
+
+
+def run_method(name: str, network: Network, options: Options) -> Bound:
+    """Run one method; a method that does not apply or fails gives a Bound saying so."""
+    method = get_method(name)
+    if options.norm not in method.norms:
+        return Bound.not_applicable(name, method.kind, options.norm,
+                                    f"supports the {', '.join(method.norms)} norm(s)")
+    reason = method.fits(network)
+    if reason is not None:
+        return Bound.not_applicable(name, method.kind, options.norm, reason)
+    started = time.perf_counter()
+    try:
+        bound = method.function(network, options)
+    except NotApplicableError as error:
+        return Bound.not_applicable(name, method.kind, options.norm, str(error))
+    except (LipkitError, ArithmeticError, RuntimeError, torch.linalg.LinAlgError) as error:
+        return Bound(math.nan, method.kind, options.norm, name, time.perf_counter() - started,
+                     f"failed: {type(error).__name__}: {error}")
+    return bound
+
+
+def estimate(
+    source,
+    methods: Iterable[str] | None = None,
+    norm="2",
+    input_shape=None,
+    time_limit: float | None = None,
+    data: torch.Tensor | None = None,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+    **extra,
+) -> Report:
+    """Bound ``||f||_L`` of a model (nn.Module, .onnx / .mat path, or Network).
+
+    Args:
+        source: the model.
+        methods: method ids (see ``lipkit.estimate.METHODS``); default every method that
+            supports the norm and fits the network's size.
+        norm: ``2``, ``1`` or ``"inf"`` (the same norm on inputs and outputs).
+        input_shape: the input's shape without the batch dimension, when the model does not
+            tell (convolutional torch models).
+        time_limit: seconds per method, for the methods that can stop early.
+        data: input points for data-based lower bounds (random points otherwise).
+        progress: called as ``progress(method, index, count)`` before each method.
+        extra: method options (e.g. ``split=2`` for LipSDP, ``points=512``).
+
+    Example:
+        >>> import torch
+        >>> from lipkit.estimate import estimate
+        >>> layer = torch.nn.Linear(3, 2)
+        >>> report = estimate(layer, methods=["naive", "lower-jacobian"])
+        >>> low, high = report.interval
+        >>> abs(low - high) / high < 1e-5   # a linear map: both ends are its norm
+        True
+    """
+    network = load_network(source, input_shape)
+    norm = norm_name(norm)
+    names = list(methods) if methods is not None else default_methods(network, norm)
+    for name in names:
+        get_method(name)  # unknown names fail before anything runs
+    options = Options(norm=norm, time_limit=time_limit, data=data, seed=seed, extra=extra)
+    report = Report(network, norm)
+    for index, name in enumerate(names):
+        if progress is not None:
+            progress(name, index, len(names))
+        report.bounds.append(run_method(name, network, options))
+    return report

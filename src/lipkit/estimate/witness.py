@@ -1,0 +1,113 @@
+"""Shared tools of the lower-bound methods: Jacobians, induced norms, verified pair ratios.
+
+Every lower bound lipkit reports is the ratio ``||f(x1) - f(x2)|| / ||x1 - x2||`` of a real
+pair of inputs, evaluated in float64: whatever the search that found it, the number is
+attained, so it is at most ``||f||_L``. A Jacobian norm ``||J_f(x)||`` found by a search is
+turned into such a pair by a small step along the direction the Jacobian stretches most.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lipkit.estimate.bound import norm_value
+from lipkit.estimate.network import DTYPE, Network
+
+
+def vector_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample norm of a batch (flattened)."""
+    return torch.linalg.vector_norm(x.flatten(1), ord=norm_value(norm), dim=1)
+
+
+def jacobians(network: Network, x: torch.Tensor) -> torch.Tensor:
+    """The Jacobians ``(batch, out_features, in_features)`` at the points of a batch.
+
+    One reverse pass per output (the usual case: few outputs), batched over the points.
+    """
+    with torch.enable_grad():
+        x = x.detach().to(DTYPE).requires_grad_(True)
+        y = network.forward(x).flatten(1)
+        rows = []
+        for k in range(y.shape[1]):
+            (grad,) = torch.autograd.grad(y[:, k].sum(), x, retain_graph=k + 1 < y.shape[1])
+            rows.append(grad.flatten(1))
+    return torch.stack(rows, dim=1)
+
+
+def induced_norms(jac: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Induced norms of a batch of matrices and, for each, an input direction attaining it.
+
+    l2: spectral norm and top right singular vector; l-inf: largest row l1 norm and the
+    sign pattern of that row; l1: largest column l1 norm and that coordinate's unit vector.
+    """
+    p = norm_value(norm)
+    if p == 2:
+        # the top eigenpair of the smaller Gram matrix (much faster than a batched SVD)
+        if jac.shape[1] <= jac.shape[2]:
+            values, vectors = torch.linalg.eigh(jac @ jac.mT)
+            top = values[:, -1].clamp_min(0).sqrt()
+            direction = (jac.mT @ vectors[:, :, -1:]).squeeze(-1)
+            direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        else:
+            values, vectors = torch.linalg.eigh(jac.mT @ jac)
+            top = values[:, -1].clamp_min(0).sqrt()
+            direction = vectors[:, :, -1]
+        return top, direction
+    if p == math.inf:
+        rows = jac.abs().sum(dim=2)
+        best = rows.argmax(dim=1)
+        direction = torch.sign(jac[torch.arange(len(jac)), best])
+        direction[direction == 0] = 1.0
+        return rows.max(dim=1).values, direction
+    columns = jac.abs().sum(dim=1)
+    best = columns.argmax(dim=1)
+    direction = torch.zeros(jac.shape[0], jac.shape[2], dtype=jac.dtype)
+    direction[torch.arange(len(jac)), best] = 1.0
+    return columns.max(dim=1).values, direction
+
+
+@torch.no_grad()
+def pair_ratios(network: Network, first: torch.Tensor, second: torch.Tensor,
+                norm: str) -> torch.Tensor:
+    """``||f(x1) - f(x2)|| / ||x1 - x2||`` for a batch of pairs (0 where x1 == x2)."""
+    first, second = first.to(DTYPE), second.to(DTYPE)
+    numerator = vector_norm(network.forward(first) - network.forward(second), norm)
+    denominator = vector_norm(first - second, norm)
+    return torch.where(denominator > 0, numerator / denominator.clamp_min(1e-300),
+                       torch.zeros_like(numerator))
+
+
+def step_pairs(network: Network, x: torch.Tensor, direction: torch.Tensor, norm: str
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Verified pairs ``(x, x + t v)`` along ``v``: the best of a few small steps ``t``."""
+    direction = direction.reshape(x.shape).to(DTYPE)
+    direction = direction / vector_norm(direction, norm).clamp_min(1e-300).reshape(
+        -1, *([1] * (x.ndim - 1)))
+    scale = 1.0 + vector_norm(x, norm).reshape(-1, *([1] * (x.ndim - 1)))
+    best_ratio = torch.full((x.shape[0],), -1.0, dtype=DTYPE)
+    best_second = x.clone()
+    for step in (1e-7, 1e-6, 1e-5, 1e-4):
+        for sign in (1.0, -1.0):
+            second = x + sign * step * scale * direction
+            ratio = pair_ratios(network, x, second, norm)
+            better = ratio > best_ratio
+            best_ratio = torch.where(better, ratio, best_ratio)
+            best_second[better] = second[better]
+    return best_ratio, x, best_second
+
+
+def random_points(network: Network, count: int, seed: int) -> torch.Tensor:
+    """Seeded normal points of the network's input shape, at scales 1, 3 and 10 in turn (the
+    constant is a supremum over the whole input space, and activation regions far from the
+    origin matter as much as those near it)."""
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.randn(count, *network.input_shape, generator=generator, dtype=DTYPE)
+    scales = torch.tensor([1.0, 3.0, 10.0], dtype=DTYPE).repeat(count // 3 + 1)[:count]
+    return points * scales.reshape(-1, *([1] * len(network.input_shape)))
+
+
+def witness_details(first: torch.Tensor, second: torch.Tensor, **extra) -> dict:
+    """The witness pair for a Bound's details (inputs without the batch dimension)."""
+    return {"witness": {"x1": first.detach(), "x2": second.detach()}, **extra}
