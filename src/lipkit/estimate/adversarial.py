@@ -22,7 +22,7 @@ from lipkit.estimate.registry import Options, register_method
 from lipkit.estimate.witness import pair_ratios, vector_norm, witness_details
 
 
-def adversarial_direction(network, x: torch.Tensor, n_iterations: int = 5,
+def adversarial_direction(network, x: torch.Tensor, n_iterations: int = 10,
                           xi: float = 1e-3, seed: int = 0) -> torch.Tensor:
     """Power iteration with finite-difference Hessian-vector products (unit l2 directions)."""
     generator = torch.Generator().manual_seed(seed)
