@@ -19,6 +19,14 @@ def random_mlp(widths, activation=nn.ReLU, seed=0, bias=True):
     return nn.Sequential(*layers).double()
 
 
+def local_jacobian_max(network, center, radius=0.05, resolution=101):
+    """The largest Jacobian spectral norm over a fine grid around ``center`` (2-D input)."""
+    axis = torch.linspace(-radius, radius, resolution, dtype=torch.float64)
+    grid_x, grid_y = torch.meshgrid(axis, axis, indexing="ij")
+    points = center.reshape(1, 2) + torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], 1)
+    return float(torch.linalg.matrix_norm(jacobians(network, points), ord=2).max())
+
+
 def exact_l2_constant_2d(network, radius=8.0, resolution=801):
     """The largest Jacobian spectral norm over a dense grid of a 2-D input plane.
 

@@ -1,0 +1,501 @@
+"""The ONNX importer: an exported model is the same function as the torch model, as
+onnxruntime running the file and as the torch.fx importer's network; operators it cannot
+translate and files that are not ONNX are one-line errors naming the node or the file."""
+
+import itertools
+import math
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from lipkit.errors import InvalidArgumentError, UnsupportedModuleError
+from lipkit.estimate.importers import import_module, load_network
+from lipkit.estimate.importers.onnx_file import import_onnx
+from lipkit.estimate.network import Activation, Add, Affine, Convolution, Diagonal
+
+TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}  # float32 (torch, onnxruntime) vs float64
+
+
+def export(model: nn.Module, input_shape, path, dynamic: bool = True, **options):
+    """``torch.onnx.export`` (the TorchScript exporter: no extra package) to ``path``."""
+    model.eval()
+    axes = {"x": {0: "batch"}, "y": {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        torch.onnx.export(model, (torch.randn(2, *input_shape),), str(path), dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes=axes, **options)
+    return path
+
+
+def run_onnxruntime(path, x: torch.Tensor) -> torch.Tensor:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options,
+                                           providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return torch.from_numpy(output)
+
+
+def inputs(input_shape, batch: int = 5, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(seed))
+
+
+def check_same_function(model, input_shape, path, fx: bool = True, **options):
+    """Export, import, and compare with torch, onnxruntime and (``fx``) import_module."""
+    export(model, input_shape, path, **options)
+    network = import_onnx(path)
+    assert network.input_shape == tuple(input_shape)
+    x = inputs(input_shape, batch=5 if options.get("dynamic", True) else 2)
+    with torch.no_grad():
+        expected = model(x).double()
+        got = network(x)
+    torch.testing.assert_close(got, expected, **TOLERANCE, msg="differs from torch")
+    torch.testing.assert_close(got, run_onnxruntime(path, x).double(), **TOLERANCE,
+                               msg="differs from onnxruntime")
+    if fx:
+        # the same float32 weights: equal to rounding, unless BatchNorm is computed in float32
+        # (import_module) or folded into a conv in float32 (the exporter)
+        batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        tolerance = TOLERANCE if batch_norm else {"atol": 1e-9, "rtol": 1e-9}
+        reference = import_module(model, input_shape)
+        with torch.no_grad():
+            torch.testing.assert_close(got, reference(x), **tolerance,
+                                       msg="differs from import_module")
+    return network
+
+
+def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial running statistics and affine parameters in every BatchNorm."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator))
+                module.running_var.copy_(torch.rand(n, generator=generator) * 2 + 0.2)
+                module.weight.copy_(torch.randn(n, generator=generator))
+                module.bias.copy_(torch.randn(n, generator=generator))
+    return model.eval()
+
+
+# -- the zoo ---------------------------------------------------------------------------------
+ACTIVATIONS = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2), "softplus": nn.Softplus, "elu": nn.ELU,
+    "silu": nn.SiLU,
+}
+
+
+@pytest.mark.parametrize("kind", list(ACTIVATIONS))
+def test_mlp_same_function(kind, tmp_path):
+    torch.manual_seed(0)
+    activation = ACTIVATIONS[kind]
+    model = nn.Sequential(nn.Linear(6, 8), activation(), nn.Linear(8, 8), activation(),
+                          nn.Linear(8, 3))
+    network = check_same_function(model, (6,), tmp_path / "mlp.onnx")
+    assert [n.op.kind for n in network.nodes if isinstance(n.op, Activation)] == [kind, kind]
+    # a chain: Gemm, activation, Gemm, activation, Gemm
+    assert network.is_chain() and len(network.nodes) == 5
+
+
+def test_cnn_same_function(tmp_path):
+    torch.manual_seed(1)
+    model = randomize_batch_norm(nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=3), nn.ReLU(), nn.BatchNorm2d(6),
+        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(24, 4),
+    ))
+    network = check_same_function(model, (3, 9, 9), tmp_path / "cnn.onnx")
+    convolutions = [n.op.operator for n in network.nodes
+                    if isinstance(n.op, Affine) and isinstance(n.op.operator, Convolution)]
+    assert [c.geometry.groups for c in convolutions] == [1, 3, 6]  # the pool is depthwise
+    assert convolutions[1].geometry.dilation == (2, 2)
+
+
+def test_batch_normalization_nodes_kept_by_the_exporter(tmp_path):
+    # TrainingMode.PRESERVE keeps BatchNormalization nodes (in inference form) after convs
+    torch.manual_seed(2)
+    model = randomize_batch_norm(nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Tanh(), nn.Flatten(), nn.Linear(36, 5),
+        nn.BatchNorm1d(5),
+    ), seed=2)
+    path = tmp_path / "bn.onnx"
+    network = check_same_function(model, (2, 5, 5), path,
+                                  training=torch.onnx.TrainingMode.PRESERVE)
+    operators = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert operators.count("BatchNormalization") == 2
+    diagonals = [n for n in network.nodes if isinstance(n.op, Affine)
+                 and isinstance(n.op.operator, Diagonal)]
+    assert len(diagonals) == 2
+
+
+def test_conv1d_same_function(tmp_path):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv1d(2, 4, 3, stride=2), nn.Tanh(), nn.AvgPool1d(2),
+                          nn.Flatten(), nn.Linear(12, 2))
+    check_same_function(model, (2, 13), tmp_path / "conv1d.onnx")
+
+
+class Residual(nn.Module):
+    """``relu(x + conv(relu(conv(x))))`` flattened with ``view(x.size(0), -1)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Conv2d(3, 3, 3, padding=1)
+        self.second = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(x + self.second(torch.relu(self.first(x))))
+        return y.view(y.size(0), -1)
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-batch", "static-batch"])
+def test_residual_block_same_function(dynamic, tmp_path):
+    torch.manual_seed(4)
+    network = check_same_function(Residual(), (3, 5, 5), tmp_path / "residual.onnx",
+                                  dynamic=dynamic)
+    joins = [node for node in network.nodes if isinstance(node.op, Add)]
+    assert len(joins) == 1 and -1 in joins[0].inputs and not network.is_chain()
+
+
+class Normalized(nn.Module):
+    """Input normalization ``(x - mean) / std`` as the first operation, then a CNN."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.5, -1.0, 2.0]).reshape(3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.25, 2.0, 0.5]).reshape(3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, stride=2)
+        self.linear = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.linear(torch.flatten(torch.sigmoid(self.conv((x - self.mean) / self.std)), 1))
+
+
+def test_input_normalization_is_one_diagonal_node(tmp_path):
+    torch.manual_seed(5)
+    network = check_same_function(Normalized(), (3, 5, 5), tmp_path / "normalized.onnx")
+    first = network.nodes[0].op
+    assert isinstance(first.operator, Diagonal), network.summary()
+    torch.testing.assert_close(first.operator.scale[:, 0, 0],
+                               torch.tensor([4.0, 0.5, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(first.bias[:, 0, 0],
+                               torch.tensor([-2.0, 0.5, -4.0], dtype=torch.float64))
+
+
+def test_reflect_padding_folds_into_the_conv(tmp_path):
+    # PyTorch exports padding_mode="reflect" as Pad(mode=reflect) + Conv(pads=0)
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+                          nn.Conv2d(3, 2, 3, padding=(1, 2), padding_mode="replicate"))
+    network = check_same_function(model, (2, 6, 5), tmp_path / "reflect.onnx")
+    geometries = [n.op.operator.geometry for n in network.nodes
+                  if isinstance(n.op, Affine) and isinstance(n.op.operator, Convolution)]
+    assert [g.padding_mode for g in geometries] == ["reflect", "replicate"]
+    assert geometries[1].padding == ((1, 1), (2, 2))
+
+
+class Difference(nn.Module):
+    """``linear(a) - a`` with ``a = relu(linear(x))``: a join with a negated branch."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 5), nn.Linear(5, 5)
+
+    def forward(self, x):
+        a = torch.relu(self.first(x))
+        return self.second(a) - a
+
+
+def test_difference_of_branches_same_function(tmp_path):
+    torch.manual_seed(10)
+    network = check_same_function(Difference(), (4,), tmp_path / "difference.onnx")
+    assert sum(isinstance(node.op, Add) for node in network.nodes) == 1
+
+
+class Transposed(nn.Module):
+    """A Linear on the last axis of a transposed (channels, length) input: MatMul on 3-D."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return torch.tanh(self.linear(x.permute(0, 2, 1))).flatten(1)
+
+
+def test_transpose_and_matmul_on_leading_dimensions(tmp_path):
+    torch.manual_seed(7)
+    # torch.fx's importer has no permute: compared with torch and onnxruntime only
+    check_same_function(Transposed(), (3, 5), tmp_path / "transposed.onnx", fx=False)
+
+
+def test_load_network_dispatches_onnx_files(tmp_path):
+    torch.manual_seed(8)
+    path = export(nn.Sequential(nn.Linear(3, 2), nn.ReLU()), (3,), tmp_path / "model.onnx")
+    network = load_network(str(path))
+    assert network.input_shape == (3,) and network.source == "model.onnx"
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    widths=st.lists(st.integers(1, 7), min_size=0, max_size=3),
+    kind=st.sampled_from(sorted(ACTIVATIONS)),
+    bias=st.booleans(),
+)
+def test_random_mlps_same_function(seed, widths, kind, bias, tmp_path_factory):
+    torch.manual_seed(seed)
+    sizes = [4, *widths, 2]
+    layers = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b, bias=bias))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[kind]())
+    path = tmp_path_factory.mktemp("mlp") / "mlp.onnx"
+    check_same_function(nn.Sequential(*layers), (4,), path)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    data=st.data(),
+    dims=st.sampled_from([1, 2]),
+    groups=st.integers(1, 2),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 2),
+    mode=st.sampled_from(["zeros", "reflect", "replicate"]),
+    dilation=st.integers(1, 2),
+    kind=st.sampled_from(["relu", "tanh", "leaky_relu", "elu"]),
+    batch_norm=st.booleans(),
+    pool=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_random_cnns_same_function(data, dims, groups, kernel, stride, padding, mode,
+                                   dilation, kind, batch_norm, pool, seed, tmp_path_factory):
+    torch.manual_seed(seed)
+    in_channels = groups * data.draw(st.integers(1, 2), label="in per group")
+    out_channels = groups * data.draw(st.integers(1, 2), label="out per group")
+    size = data.draw(st.integers(3, 7), label="size")
+    spatial = (size,) * dims
+    out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    assume(out >= (2 if pool else 1) and (mode != "reflect" or padding < size))
+    conv = (nn.Conv1d, nn.Conv2d)[dims - 1]
+    layers = [conv(in_channels, out_channels, kernel, stride, padding, dilation, groups,
+                   padding_mode=mode)]
+    if batch_norm:
+        layers.append((nn.BatchNorm1d, nn.BatchNorm2d)[dims - 1](out_channels))
+    layers.append(ACTIVATIONS[kind]())
+    if pool:
+        layers.append((nn.AvgPool1d, nn.AvgPool2d)[dims - 1](2))
+        out //= 2
+    layers += [nn.Flatten(), nn.Linear(out_channels * out ** dims, 3)]
+    model = randomize_batch_norm(nn.Sequential(*layers), seed)
+    path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
+    check_same_function(model, (in_channels, *spatial), path)
+
+
+# -- hand-written graphs: the operators and attributes exporters rarely emit ----------------
+def constant(name: str, value) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name=f"make_{name}",
+                            value=numpy_helper.from_array(np.asarray(value), name))
+
+
+def save(nodes, initializers, input_shape, output_shape, path, opset: int = 17):
+    graph = helper.make_graph(
+        nodes, "handmade",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
+        [numpy_helper.from_array(value.astype(np.float32), name)
+         for name, value in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def check_against_onnxruntime(path, shape, input_shape=None):
+    network = import_onnx(path, input_shape)
+    x = inputs(shape, seed=11)
+    with torch.no_grad():
+        got = network(x)
+    torch.testing.assert_close(got, run_onnxruntime(path, x).double(), **TOLERANCE)
+    return network
+
+
+def test_handmade_graph_with_every_supported_operator(tmp_path):
+    rng = np.random.default_rng(0)
+    initializers = {
+        "mean": rng.normal(size=(1, 2, 1, 1)),
+        "conv_w": rng.normal(size=(4, 1, 3, 3)), "conv_b": rng.normal(size=4),
+        "bn_scale": rng.normal(size=4), "bn_bias": rng.normal(size=4),
+        "bn_mean": rng.normal(size=4), "bn_var": rng.uniform(0.5, 2, size=4),
+        "gemm_bt": rng.normal(size=(6, 36)),  # B^T: transposed back by a folded Transpose
+        "gemm_c": rng.normal(size=(1, 6)),
+        "left": rng.normal(size=(3, 1)), "right": rng.normal(size=(6, 2)),
+        "scale": rng.uniform(0.5, 2, size=(2,)),
+    }
+    nodes = [
+        helper.make_node("Sub", ["mean", "x"], ["centred"], name="negate_centre"),
+        constant("pads", np.array([0, 0, 1, 0, 0, 0, 0, 1], dtype=np.int64)),
+        helper.make_node("Pad", ["centred", "pads"], ["padded"], name="pad"),
+        helper.make_node("Conv", ["padded", "conv_w", "conv_b"], ["conv"], name="conv",
+                         group=2, strides=[2, 2], auto_pad="SAME_UPPER"),  # (4, 3, 3)
+        helper.make_node("BatchNormalization", ["conv", "bn_scale", "bn_bias", "bn_mean",
+                                                "bn_var"], ["bn"], name="bn", epsilon=1e-3),
+        helper.make_node("LeakyRelu", ["bn"], ["leaky"], name="leaky", alpha=0.3),
+        helper.make_node("AveragePool", ["leaky"], ["pool"], name="pool", kernel_shape=[2, 2],
+                         pads=[1, 1, 0, 0], count_include_pad=1),  # (4, 3, 3)
+        helper.make_node("Elu", ["pool"], ["elu"], name="elu"),
+        constant("target", np.array([0, -1], dtype=np.int64)),
+        helper.make_node("Reshape", ["elu", "target"], ["flat"], name="reshape"),
+        helper.make_node("Transpose", ["gemm_bt"], ["gemm_b"], name="transpose_weight",
+                         perm=[1, 0]),
+        helper.make_node("Gemm", ["flat", "gemm_b", "gemm_c"], ["gemm"], name="gemm",
+                         alpha=0.5, beta=2.0),  # (6,)
+        helper.make_node("Dropout", ["gemm"], ["dropped"], name="dropout"),
+        helper.make_node("Identity", ["dropped"], ["same"], name="identity"),
+        constant("axes", np.array([1], dtype=np.int64)),
+        helper.make_node("Unsqueeze", ["same", "axes"], ["row"], name="unsqueeze"),  # (1, 6)
+        helper.make_node("MatMul", ["left", "row"], ["outer"], name="outer"),  # (3, 6)
+        helper.make_node("MatMul", ["outer", "right"], ["mixed"], name="mixed"),  # (3, 2)
+        helper.make_node("Div", ["mixed", "scale"], ["scaled"], name="divide"),
+        helper.make_node("Softplus", ["scaled"], ["soft"], name="softplus"),
+        helper.make_node("Transpose", ["soft"], ["swapped"], name="swap", perm=[0, 2, 1]),
+        helper.make_node("Neg", ["swapped"], ["negated"], name="neg"),
+        helper.make_node("Flatten", ["negated"], ["flattened"], name="flatten"),
+        helper.make_node("GlobalAveragePool", ["conv"], ["global"], name="global"),
+        helper.make_node("Flatten", ["global"], ["global_flat"], name="global_flatten"),
+        constant("keep", np.array([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]] * 4, dtype=np.float32)),
+        helper.make_node("MatMul", ["global_flat", "keep"], ["global_six"], name="embed"),
+        helper.make_node("Sum", ["flattened", "global_six"], ["y"], name="join"),
+    ]
+    path = save(nodes, initializers, (2, 5, 5), ["N", 6], tmp_path / "handmade.onnx")
+    network = check_against_onnxruntime(path, (2, 5, 5))
+    conv = next(n.op.operator for n in network.nodes if n.name == "conv")
+    # the Pad's (1, 0) and (0, 1), plus SAME_UPPER's (0, 1) on the padded 6 x 6 input
+    assert conv.geometry.padding == ((1, 1), (0, 2)) and conv.geometry.groups == 2
+
+
+def test_opset_10_pad_attribute_and_ceil_mode(tmp_path):
+    nodes = [
+        helper.make_node("Pad", ["x"], ["padded"], name="pad", mode="edge",
+                         pads=[0, 0, 2, 1, 0, 0, 2, 0]),
+        helper.make_node("AveragePool", ["padded"], ["pool"], name="pool",
+                         kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),  # no partial window
+        helper.make_node("Flatten", ["pool"], ["y"], name="flatten"),
+    ]
+    path = save(nodes, {}, (2, 5, 4), ["N", 2 * 4 * 2], tmp_path / "opset10.onnx", opset=10)
+    check_against_onnxruntime(path, (2, 5, 4))
+
+
+def test_symbolic_input_dimensions_need_input_shape(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    path = save(nodes, {}, (2, "H"), ["N", 2, "H"], tmp_path / "symbolic.onnx")
+    with pytest.raises(InvalidArgumentError, match="pass input_shape"):
+        import_onnx(path)
+    with pytest.raises(InvalidArgumentError, match="does not match"):
+        import_onnx(path, input_shape=(3, 4))
+    network = check_against_onnxruntime(path, (2, 7), input_shape=(2, 7))
+    assert network.input_shape == (2, 7)
+
+
+# -- errors -------------------------------------------------------------------------------
+@pytest.mark.parametrize("content", ["truncated", "random", "empty"])
+def test_broken_files_are_invalid_argument_errors(content, tmp_path):
+    path = export(nn.Sequential(nn.Linear(30, 30), nn.ReLU()), (30,), tmp_path / "good.onnx")
+    data = path.read_bytes()
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes({"truncated": data[: len(data) // 2],
+                        "random": np.random.default_rng(0).bytes(2000),
+                        "empty": b""}[content])
+    with pytest.raises(InvalidArgumentError) as error:
+        import_onnx(broken)
+    message = str(error.value)
+    assert message.startswith(f"{broken}: not a valid ONNX model (") and "\n" not in message
+    with pytest.raises(InvalidArgumentError, match="no such file"):
+        import_onnx(tmp_path / "missing.onnx")
+
+
+class Square(nn.Module):
+    def forward(self, x):
+        return x * x
+
+
+@pytest.mark.parametrize(("model", "input_shape", "node", "operator", "reason"), [
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ConvTranspose2d(2, 2, 3)), (1, 5, 5),
+     "/1/ConvTranspose", "ConvTranspose", "no translation"),
+    (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=-1)), (3,), "/1/Softmax", "Softmax",
+     "no translation"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2)), (1, 6, 6), "/1/MaxPool", "MaxPool",
+     "no translation"),
+    (Square(), (3,), "/Mul", "Mul", "multiplies two tensors"),
+    (nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"), (1, 4, 4), "/Slice", "Slice",
+     "no translation"),
+])
+def test_unsupported_operators_are_named(model, input_shape, node, operator, reason, tmp_path):
+    path = export(model, input_shape, tmp_path / "unsupported.onnx")
+    with pytest.raises(UnsupportedModuleError) as error:
+        import_onnx(path)
+    message = str(error.value)
+    assert f"'{node}'" in message and f"ONNX {operator}" in message and reason in message
+    assert error.value.path == node and "\n" not in message
+
+
+@pytest.mark.parametrize(("target", "reason"), [
+    ([-1], "changes the batch dimension"),
+    ([3, -1], "batch dimension first"),
+    ([-1, 2], "changes the batch dimension"),
+    ([-1, -1], "two inferred"),
+])
+def test_reshapes_touching_the_batch_dimension_are_errors(target, reason, tmp_path):
+    nodes = [constant("target", np.array(target, dtype=np.int64)),
+             helper.make_node("Reshape", ["x", "target"], ["y"], name="bad_reshape")]
+    path = save(nodes, {}, (4,), ["N", 4], tmp_path / "reshape.onnx")
+    with pytest.raises(UnsupportedModuleError, match=reason) as error:
+        import_onnx(path)
+    assert error.value.path == "bad_reshape"
+
+
+def test_unsupported_node_in_a_handmade_graph_names_it(tmp_path):
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="Conv_3")]
+    path = save(nodes, {"w": np.ones((2, 2, 3, 3))}, (2, 4, 4), ["N", 2, 6, 6],
+                tmp_path / "ct.onnx")
+    with pytest.raises(UnsupportedModuleError,
+                       match=r"^unsupported module 'Conv_3' of type ONNX ConvTranspose: "):
+        import_onnx(path)
+
+
+def test_the_network_is_float64_and_evaluates_any_batch(tmp_path):
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 1))
+    network = import_onnx(export(model, (1, 3, 4), tmp_path / "m.onnx", dynamic=False))
+    x = inputs((1, 3, 4), batch=7)
+    with torch.no_grad():
+        got = network(x)
+        torch.testing.assert_close(got, model(x).double(), **TOLERANCE)
+    assert got.dtype == torch.float64
+    assert math.isclose(network.out_features, 1)
+
+
+def test_weights_in_an_external_data_file(tmp_path):
+    torch.manual_seed(12)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2))
+    exported = onnx.load(str(export(model, (5,), tmp_path / "inline.onnx")))
+    path = tmp_path / "external.onnx"
+    onnx.save_model(exported, str(path), save_as_external_data=True, location="weights.bin",
+                    size_threshold=0)
+    assert (tmp_path / "weights.bin").is_file()
+    x = inputs((5,))
+    with torch.no_grad():
+        torch.testing.assert_close(import_onnx(path)(x), model(x).double(), **TOLERANCE)
