@@ -56,3 +56,50 @@ def test_demo_error_is_one_line_with_exit_code_2(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and len(lines) <= 3, result.output
+
+
+def _export_onnx(path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 12), nn.ReLU(), nn.Linear(12, 3)).eval()
+    torch.onnx.export(model, (torch.randn(1, 4),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    return model
+
+
+def test_estimate_command_json_bounds_bracket_the_truth(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    model = _export_onnx(path)
+    result = runner.invoke(app, ["estimate", str(path), "-m", "naive", "-m", "seqlip",
+                                 "-m", "lower-jacobian", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [b["method"] for b in report["bounds"]] == ["naive", "seqlip", "lower-jacobian"]
+    for bound in report["bounds"]:
+        assert {"method", "kind", "value", "seconds", "status"} <= set(bound)
+    interval = report["interval"]
+    naive = float(torch.linalg.matrix_norm(model[0].weight, 2) *
+                  torch.linalg.matrix_norm(model[2].weight, 2))
+    assert abs(report["bounds"][0]["value"] - naive) < 1e-5 * naive
+    assert 0 < interval["lower"] <= interval["upper"] <= naive * (1 + 1e-9)
+    assert interval["consistent"] is True
+
+
+def test_estimate_command_table_and_errors(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    _export_onnx(path)
+    result = runner.invoke(app, ["estimate", str(path), "-m", "naive", "--norm", "inf"])
+    assert result.exit_code == 0 and "naive" in result.output and "||f||_L in" in result.output
+    truncated = tmp_path / "broken.onnx"
+    truncated.write_bytes(path.read_bytes()[:50])
+    for arguments, message in (
+        ([str(truncated)], "not a valid ONNX model"),
+        ([str(path), "-m", "nope"], "unknown estimation method 'nope'"),
+        ([str(path), "--norm", "7"], "unsupported norm"),
+        ([str(path), "--input-shape", "a,b"], "--input-shape"),
+        ([str(tmp_path / "missing.onnx")], "no such file"),
+    ):
+        result = runner.invoke(app, ["estimate", *arguments])
+        assert result.exit_code == 2, (arguments, result.output)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (
+            arguments, result.output)
