@@ -8,7 +8,7 @@ from lipkit.data import load_digits
 def test_digits_split_is_disjoint_complete_and_scaled():
     data = load_digits(test_fraction=0.25, seed=3)
     assert data.x_train.shape[1] == 64 and len(data.x_train) + len(data.x_test) == 1797
-    assert 0.0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 1.0
+    assert float(data.x_train.min()) >= 0.0 and float(data.x_train.max()) <= 1.0
     train_rows = {tuple(r.tolist()) for r in data.x_train}
     overlap = sum(tuple(r.tolist()) in train_rows for r in data.x_test)
     # a few digits are pixel-identical duplicates; a shared index would give hundreds

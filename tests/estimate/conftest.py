@@ -27,6 +27,17 @@ def local_jacobian_max(network, center, radius=0.05, resolution=101):
     return float(torch.linalg.matrix_norm(jacobians(network, points), ord=2).max())
 
 
+def segment_jacobian_max(network, first, second, samples=20_001):
+    """The largest Jacobian spectral norm along the segment [x1, x2]: by the mean value
+    inequality a pair's ratio never exceeds it."""
+    t = torch.linspace(0, 1, samples, dtype=torch.float64).reshape(-1, 1)
+    points = first.reshape(1, -1) + t * (second - first).reshape(1, -1)
+    best = 0.0
+    for chunk in points.split(50_000):
+        best = max(best, float(torch.linalg.matrix_norm(jacobians(network, chunk), ord=2).max()))
+    return best
+
+
 def exact_l2_constant_2d(network, radius=8.0, resolution=801):
     """The largest Jacobian spectral norm over a dense grid of a 2-D input plane.
 

@@ -46,19 +46,24 @@ def lower_adversarial(network, options: Options) -> Bound:
     x = candidate_points(network, options, int(options.extra.get("points", 128)))
     d = adversarial_direction(network, x, seed=options.seed)
     if norm == "inf":
-        d = torch.sign(d)
-    elif norm == "1":  # the coordinate the direction stresses most
-        top = d.flatten(1).abs().argmax(dim=1)
-        d = torch.zeros_like(d.flatten(1)).scatter_(1, top[:, None], 1.0).reshape(x.shape)
+        directions = [torch.sign(d)]
+    elif norm == "1":  # the unit-l1 steps are coordinates: try those d stresses most
+        flat = d.flatten(1)
+        top = flat.abs().topk(min(8, flat.shape[1]), dim=1).indices
+        directions = [torch.zeros_like(flat).scatter_(1, top[:, k:k + 1], 1.0).reshape(x.shape)
+                      for k in range(top.shape[1])]
+    else:
+        directions = [d]
     scale = 1.0 + vector_norm(x, norm).reshape(-1, *([1] * (x.ndim - 1)))
     best_ratio = torch.full((len(x),), -1.0, dtype=DTYPE)
     best_second = x.clone()
-    for eps in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0):
-        second = x + eps * scale * d
-        ratio = pair_ratios(network, x, second, norm)
-        better = ratio > best_ratio
-        best_ratio = torch.where(better, ratio, best_ratio)
-        best_second[better] = second[better]
+    for direction in directions:
+        for eps in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0):
+            second = x + eps * scale * direction
+            ratio = pair_ratios(network, x, second, norm)
+            better = ratio > best_ratio
+            best_ratio = torch.where(better, ratio, best_ratio)
+            best_second[better] = second[better]
     keep = best_ratio.argsort(descending=True)[: int(options.extra.get("refine", 16))]
     first = x[keep].clone().requires_grad_(True)
     second = best_second[keep].clone().requires_grad_(True)

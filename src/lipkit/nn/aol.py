@@ -9,7 +9,8 @@ operator, block-Toeplitz), and the same rescaling of the input channels bounds t
 convolution operator on every input size, with zero or circular padding, any stride.
 
 The constraint's guarantee is ``lambda`` (times the padding map's norm for reflect and
-replicate padding), whatever the weight: no iteration has to converge.
+replicate padding, and for a circular padding that wraps around, ``before + after >
+d (k - 1)``, which repeats outputs), whatever the weight: no iteration has to converge.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def aol_scale(weight: torch.Tensor, groups: int = 1, eps: float = 1e-12) -> torc
     for block in weight.reshape(groups, out_channels // groups, in_per_group, *kernel):
         # autocorrelation over every shift: input (in, out, *k) correlated with (in, out, *k)
         channels_first = block.transpose(0, 1)
-        gram = _CONV_FUNCTIONS[dims](channels_first, channels_first, padding=[k - 1 for k in kernel])
+        shifts = [k - 1 for k in kernel]
+        gram = _CONV_FUNCTIONS[dims](channels_first, channels_first, padding=shifts)
         scales.append(gram.abs().flatten(1).sum(dim=1).clamp_min(eps).rsqrt())
     return torch.cat(scales)
 
@@ -74,7 +76,7 @@ class AlmostOrthogonal(Constraint):
     def guarantee(self, layer: nn.Module) -> float:
         if self.geometry is None:
             return self.lipschitz
-        return self.lipschitz * _padding_norm_unknown_size(self.geometry)
+        return self.lipschitz * _padding_norm_unknown_size(self.geometry, layer.kernel_size)
 
 
 def aol(module: nn.Module, lipschitz: float = 1.0) -> nn.Module:

@@ -73,10 +73,16 @@ def bjorck_orthonormalize(
     iterations = 0
     residual_norm = math.inf
     limit = max_iterations if n_iterations is None else n_iterations
+    # an orthonormal input is returned as it is, but the derivative of the polar factor there
+    # is the tangent-space projection, not the identity: when autograd records, iterate at
+    # least once so that the graph differentiates an iteration (whose derivative at an
+    # orthonormal point is that projection)
+    needs_graph = torch.is_grad_enabled() and weight.requires_grad
     while iterations < limit:
         residual = eye - _gram(q, wide)
         residual_norm = float(torch.linalg.matrix_norm(residual.detach()).max())
-        if n_iterations is None and (residual_norm <= threshold or residual_norm >= previous):
+        converged = residual_norm <= threshold and not (needs_graph and iterations == 0)
+        if n_iterations is None and (converged or residual_norm >= previous):
             break
         polynomial = _SERIES[order] * residual
         for coefficient in reversed(_SERIES[1:order]):

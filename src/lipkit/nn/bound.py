@@ -27,7 +27,7 @@ from lipkit.errors import UnsupportedModuleError
 from lipkit.nn.activation import GroupSort
 from lipkit.nn.constraint import CONV_TYPES, LAYER_TYPES, layer_operator_norm, lipkit_constraint
 from lipkit.nn.operator_norm import ConvGeometry
-from lipkit.nn.pooling import L2NormPool2d, pooling_bound
+from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d, pooling_bound
 from lipkit.nn.residual import Residual
 
 ChildBound = Callable[[nn.Module, str], float]
@@ -54,10 +54,11 @@ def _constant(value: float) -> BoundRule:
     return lambda module, child_bound, input_size: value
 
 
-# ReLU-like and saturating activations: the sup of |derivative|
+# ReLU-like and saturating activations: the sup of |derivative|. Not nn.Hardshrink: it jumps
+# by lambda at +-lambda, so it is not Lipschitz at all
 for _kind in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softsign, nn.Softplus, nn.Identity,
               nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-              nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, GroupSort):
+              nn.Tanhshrink, nn.Softshrink, GroupSort):
     register_bound_rule(_kind)(_constant(1.0))
 register_bound_rule(nn.Sigmoid)(_constant(0.25))
 register_bound_rule(nn.Hardsigmoid)(_constant(1.0 / 6.0))
@@ -104,6 +105,7 @@ def _residual(module, child_bound, input_size):
 
 
 @register_bound_rule(nn.modules.batchnorm._BatchNorm)
+@register_bound_rule(nn.SyncBatchNorm)  # its own forward; in inference it is a BatchNorm
 def _batch_norm(module, child_bound, input_size):
     if module.running_var is None:
         raise UnsupportedModuleError(
@@ -116,7 +118,7 @@ def _batch_norm(module, child_bound, input_size):
 
 
 for _kind in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d,
-              nn.MaxPool3d, L2NormPool2d):
+              nn.MaxPool3d, L2NormPool2d, ScaledAvgPool2d):
     register_bound_rule(_kind)(lambda module, child_bound, input_size: pooling_bound(module))
 
 
@@ -168,6 +170,17 @@ def lipschitz_bound(
     return _bound(module, "", sizes, layers)
 
 
+def _rule_for(module: nn.Module) -> BoundRule | None:
+    """The rule of the nearest registered class in the module's MRO, unless the module's
+    class overrides ``forward``: then it computes another function than the registered class
+    (``class Skip(nn.Sequential)`` returning ``x + super().forward(x)``), and the base's rule
+    would be a silent guess."""
+    kind = next((kind for kind in type(module).__mro__ if kind in _RULES), None)
+    if kind is None or type(module).forward is not kind.forward:
+        return None
+    return _RULES[kind]
+
+
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
@@ -184,7 +197,7 @@ def _bound(module: nn.Module, path: str, sizes: dict, layers: dict | None) -> fl
             with torch.no_grad():
                 value = layer_operator_norm(module, geometry)
     else:
-        rule = next((_RULES[kind] for kind in type(module).__mro__ if kind in _RULES), None)
+        rule = _rule_for(module)
         if rule is None:
             reason = (
                 "no Lipschitz bound is known for this type; put its children in an "

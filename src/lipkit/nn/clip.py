@@ -9,7 +9,9 @@ operator norm over all weights in the box:
 - convolution with ``T`` kernel taps, ``groups`` g: each tap matrix has norm at most
   ``c * sqrt(m n) / g`` and the operator is a sum of ``T`` shifted taps, so
   ``||A||_2 <= T * c * sqrt(m * n_in) / g`` (attained by the all-``c`` kernel at the DC
-  frequency of a large enough input, up to border effects).
+  frequency of a large enough input, up to border effects), times the norm of a tap's view
+  of the padding when it is not 1: reflect and replicate padding repeat border samples, and
+  a circular padding that wraps around repeats whole outputs.
 
 Give either the clip value ``c`` or a target ``lipschitz`` (then ``c`` is chosen so the
 implied bound equals it).
@@ -31,6 +33,7 @@ from lipkit.nn.constraint import (
     geometry_of,
     register_constraint,
 )
+from lipkit.nn.operator_norm import ConvGeometry, _padding_norm_unknown_size
 
 
 def clip_implied_bound(layer: nn.Module, clip_value: float) -> float:
@@ -40,7 +43,12 @@ def clip_implied_bound(layer: nn.Module, clip_value: float) -> float:
     if isinstance(layer, CONV_TYPES):
         groups = layer.groups
         taps = math.prod(weight_shape[2:])
-        return clip_value * taps * math.sqrt(out_features * in_per_group * groups) / groups
+        # the operator is sum_t S_t P (x) K_t: ||S_t P|| is 1 only for zero padding and a
+        # circular padding that does not wrap around
+        padding = _padding_norm_unknown_size(ConvGeometry.of(layer), weight_shape[2:])
+        return (
+            clip_value * taps * math.sqrt(out_features * in_per_group * groups) / groups * padding
+        )
     return clip_value * math.sqrt(out_features * in_per_group)
 
 

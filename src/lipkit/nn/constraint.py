@@ -50,8 +50,13 @@ class Constraint(nn.Module):
 
     def bound(self, layer: nn.Module) -> float:
         """A sound upper bound on the l2 Lipschitz constant of ``layer`` (bias ignored)."""
-        with torch.no_grad():
-            certified = layer_operator_norm(layer, self.geometry)
+        # reading the weight must not advance training-mode state (power iteration buffers)
+        self._frozen = True
+        try:
+            with torch.no_grad():
+                certified = layer_operator_norm(layer, self.geometry)
+        finally:
+            self._frozen = False
         guaranteed = self.guarantee(layer)
         return certified if guaranteed is None else min(certified, guaranteed)
 

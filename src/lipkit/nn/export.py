@@ -32,10 +32,11 @@ def export(model: nn.Module) -> nn.Module:
         ('Linear', True)
     """
     exported = copy.deepcopy(model).eval()
+    sources = dict(model.named_modules())
     with torch.no_grad():
-        for module in exported.modules():
+        for path, module in exported.named_modules():
             if parametrize.is_parametrized(module):
-                _bake(module)
+                _bake(module, sources[path])
             for key, hook in list(module._forward_pre_hooks.items()):
                 if isinstance(hook, _InputSizeRecorder):
                     del module._forward_pre_hooks[key]
@@ -44,16 +45,33 @@ def export(model: nn.Module) -> nn.Module:
                     kind for kind in type(module).__mro__
                     if kind.__module__.startswith("torch.nn")
                 )
-    for parameter in exported.parameters():
-        parameter.requires_grad_(True)
     return exported
 
 
-def _bake(module: nn.Module) -> None:
-    """Replace every parametrized tensor of ``module`` by a plain parameter of its value."""
-    values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+def _bake(module: nn.Module, source: nn.Module) -> None:
+    """Replace every parametrized tensor of ``module`` by a plain parameter of its value.
+
+    The value is read from ``source``, the original module, in inference mode: what the
+    model computes in eval mode. Evaluating the copy could differ: a deep-copied parameter
+    has a fresh version counter, which a ``SpectralNorm`` copy takes for a changed weight
+    (its eval refresh then moves the copied vectors). Each baked parameter keeps the
+    ``requires_grad`` of the parameter it replaces.
+    """
+    parametrizations = list(source.parametrizations.modules())
+    modes = [m.training for m in parametrizations]
+    source.parametrizations.eval()
+    try:
+        values = {name: getattr(source, name).detach().clone()
+                  for name in source.parametrizations}
+    finally:
+        for m, mode in zip(parametrizations, modes, strict=True):
+            m.training = mode
+    requires_grad = {
+        name: any(p.requires_grad for p in source.parametrizations[name].parameters(False))
+        for name in values
+    }
     # the class parametrize created for this module; its only base is the original class
     module.__class__ = type(module).__bases__[0]
     del module._modules["parametrizations"]
     for name, value in values.items():
-        module.register_parameter(name, nn.Parameter(value))
+        module.register_parameter(name, nn.Parameter(value, requires_grad=requires_grad[name]))

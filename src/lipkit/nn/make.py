@@ -46,6 +46,8 @@ METHODS: dict[str, tuple[Callable[..., nn.Module], tuple[type, ...]]] = {
 
 # modules that own parameters and may stay in a constrained model: their constant is counted
 _PARAMETRIC_OK = (nn.modules.batchnorm._BatchNorm, nn.PReLU, Residual)
+# methods that give convolutions a BCOP parametrization (groups=1 only)
+_BCOP_METHODS = ("bcop", "orthogonal")
 
 
 def make_lipschitz(
@@ -88,9 +90,17 @@ def make_lipschitz(
                 raise UnsupportedModuleError(
                     path, module, f"method '{method}' applies to {names}{alternative}"
                 )
+            if method in _BCOP_METHODS and isinstance(module, CONV_TYPES) and module.groups != 1:
+                # checked here, not by bcop() halfway through the loop below, so that
+                # nothing is modified when a layer is rejected
+                raise UnsupportedModuleError(
+                    path, module, f"method '{method}' (BCOP) needs groups=1"
+                )
             targets.append(module)
+        # a ParametrizationList holds the parameter of a layer constrained before: the layer
+        # is left as it is, and lipschitz_bound counts its own bound
         elif any(True for _ in module.parameters(recurse=False)) and not isinstance(
-            module, (*LAYER_TYPES, *_PARAMETRIC_OK)
+            module, (*LAYER_TYPES, *_PARAMETRIC_OK, parametrize.ParametrizationList)
         ):
             if isinstance(module, CONV_TYPES):
                 continue

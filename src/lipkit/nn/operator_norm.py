@@ -23,6 +23,7 @@ This module gives, for both kinds:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import torch
@@ -39,7 +40,8 @@ _PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 def linear_operator_norm(weight: torch.Tensor) -> float:
     """Largest singular value of a matrix (the l2 operator norm), by an SVD in float64."""
     if weight.ndim != 2:
-        raise InvalidArgumentError(f"expected a matrix, got a tensor of shape {tuple(weight.shape)}")
+        shape = tuple(weight.shape)
+        raise InvalidArgumentError(f"expected a matrix, got a tensor of shape {shape}")
     if weight.numel() == 0:
         return 0.0
     return float(torch.linalg.matrix_norm(weight.detach().double(), ord=2))
@@ -105,7 +107,8 @@ class ConvGeometry:
 
     def padded_size(self) -> tuple[int, ...]:
         return tuple(
-            s + before + after for s, (before, after) in zip(self.input_size, self.padding, strict=True)
+            size + before + after
+            for size, (before, after) in zip(self.input_size, self.padding, strict=True)
         )
 
     def output_size(self, kernel_size) -> tuple[int, ...]:
@@ -134,7 +137,9 @@ class ConvGeometry:
             return y
         if self.padding_mode == "zeros":
             index = [slice(None), slice(None)]
-            index += [slice(b, b + s) for (b, _), s in zip(self.padding, self.input_size, strict=True)]
+            index += [
+                slice(b, b + s) for (b, _), s in zip(self.padding, self.input_size, strict=True)
+            ]
             return y[tuple(index)]
         # the adjoint of a circular / reflect / replicate padding: let autograd sum the copies
         with torch.enable_grad():
@@ -223,12 +228,18 @@ def conv_operator_norm_upper(weight: torch.Tensor, geometry: ConvGeometry) -> fl
             torch.linalg.matrix_norm(wide, ord=2).max().item(),
             torch.linalg.matrix_norm(tall, ord=2).max().item(),
         )
-        return math.sqrt(taps) * best * _padding_norm_unknown_size(geometry)
+        return math.sqrt(taps) * best * _padding_norm_unknown_size(geometry, kernel)
     if geometry.padding_mode == "circular":
         torus = geometry.input_size
         output = geometry.output_size(kernel)
-        # more outputs than torus positions repeat rows of the circular operator
-        repeats = math.prod(max(1, math.ceil(o / n)) for o, n in zip(output, torus, strict=True))
+        # output j is row (j * s - before) mod n of the circular operator; when the padding
+        # wraps around, rows repeat, and ||S C|| <= sqrt(max multiplicity) ||C|| for a row
+        # selection S. Count the multiplicity exactly: with a stride it can exceed ceil(o / n)
+        # (n = 2, padding 2, stride 2: the three outputs are all row 0).
+        repeats = math.prod(
+            max(Counter(j * s % n for j in range(o)).values())
+            for o, n, s in zip(output, torus, geometry.stride, strict=True)
+        )
         factor = math.sqrt(repeats)
     else:
         torus = geometry.padded_size()
@@ -236,12 +247,24 @@ def conv_operator_norm_upper(weight: torch.Tensor, geometry: ConvGeometry) -> fl
     return factor * _circular_norm(blocks, torus, geometry.dilation)
 
 
-def _padding_norm_unknown_size(geometry: ConvGeometry) -> float:
-    if geometry.padding_mode in ("zeros", "circular"):
-        return 1.0
+def _padding_norm_unknown_size(geometry: ConvGeometry, kernel_size) -> float:
+    """For every input size, a bound on ``||S_t P||``: one kernel tap's view of the padding.
+
+    Per dimension: 1 for zero padding, and for circular padding that does not wrap around
+    (``before + after <= d (k - 1)``: the outputs are distinct rows of the circular
+    operator). Otherwise the norm of the padding map ``P``: a sample appears in the input and
+    at most once in each border (torch pads circular and reflect by at most one period), or
+    up to ``1 + before + after`` times with replicate padding. A circular padding that wraps
+    (``Conv1d(1, 1, 1, padding=1, padding_mode="circular")`` on one sample outputs it three
+    times) is not norm preserving.
+    """
     copies = 1
-    for before, after in geometry.padding:
-        if geometry.padding_mode == "reflect":
+    for (before, after), k, d in zip(geometry.padding, kernel_size, geometry.dilation,
+                                     strict=True):
+        mode = geometry.padding_mode
+        if mode == "zeros" or (mode == "circular" and before + after <= d * (k - 1)):
+            continue
+        if mode in ("reflect", "circular"):
             copies *= 1 + (before > 0) + (after > 0)
         else:
             copies *= 1 + before + after
@@ -254,10 +277,11 @@ def _circular_norm(blocks: torch.Tensor, torus, dilation, max_elements: int = 1 
     kernel = blocks.shape[3:]
     # phase of tap a at frequency w along one dimension: exp(-2 pi i w d a / n)
     phases = None
+    real = {"dtype": torch.float64, "device": blocks.device}
     for n, k, d in zip(torus, kernel, dilation, strict=True):
-        w = torch.arange(n, dtype=torch.float64)[:, None]
-        a = torch.arange(k, dtype=torch.float64)[None, :] * d
-        e = torch.polar(torch.ones(n, k, dtype=torch.float64), -2 * math.pi * w * a / n)
+        w = torch.arange(n, **real)[:, None]
+        a = torch.arange(k, **real)[None, :] * d
+        e = torch.polar(torch.ones(n, k, **real), -2 * math.pi * w * a / n)
         phases = e if phases is None else (phases[:, None, :, None] * e[None, :, None, :]).reshape(
             phases.shape[0] * n, phases.shape[1] * k
         )

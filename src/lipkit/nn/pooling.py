@@ -84,6 +84,10 @@ def pooling_bound(module: nn.Module) -> float | None:
             for k, s, d in zip(kernel, stride, dilation, strict=True)
         )
         return math.sqrt(windows)
+    if isinstance(module, ScaledAvgPool2d):
+        # entries 1 / sqrt(T), row sums sqrt(T), column sums <= overlap / sqrt(T): sqrt(overlap),
+        # in closed form (the product of the general formula with sqrt(T) rounds below 1)
+        return math.sqrt(_overlap(kernel, stride))
     taps = math.prod(kernel)
     divisor = taps
     padding = _expand(module.padding, dims)
@@ -92,10 +96,7 @@ def pooling_bound(module: nn.Module) -> float | None:
     elif (any(padding) and not module.count_include_pad) or module.ceil_mode:
         divisor = 1  # border windows may average fewer samples: stay conservative
     # ||A||_2 <= sqrt(||A||_1 ||A||_inf): column sums <= overlap / divisor, row sums taps / divisor
-    factor = math.sqrt(_overlap(kernel, stride) * taps) / divisor
-    if isinstance(module, ScaledAvgPool2d):
-        factor *= math.sqrt(taps)
-    return factor
+    return math.sqrt(_overlap(kernel, stride) * taps) / divisor
 
 
 def _expand(value, dims: int) -> tuple[int, ...]:

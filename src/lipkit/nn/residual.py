@@ -44,5 +44,7 @@ class Residual(nn.Module):
         return (1 - t) * x + t * self.branch(x)
 
     def combine_bound(self, branch_bound: float) -> float:
-        t = float(self.t)
-        return (1 - t) + t * branch_bound
+        # the coefficients exactly as forward computes them: 1 - t rounded in t's dtype (a
+        # float32 buffer), detached (float() of a learnable t would warn)
+        t = self.t.detach()
+        return float(1 - t) + float(t) * branch_bound

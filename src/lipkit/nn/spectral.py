@@ -7,8 +7,9 @@
 warm-started from persistent ``u, v`` buffers (part of the ``state_dict``) and advanced
 ``n_power_iterations`` times per forward pass in training mode. In eval mode the buffers
 stay fixed, except once after the weight changed behind them (the optimizer step that
-follows the last training forward, a ``load_state_dict``): then they are iterated
-``100`` times, so an evaluated model is normalized by a converged estimate rather than one
+follows the last training forward, a ``load_state_dict``): then they are recomputed (by
+an SVD for dense matrices up to 2048 wide, else 100 iterations), so an evaluated model is
+normalized by a converged estimate rather than one
 that lags a step behind (``torch.nn.utils.spectral_norm`` keeps the lagging one; after a
 training run with Adam the difference can be several percent per layer). The gradient flows
 through ``sigma = u^T A(W) v`` with ``u, v`` held fixed, as in the paper.
@@ -141,6 +142,8 @@ class SpectralNorm(Constraint):
             version = weight._version
         except (AttributeError, RuntimeError):  # functorch / compiled tensors
             version = None
+        if self.training and getattr(self, "_frozen", False):
+            return 0  # Constraint.bound reads the weight: no training step happened
         if self.training:
             self._synced_version = version
             return self.n_power_iterations
@@ -153,9 +156,13 @@ class SpectralNorm(Constraint):
         n_iterations = self._iterations(weight)
         if not self.operator:
             matrix = weight.reshape(weight.shape[0], -1)
-            if n_iterations:
+            if n_iterations == _REFRESH_ITERATIONS and not self.training:
+                self._warm_start(matrix.detach())  # exact top pair when not huge
+            elif n_iterations:
                 self._power_iteration(matrix.detach(), n_iterations)
-            sigma = torch.dot(self._u, matrix.mv(self._v))
+            # clones, as torch's spectral_norm: autograd saves u and v, and a second training
+            # forward before backward (a critic on real, then fake samples) updates them in place
+            sigma = torch.dot(self._u.clone(), matrix.mv(self._v.clone()))
         else:
             if self.geometry.input_size is None:
                 raise InvalidArgumentError(
@@ -170,7 +177,7 @@ class SpectralNorm(Constraint):
                 )
                 self._u.copy_(u)
                 self._v.copy_(v)
-            sigma = torch.sum(self._v * self.geometry.apply(self._u, weight))
+            sigma = torch.sum(self._v.clone() * self.geometry.apply(self._u.clone(), weight))
         return weight * (self.lipschitz / sigma.clamp_min(self.eps))
 
     def _resize_on_load(self, state_dict, prefix, *args, **kwargs) -> None:
