@@ -1,10 +1,10 @@
 """The constraints keep the torch workflow: torch.compile and DistributedDataParallel."""
 
 import os
+import subprocess
+import sys
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from lipkit.nn import MaxMin, lipschitz_bound, make_lipschitz
@@ -31,33 +31,54 @@ def test_torch_compile_trains_a_constrained_model_and_matches_eager():
     assert lipschitz_bound(model) <= 1 + 1e-3
 
 
-def _ddp_worker(rank: int, world: int, path: str, results) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world)
-    try:
-        for method in ("spectral", "bjorck"):
-            model = nn.parallel.DistributedDataParallel(_model(method))
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-            generator = torch.Generator().manual_seed(100 + rank)  # different data per rank
-            for _ in range(3):
-                x = torch.randn(16, 6, generator=generator)
-                loss = model(x).square().mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            flat = torch.cat([p.detach().reshape(-1) for p in model.module.parameters()])
-            results[(rank, method)] = (flat, lipschitz_bound(model.module.eval()))
-    finally:
-        dist.destroy_process_group()
+_DDP_WORKER = """
+import sys, torch, torch.distributed as dist
+from torch import nn
+from lipkit.nn import MaxMin, lipschitz_bound, make_lipschitz
+rank, path, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method="file://" + path, rank=rank, world_size=2)
+results = {}
+for method in ("spectral", "bjorck"):
+    torch.manual_seed(0)
+    model = make_lipschitz(nn.Sequential(nn.Linear(6, 16), MaxMin(), nn.Linear(16, 3)), method)
+    model = nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(100 + rank)  # different data on each rank
+    for _ in range(3):
+        loss = model(torch.randn(16, 6, generator=generator)).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    flat = torch.cat([p.detach().reshape(-1) for p in model.module.parameters()])
+    results[method] = (flat, lipschitz_bound(model.module.eval()))
+dist.destroy_process_group()
+torch.save(results, out)
+"""
 
 
 def test_distributed_data_parallel_keeps_replicas_equal_and_constrained(tmp_path):
-    torch.set_num_threads(1)
-    manager = mp.Manager()
-    results = manager.dict()
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), results), nprocs=2,
-                       start_method="fork")
+    # two real processes (not forks of a test worker, which can deadlock), gloo on loopback
+    script = tmp_path / "worker.py"
+    script.write_text(_DDP_WORKER)
+    environment = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
+    workers = [
+        subprocess.Popen([sys.executable, str(script), str(rank), str(tmp_path / "rendezvous"),
+                          str(tmp_path / f"rank{rank}.pt")], env=environment,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in range(2)
+    ]
+    for worker in workers:
+        try:
+            output, _ = worker.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for other in workers:
+                other.kill()
+            raise AssertionError("DDP workers did not finish in 240 s") from None
+        assert worker.returncode == 0, output
+    first = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    second = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for method in ("spectral", "bjorck"):
-        (first, bound_first), (second, bound_second) = results[(0, method)], results[(1, method)]
-        torch.testing.assert_close(first, second)  # gradients were averaged: same parameters
-        assert bound_first <= 1 + 1e-3 and bound_second <= 1 + 1e-3, (method, bound_first)
+        (params_a, bound_a), (params_b, bound_b) = first[method], second[method]
+        torch.testing.assert_close(params_a, params_b)  # averaged gradients: same parameters
+        assert bound_a <= 1 + 1e-3 and bound_b <= 1 + 1e-3, (method, bound_a, bound_b)
