@@ -9,6 +9,7 @@ a plain torch layer or function; a Lipschitz bound is checked against ratios
 from __future__ import annotations
 
 import math
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -22,9 +23,14 @@ from torch import nn
 torch.set_num_threads(1)
 
 # timings on a shared two-core machine vary: no per-example deadline (each test sets its own
-# max_examples, small enough for the suite to run in minutes)
-settings.register_profile("lipkit", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("lipkit")
+# max_examples, small enough for the suite to run in minutes). CI runs the same examples every
+# time (derandomize); HYPOTHESIS_PROFILE=explore draws new ones, to look for new failures.
+settings.register_profile(
+    "lipkit", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.register_profile("explore", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "lipkit"))
 
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 
