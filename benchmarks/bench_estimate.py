@@ -565,7 +565,10 @@ def run_case(case: Case, methods: list[str], time_limit: float, runner: EclipseR
         note = ", ".join(f"{k}={v}" for k, v in plan.items())
         if limit is not None and (method.startswith("lipsdp") or method.startswith("lower")):
             note = ", ".join(filter(None, [note, f"time limit {limit:.3g} s"]))
-        rows.append(run_lipkit(case, method, limit, plan, note, label))
+        row = run_lipkit(case, method, limit, plan, note, label)
+        if row.status.startswith("not applicable"):
+            row.note = ""
+        rows.append(row)
 
     for method in ("lower-jacobian", "lower-gradient", "lower-adversarial", "naive",
                    "autolip", "seqlip"):
@@ -864,8 +867,12 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for case in cases:
                 console.print(f"[bold]{case.name}[/bold]: {case.description}")
+                case_started, load = time.perf_counter(), os.getloadavg()[0]
                 results[case.name] = run_case(case, args.methods, time_limit, runner, console)
+                case.notes.append(f"{time.perf_counter() - case_started:.0f} s; load average "
+                                  f"{load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
                 print_case(console, case, results[case.name])
+                console.print(case.notes[-1])
         finally:
             if runner is not None:
                 runner.close()
