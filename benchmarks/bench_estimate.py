@@ -865,14 +865,24 @@ def main(argv: list[str] | None = None) -> None:
             "eclipse" in args.methods else None
         results: dict[str, list[Row]] = {}
         try:
+            for _ in range(3):
+                probe()
             for case in cases:
                 console.print(f"[bold]{case.name}[/bold]: {case.description}")
-                case_started, load = time.perf_counter(), os.getloadavg()[0]
+                case_started, load, before = time.perf_counter(), os.getloadavg()[0], probe()
                 results[case.name] = run_case(case, args.methods, time_limit, runner, console)
+                after = probe()
+                if after > PROBE_SLOWDOWN * probe.best:  # a pool still spinning, or another
+                    time.sleep(1.0)  # process: look again once the pools have gone to sleep
+                    after = min(probe() for _ in range(3))
+                slowest = max(before, after) / probe.best
                 case.notes.append(f"{time.perf_counter() - case_started:.0f} s; load average "
-                                  f"{load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+                                  f"{load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
+                                  f"probe {slowest:.1f}x its best before/after")
+                if slowest > PROBE_SLOWDOWN:
+                    case.notes.append("MACHINE BUSY: the timings of this network are suspect")
                 print_case(console, case, results[case.name])
-                console.print(case.notes[-1])
+                console.print(" ".join(case.notes[-2:]))
         finally:
             if runner is not None:
                 runner.close()
@@ -894,6 +904,38 @@ def main(argv: list[str] | None = None) -> None:
             "goals": _plain(summary),
         }
         Path(args.json).write_text(json.dumps(payload, indent=2))
+
+
+PROBE_SLOWDOWN = 1.5
+
+
+class Probe:
+    """A fixed workload timed before and after each network: many small torch operations
+    (OpenMP parallel regions, which a busy machine slows most) and a few matrix products."""
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(1)
+        self.a = torch.randn(256, 256, generator=generator, dtype=torch.float64)
+        self.x = torch.randn(64, 256, generator=generator, dtype=torch.float64)
+        self.best = math.inf
+
+    def __call__(self) -> float:
+        """The best of three timings of the workload."""
+        return min(self._once() for _ in range(3))
+
+    def _once(self) -> float:
+        started = time.perf_counter()
+        x = self.x
+        for _ in range(200):
+            x = torch.relu(x @ self.a) / 16.0
+        for _ in range(3):
+            self.a @ self.a
+        seconds = time.perf_counter() - started
+        self.best = min(self.best, seconds)
+        return seconds
+
+
+probe = Probe()
 
 
 def warm_up() -> None:
