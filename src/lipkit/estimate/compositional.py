@@ -51,6 +51,7 @@ which keeps the whole method within ECLipsE-Fast's own time), ``least_steps`` (d
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -65,6 +66,7 @@ from lipkit.estimate.registry import Options, register_method
 
 _MAX_ENTRIES = 16_000_000  # a merged dense layer's entries worth materializing
 _MARGIN = 1e-9  # relative lowering of each X_{k+1} before its proof
+_THREADED_WIDTH = 512
 
 
 class Uncertified(Exception):  # noqa: N818 - a result, not an error of the caller
@@ -308,17 +310,9 @@ def compositional_bound(network: Network, steps: int = 30, learning_rate: float 
     weights, slopes = _chain(network)
     details = {"layers": len(weights)}
     try:
-        gram = weights[0] @ weights[0].T
-        start = eclipse_fast_multipliers(weights, slopes, gram)
-        with torch.no_grad():
-            start_rho = _rho(weights, slopes, start, gram)
-        initial = time.perf_counter() - started
-        deadline = time.perf_counter() + budget * initial
-        if time_limit is not None:
-            deadline = min(deadline, started + time_limit)
-        best, _, taken = tune_multipliers(weights, slopes, gram, start, steps,
-                                          learning_rate, deadline, least_steps)
-        rho, raw = certify(weights, slopes, best)
+        with _threads_for(weights):
+            rho, raw, start_rho, taken = _tuned(weights, slopes, started, budget, steps,
+                                                learning_rate, least_steps, time_limit)
     except (Uncertified, np.linalg.LinAlgError, torch.linalg.LinAlgError) as error:
         return Bound(math.nan, "upper", "2", "compositional", time.perf_counter() - started,
                      f"uncertified: {error}", details)
@@ -327,6 +321,37 @@ def compositional_bound(network: Network, steps: int = 30, learning_rate: float 
     value = float(np.nextafter(math.sqrt(rho), math.inf))
     return Bound(value, "upper", "2", "compositional", time.perf_counter() - started,
                  details=details)
+
+
+def _tuned(weights, slopes, started, budget, steps, learning_rate, least_steps, time_limit):
+    """ECLipsE-Fast's start, the tuning, the proof: ``(rho, unproven rho, start rho, steps)``."""
+    gram = weights[0] @ weights[0].T
+    start = eclipse_fast_multipliers(weights, slopes, gram)
+    with torch.no_grad():
+        start_rho = _rho(weights, slopes, start, gram)
+    deadline = time.perf_counter() + budget * (time.perf_counter() - started)
+    if time_limit is not None:
+        deadline = min(deadline, started + time_limit)
+    best, _, taken = tune_multipliers(weights, slopes, gram, start, steps, learning_rate,
+                                      deadline, least_steps)
+    rho, raw = certify(weights, slopes, best)
+    return rho, raw, float(start_rho), taken
+
+
+@contextlib.contextmanager
+def _threads_for(weights):
+    """One torch thread below width ``_THREADED_WIDTH``: the recursion is many small
+    operations, and waking a thread pool for each costs more than it saves (on a busy
+    machine, 20x: 784-100x4-10 went from 0.06 s to 1.4 s on two threads)."""
+    previous = torch.get_num_threads()
+    small = max(w.shape[0] for w in weights) < _THREADED_WIDTH
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small:
+            torch.set_num_threads(previous)
 
 
 @register_method("compositional", kind="upper", norms=("2",), fits=_fits)
