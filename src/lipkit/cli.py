@@ -109,9 +109,9 @@ def estimate(
             extra[name] = value
     try:
         report = _with_progress(
-            lambda progress: run_estimate(path, methods=method or None, norm=norm,
-                                          input_shape=shape, time_limit=time_limit, seed=seed,
-                                          progress=progress, **extra),
+            lambda progress, status: run_estimate(
+                path, methods=method or None, norm=norm, input_shape=shape,
+                time_limit=time_limit, seed=seed, progress=progress, status=status, **extra),
             enabled=not as_json,
         )
         if plot is not None:
@@ -132,7 +132,7 @@ def estimate(
 
 def _with_progress(run, enabled: bool):
     if not enabled:
-        return run(None)
+        return run(None, None)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -143,7 +143,10 @@ def _with_progress(run, enabled: bool):
         def progress(name: str, index: int, count: int) -> None:
             bar.update(task, description=f"running {name}", completed=index, total=count)
 
-        return run(progress)
+        def status(message: str) -> None:  # a method's own steps (LipSDP's sub-networks)
+            bar.update(task, description=f"running {message}")
+
+        return run(progress, status)
 
 
 def _print_report(report) -> None:

@@ -46,7 +46,7 @@ A linear activation (``alpha = beta``) needs no special case: its constraint pin
 
 Options (``extra``): ``steps`` (default 30), ``learning_rate`` (default 0.2), ``budget``
 (default 2: the tuning may take twice as long as the ECLipsE-Fast pass that starts it,
-which keeps the whole method within ECLipsE-Fast's own time), ``least_steps`` (default 5).
+which keeps the whole method within ECLipsE-Fast's own time), ``least_steps`` (default 2).
 """
 
 from __future__ import annotations
@@ -130,10 +130,10 @@ def _rho(weights, slopes, log_t, gram) -> torch.Tensor | None:
     return _final_rho(x, weights[-1])
 
 
-def eclipse_fast_multipliers(weights, slopes, gram) -> list[torch.Tensor]:
+def eclipse_fast_multipliers(weights, slopes, gram) -> tuple[list[torch.Tensor], float]:
     """ECLipsE-Fast's log-multipliers ``log lambda_k``, ``lambda_k = 1 / (2 c^2
     lambda_max(W_k X_k^{-1} W_k^T))`` (halved until ``X'`` stays positive definite when
-    ``alpha beta != 0``)."""
+    ``alpha beta != 0``), and their (unproven) ``rho``."""
     x = None
     multipliers = []
     for weight, (alpha, beta) in zip(weights[:-1], slopes, strict=True):
@@ -159,25 +159,26 @@ def eclipse_fast_multipliers(weights, slopes, gram) -> list[torch.Tensor]:
             raise Uncertified("no multiplier keeps the recursion positive definite")
         multipliers.append(t.log())
         x = following
-    return multipliers
+    if x is None:
+        return multipliers, float(torch.linalg.eigvalsh(gram)[-1])
+    rho = _final_rho(x, weights[-1])
+    if rho is None:
+        raise Uncertified("ECLipsE-Fast's last X is not positive definite")
+    return multipliers, float(rho)
 
 
-def tune_multipliers(weights, slopes, gram, log_t, steps: int, learning_rate: float,
-                     deadline: float | None = None, least_steps: int = 0):
+def tune_multipliers(weights, slopes, gram, log_t, start: float, steps: int,
+                     learning_rate: float, deadline: float | None = None, least_steps: int = 0):
     """Adam steps on the log-multipliers minimizing ``log rho`` (in float32: only the final
     multipliers matter, and :func:`certify` proves them in float64); returns the best found,
-    its ``rho`` and the number of steps taken. Stops after ``steps`` steps, or at
-    ``deadline`` once ``least_steps`` were taken."""
+    its ``rho`` and the number of steps taken (``start``: the ``rho`` of ``log_t``). Stops
+    after ``steps`` steps, or at ``deadline`` once ``least_steps`` were taken."""
     weights = [w.float() for w in weights]
     gram = gram.float()
+    best_value, best = start, [log.detach().clone() for log in log_t]
     log_t = [log.float().clone().requires_grad_(True) for log in log_t]
-    with torch.no_grad():
-        start = _rho(weights, slopes, log_t, gram)
-    if start is None or not torch.isfinite(start):
-        raise Uncertified("the starting multipliers do not keep the recursion positive definite")
-    best_value, best = float(start), [log.detach().clone() for log in log_t]
-    if not log_t:
-        return [b.double() for b in best], best_value, 0
+    if not log_t or steps == 0:
+        return best, best_value, 0
     optimizer = torch.optim.Adam(log_t, lr=learning_rate)
     taken = 0
     for _ in range(steps):
@@ -194,14 +195,14 @@ def tune_multipliers(weights, slopes, gram, log_t, steps: int, learning_rate: fl
                 group["lr"] /= 2
             continue
         if float(rho.detach()) < best_value:
-            best_value, best = float(rho.detach()), [log.detach().clone() for log in log_t]
+            best_value, best = float(rho.detach()), [log.detach().double() for log in log_t]
         rho.log().backward()
         optimizer.step()
     with torch.no_grad():  # the last step's point is evaluated too
         rho = _rho(weights, slopes, log_t, gram)
     if rho is not None and torch.isfinite(rho) and float(rho) < best_value:
-        best_value, best = float(rho), [log.detach().clone() for log in log_t]
-    return [b.double() for b in best], best_value, taken
+        best_value, best = float(rho), [log.detach().double() for log in log_t]
+    return best, best_value, taken
 
 
 def _symmetric(matrix: np.ndarray) -> np.ndarray:
@@ -298,7 +299,7 @@ def certify(weights, slopes, log_t) -> tuple[float, float]:
 
 
 def compositional_bound(network: Network, steps: int = 30, learning_rate: float = 0.2,
-                        budget: float = 2.0, least_steps: int = 5,
+                        budget: float = 2.0, least_steps: int = 2,
                         time_limit: float | None = None) -> Bound:
     """The proven bound of the module docstring for ``network`` (a chain).
 
@@ -326,16 +327,14 @@ def compositional_bound(network: Network, steps: int = 30, learning_rate: float 
 def _tuned(weights, slopes, started, budget, steps, learning_rate, least_steps, time_limit):
     """ECLipsE-Fast's start, the tuning, the proof: ``(rho, unproven rho, start rho, steps)``."""
     gram = weights[0] @ weights[0].T
-    start = eclipse_fast_multipliers(weights, slopes, gram)
-    with torch.no_grad():
-        start_rho = _rho(weights, slopes, start, gram)
+    start, start_rho = eclipse_fast_multipliers(weights, slopes, gram)
     deadline = time.perf_counter() + budget * (time.perf_counter() - started)
     if time_limit is not None:
         deadline = min(deadline, started + time_limit)
-    best, _, taken = tune_multipliers(weights, slopes, gram, start, steps, learning_rate,
-                                      deadline, least_steps)
+    best, _, taken = tune_multipliers(weights, slopes, gram, start, start_rho, steps,
+                                      learning_rate, deadline, least_steps)
     rho, raw = certify(weights, slopes, best)
-    return rho, raw, float(start_rho), taken
+    return rho, raw, start_rho, taken
 
 
 @contextlib.contextmanager
@@ -362,4 +361,4 @@ def compositional(network: Network, options: Options | None = None) -> Bound:
     return compositional_bound(network, int(extra.get("steps", 30)),
                                float(extra.get("learning_rate", 0.2)),
                                float(extra.get("budget", 2.0)),
-                               int(extra.get("least_steps", 5)), options.time_limit)
+                               int(extra.get("least_steps", 2)), options.time_limit)
