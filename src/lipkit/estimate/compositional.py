@@ -35,7 +35,7 @@ quasi-convex in ``T`` and the descent heads for LipSDP-Neuron's value; every ``T
 valid bound, so stopping early is sound.
 
 **Soundness in floating point.** The final multipliers are replayed in float64: each stored
-``X_{k+1}`` is the computed Schur complement lowered by ``delta I`` (``delta`` a 1e-9 relative
+``X_{k+1}`` is the computed Schur complement lowered by ``delta I`` (``delta`` a 1e-8 relative
 margin, grown tenfold when needed), and ``G_k`` — formed from the stored matrices — is proven
 positive definite by a floating-point Cholesky factorization with Rump's shift covering the
 rounding of forming ``G_k`` (:func:`lipkit.estimate.lipsdp.prove_negative_definite`); ``rho``
@@ -61,11 +61,12 @@ import torch
 
 from lipkit.estimate.bound import Bound
 from lipkit.estimate.lipsdp import _gamma, prove_negative_definite
-from lipkit.estimate.network import DTYPE, Network, NotApplicableError
+from lipkit.estimate.network import DTYPE, Network, NotApplicableError, dense_size_reason
 from lipkit.estimate.registry import Options, register_method
 
-_MAX_ENTRIES = 16_000_000  # a merged dense layer's entries worth materializing
-_MARGIN = 1e-9  # relative lowering of each X_{k+1} before its proof
+_MAX_ENTRIES = 16_000_000  # a layer's dense entries worth materializing
+_MAX_WIDTH = 4096  # hidden neurons: X_k is a dense (n_k x n_k) matrix
+_MARGIN = 1e-8  # relative lowering of each X_{k+1} before its proof
 _THREADED_WIDTH = 512
 
 
@@ -74,12 +75,17 @@ class Uncertified(Exception):  # noqa: N818 - a result, not an error of the call
 
 
 def _fits(network: Network) -> str | None:
+    reason = dense_size_reason(network, _MAX_ENTRIES)
+    if reason is not None:
+        return reason
     try:
         layers = network.chain()
     except NotApplicableError as error:
         return str(error)
-    if any(layer.weight.numel() > _MAX_ENTRIES for layer in layers):
-        return f"a merged layer has more than {_MAX_ENTRIES} entries"
+    for index, layer in enumerate(layers[:-1]):
+        if layer.weight.shape[0] > _MAX_WIDTH:
+            return (f"hidden layer {index + 1} has {layer.weight.shape[0]} neurons: the "
+                    f"recursion keeps a dense matrix per hidden layer (at most {_MAX_WIDTH})")
     return None
 
 
@@ -179,25 +185,31 @@ def tune_multipliers(weights, slopes, gram, log_t, start: float, steps: int,
     log_t = [log.float().clone().requires_grad_(True) for log in log_t]
     if not log_t or steps == 0:
         return best, best_value, 0
-    optimizer = torch.optim.Adam(log_t, lr=learning_rate)
-    taken = 0
+    # Adam (Kingma & Ba, 2015) written out: torch.optim's first step imports torch._dynamo,
+    # seconds of start-up for a method meant to take milliseconds
+    first = [torch.zeros_like(log) for log in log_t]
+    second = [torch.zeros_like(log) for log in log_t]
+    rate, taken = learning_rate, 0
     for _ in range(steps):
         if deadline is not None and taken >= least_steps and time.perf_counter() > deadline:
             break
-        optimizer.zero_grad()
         rho = _rho(weights, slopes, log_t, gram)
         taken += 1
         if rho is None or not torch.isfinite(rho):
             with torch.no_grad():  # undo: back to the best point, smaller steps
                 for log, kept in zip(log_t, best, strict=True):
                     log.copy_(kept)
-            for group in optimizer.param_groups:
-                group["lr"] /= 2
+            rate /= 2
             continue
         if float(rho.detach()) < best_value:
             best_value, best = float(rho.detach()), [log.detach().double() for log in log_t]
-        rho.log().backward()
-        optimizer.step()
+        gradients = torch.autograd.grad(rho.log(), log_t)
+        with torch.no_grad():
+            for log, gradient, m, v in zip(log_t, gradients, first, second, strict=True):
+                m.mul_(0.9).add_(gradient, alpha=0.1)
+                v.mul_(0.999).addcmul_(gradient, gradient, value=0.001)
+                corrected = (m / (1 - 0.9**taken)) / ((v / (1 - 0.999**taken)).sqrt() + 1e-8)
+                log.sub_(rate * corrected)
     with torch.no_grad():  # the last step's point is evaluated too
         rho = _rho(weights, slopes, log_t, gram)
     if rho is not None and torch.isfinite(rho) and float(rho) < best_value:
@@ -206,8 +218,11 @@ def tune_multipliers(weights, slopes, gram, log_t, start: float, steps: int,
 
 
 def _symmetric(matrix: np.ndarray) -> np.ndarray:
+    """The matrix with its lower triangle replaced by the upper one's mirror (exactly
+    symmetric: the proofs are about the matrix stored)."""
     upper = np.triu(matrix)
-    return upper + np.triu(matrix, 1).T
+    upper += np.triu(matrix, 1).T
+    return upper
 
 
 def _prove_positive(matrix: np.ndarray, absolute: np.ndarray, depth: int) -> bool:
@@ -235,7 +250,8 @@ def _prove_step(x, weight, t, slope, schur) -> np.ndarray:
         outer_absolute = np.abs(scaled).T @ np.abs(scaled)
     margin = _MARGIN * max(float(np.abs(np.diag(schur)).max()), float(t.max()))
     for _ in range(8):
-        candidate = _symmetric(schur - margin * np.eye(n_out))
+        candidate = schur.copy()
+        candidate[np.diag_indices(n_out)] -= margin
         if identity:
             lowered = np.diag(t) - candidate
             proven = _prove_positive(lowered - c * c * outer,
@@ -288,7 +304,7 @@ def certify(weights, slopes, log_t) -> tuple[float, float]:
     small = solved.T @ solved if solved.shape[1] <= solved.shape[0] else solved @ solved.T
     rho = float(np.linalg.eigvalsh(small)[-1])
     absolute_gram = np.abs(last).T @ np.abs(last)
-    step = 1e-12 * rho + 1e-300
+    step = 1e-10 * rho + 1e-300
     for _ in range(30):
         candidate = rho + step
         if _prove_positive(candidate * x - gram, candidate * np.abs(x) + absolute_gram,
