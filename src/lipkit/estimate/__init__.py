@@ -19,7 +19,7 @@ from lipkit.estimate.registry import METHODS, Options, register_method
 from lipkit.estimate.report import Report, estimate
 
 try:  # LipSDP needs cvxpy (the "all" extra)
-    from lipkit.estimate import compositional, lipsdp  # noqa: F401
+    from lipkit.estimate import compositional, lipsdp, lp_jacobian  # noqa: F401
 except ImportError as _error:  # pragma: no cover - depends on the installation
     if "cvxpy" not in str(_error) and "lipsdp" not in str(_error):
         raise
