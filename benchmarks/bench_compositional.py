@@ -4,7 +4,7 @@ The networks are those of ``bench_estimate.py``: random 784-...-10 ReLU MLPs wit
 weights (784-100x4-10 and 784-256x5-10, then widths 64, 256, 1024 x depths 2, 5, 10). For
 each: the naive product (lipkit ``naive``), ECLipsE-Fast (eclipse-nn, on the same float64
 weight matrices), lipkit ``compositional`` with its default stopping rule (time-budgeted:
-the tuning may take twice as long as its own ECLipsE-Fast pass), and ``compositional`` with
+the tuning may take as long as its own ECLipsE-Fast pass), and ``compositional`` with
 a fixed 100 tuning steps (what more time buys; up to ``--long-width``, default 256). Same
 process, same threads (``torch.set_num_threads`` and ``threadpoolctl``); a method under a
 second is timed as the median of three runs after a warm-up. Ratios: value / ECLipsE-Fast's

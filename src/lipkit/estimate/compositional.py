@@ -45,8 +45,9 @@ A linear activation (``alpha = beta``) needs no special case: its constraint pin
 ``dphi = alpha dv`` and large multipliers recover the linear map.
 
 Options (``extra``): ``steps`` (default 30), ``learning_rate`` (default 0.2), ``budget``
-(default 2: the tuning may take twice as long as the ECLipsE-Fast pass that starts it,
-which keeps the whole method within ECLipsE-Fast's own time), ``least_steps`` (default 2).
+(default 1: the tuning may take as long as the ECLipsE-Fast pass that starts it; with the
+proof, the whole method then takes about as long as eclipse-nn's ECLipsE-Fast, which spends
+its time in a general eigendecomposition: BENCHMARKS.md), ``least_steps`` (default 2).
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ def certify(weights, slopes, log_t) -> tuple[float, float]:
 
 
 def compositional_bound(network: Network, steps: int = 30, learning_rate: float = 0.2,
-                        budget: float = 2.0, least_steps: int = 2,
+                        budget: float = 1.0, least_steps: int = 2,
                         time_limit: float | None = None) -> Bound:
     """The proven bound of the module docstring for ``network`` (a chain).
 
@@ -376,5 +377,5 @@ def compositional(network: Network, options: Options | None = None) -> Bound:
     extra = options.extra
     return compositional_bound(network, int(extra.get("steps", 30)),
                                float(extra.get("learning_rate", 0.2)),
-                               float(extra.get("budget", 2.0)),
+                               float(extra.get("budget", 1.0)),
                                int(extra.get("least_steps", 2)), options.time_limit)
