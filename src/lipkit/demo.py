@@ -16,6 +16,7 @@ atomically. Sections so far:
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -284,7 +285,7 @@ def estimation_section(out_dir: Path, progress: Progress, seed: int, quick: bool
             rows.append(f"| {bound.method} | {bound.kind} | {value} | {bound.seconds:.2f} | "
                         f"{bound.status} |")
         guaranteed = lipschitz_bound(model)
-        figure_name = f"estimate_{name}.png"
+        figure_name = "estimate_" + re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") + ".png"
         plot_report(report, out_dir / figure_name, title=f"{name}: {report.network.summary()}")
         figures.append(figure_name)
         ends = (f"lower: {report.lower.method if report.lower else 'none'}, upper: "

@@ -7,7 +7,10 @@ and report the tightest interval ``[best lower, best upper]`` they prove.
 
 Methods (``METHODS``, kebab-case ids): lower bounds with witnesses (``lower-jacobian``,
 ``lower-gradient``, ``lower-adversarial``), cheap upper bounds (``naive``, ``autolip``,
-``seqlip``) and SDP upper bounds (``lipsdp-*``).
+``seqlip``, ``compositional`` — layer-by-layer LipSDP-Neuron, tighter than ECLipsE-Fast in
+its time), SDP upper bounds (``lipsdp-*``, sub-networks optionally in worker processes) and
+an LP bound for the l-infinity and l1 norms (``lp-jacobian``). :func:`lipkit.estimate.plot.
+plot_report` draws a report as a PNG.
 """
 
 # importing the method modules registers them
