@@ -73,7 +73,7 @@ def test_above_the_exact_constant_and_below_naive_on_2d_nets(seed, widths):
     assert value <= naive * (1 + 1e-9), (value, naive)
 
 
-@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh, lambda: nn.LeakyReLU(0.2)])
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh, lambda: nn.LeakyReLU(0.2), nn.GELU])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_above_the_exact_constant_of_1d_input_nets(activation, seed):
     # the tuned multipliers (many steps) bring the bound closest to the truth: the

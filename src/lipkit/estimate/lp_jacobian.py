@@ -29,7 +29,11 @@ inequality of the relaxation is loosened by a relative 1e-12 first (they are com
 floating point and must contain every true point). The relaxation keeps
 the sign structure that the product of induced norms ``prod ||W_k||`` and even the product
 of absolute values ``|| |W_L| ... |W_1| ||`` forget; it can never exceed the interval
-bound of step 1, which never exceeds either.
+bound of step 1, which never exceeds either. (The layers come from :meth:`Network.chain`,
+whose products of consecutive affine maps carry float64 rounding that is not added.)
+
+Global bounds only (the slope box of each activation); a local bound would narrow the boxes
+with interval bounds on the pre-activations around a point: not done.
 """
 
 from __future__ import annotations
