@@ -25,7 +25,7 @@ def plot_report(report: Report, path: str | Path, title: str | None = None) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     bounds = report.bounds
     names = [b.method for b in bounds]
@@ -57,7 +57,10 @@ def plot_report(report: Report, path: str | Path, title: str | None = None) -> P
                        alpha=1.0 if usable else 0.3)
             right.text(bound.seconds, y, f" {bound.seconds:.2g} s", va="center", fontsize=8)
     left.set_xscale("log")
-    left.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
+    # ticks at 1, 2, 5 per decade, labelled plainly: intervals often span less than a decade
+    left.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    left.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    left.xaxis.set_minor_formatter(NullFormatter())
     if shown:
         left.set_xlim(floor, max(shown) * 4)
     left.set_yticks(positions, names)
