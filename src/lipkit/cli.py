@@ -82,6 +82,15 @@ def estimate(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the lower-bound searches.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write a PNG of every method's value and time.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes for LipSDP's sub-networks (--split).")
+    ] = None,
+    split: Annotated[
+        int | None, typer.Option(help="LipSDP: weight matrices per sub-network.")
+    ] = None,
 ) -> None:
     """Bound the Lipschitz constant of a network: every method's bound and the interval."""
     from lipkit.estimate import estimate as run_estimate
@@ -92,24 +101,38 @@ def estimate(
             shape = tuple(int(part) for part in input_shape.replace("x", ",").split(","))
         except ValueError:
             fail(f"--input-shape must be integers separated by commas, got {input_shape!r}")
+    extra = {}
+    for name, value in (("workers", workers), ("split", split)):
+        if value is not None:
+            if value < 1:
+                fail(f"--{name} must be a positive integer, got {value}")
+            extra[name] = value
     try:
         report = _with_progress(
-            lambda progress: run_estimate(path, methods=method or None, norm=norm,
-                                          input_shape=shape, time_limit=time_limit, seed=seed,
-                                          progress=progress),
+            lambda progress, status: run_estimate(
+                path, methods=method or None, norm=norm, input_shape=shape,
+                time_limit=time_limit, seed=seed, progress=progress, status=status, **extra),
             enabled=not as_json,
         )
+        if plot is not None:
+            from lipkit.estimate.plot import plot_report
+
+            plot_report(report, plot, title=f"{path.name}: {report.network.summary()}")
     except LipkitError as error:
         fail(str(error))
+    except OSError as error:
+        fail(f"cannot write the plot {plot}: {error.strerror or error}")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
     _print_report(report)
+    if plot is not None:
+        typer.echo(f"plot written to {plot}")
 
 
 def _with_progress(run, enabled: bool):
     if not enabled:
-        return run(None)
+        return run(None, None)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -120,7 +143,10 @@ def _with_progress(run, enabled: bool):
         def progress(name: str, index: int, count: int) -> None:
             bar.update(task, description=f"running {name}", completed=index, total=count)
 
-        return run(progress)
+        def status(message: str) -> None:  # a method's own steps (LipSDP's sub-networks)
+            bar.update(task, description=f"running {message}")
+
+        return run(progress, status)
 
 
 def _print_report(report) -> None:

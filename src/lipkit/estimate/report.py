@@ -111,6 +111,7 @@ def estimate(
     data: torch.Tensor | None = None,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    status: Callable[[str], None] | None = None,
     **extra,
 ) -> Report:
     """Bound ``||f||_L`` of a model (nn.Module, .onnx / .mat path, or Network).
@@ -125,6 +126,7 @@ def estimate(
         time_limit: seconds per method, for the methods that can stop early.
         data: input points for data-based lower bounds (random points otherwise).
         progress: called as ``progress(method, index, count)`` before each method.
+        status: called with a method's messages while it runs (e.g. LipSDP's sub-networks).
         extra: method options (e.g. ``split=2`` for LipSDP, ``points=512``).
 
     Example:
@@ -141,7 +143,8 @@ def estimate(
     names = list(methods) if methods is not None else default_methods(network, norm)
     for name in names:
         get_method(name)  # unknown names fail before anything runs
-    options = Options(norm=norm, time_limit=time_limit, data=data, seed=seed, extra=extra)
+    options = Options(norm=norm, time_limit=time_limit, data=data, seed=seed,
+                      progress=status, extra=extra)
     report = Report(network, norm)
     for index, name in enumerate(names):
         if progress is not None:
