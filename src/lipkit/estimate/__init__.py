@@ -7,7 +7,8 @@ and report the tightest interval ``[best lower, best upper]`` they prove.
 
 Methods (``METHODS``, kebab-case ids): lower bounds with witnesses (``lower-jacobian``,
 ``lower-gradient``, ``lower-adversarial``), cheap upper bounds (``naive``, ``autolip``,
-``seqlip``) and SDP upper bounds (``lipsdp-*``).
+``seqlip``), SDP upper bounds (``lipsdp-*``) and exact l1 / l-inf values by MIP
+(``exact-mip``).
 """
 
 # importing the method modules registers them
@@ -17,6 +18,12 @@ from lipkit.estimate.importers import load_network
 from lipkit.estimate.network import Network
 from lipkit.estimate.registry import METHODS, Options, register_method
 from lipkit.estimate.report import Report, estimate
+
+try:  # the MIP needs highspy (the "all" extra)
+    from lipkit.estimate import mip  # noqa: F401
+except ImportError as _error:  # pragma: no cover - depends on the installation
+    if "highspy" not in str(_error):
+        raise
 
 try:  # LipSDP needs cvxpy (the "all" extra)
     from lipkit.estimate import lipsdp  # noqa: F401
