@@ -182,3 +182,31 @@ def test_not_applicable_and_bad_arguments():
         mip(network, "inf", box=(np.zeros(3), np.ones(3)))
     with pytest.raises(InvalidArgumentError, match="radius"):
         mip(network, "inf", center=torch.zeros(2), radius=0.0)
+
+
+def test_cli_estimate_with_exact_mip(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lipkit.cli import app
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(),
+                          nn.Linear(5, 2)).eval()
+    path = tmp_path / "mlp.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    runner = CliRunner()
+    result = runner.invoke(app, ["estimate", str(path), "--method", "exact-mip", "--norm",
+                                 "linf", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # nothing but the report on stdout (HiGHS is silent)
+    (bound,) = report["bounds"]
+    assert bound["kind"] == "exact" and report["interval"]["lower_method"] == "exact-mip"
+    expected = exact_value(load_network(model), "inf").value
+    assert math.isclose(bound["value"], expected, rel_tol=1e-9)
+    assert report["interval"]["lower"] == report["interval"]["upper"] == bound["value"]
+    result = runner.invoke(app, ["estimate", str(path), "--method", "exact-mip", "--norm",
+                                 "l1"])
+    assert result.exit_code == 0 and "exact-mip" in result.output and "exact" in result.output

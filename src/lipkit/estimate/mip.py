@@ -534,6 +534,35 @@ def _search_pattern(network, layers, box, homogeneous: bool, norm: str, row, see
     return pattern_at(layers, best), best
 
 
+def _alternating_pattern(layers, output, norm: str, seed: int, restarts: int = 32):
+    """For one hidden layer whose patterns are all realized: alternate between the best
+    pattern for a fixed (output row, input direction) — ``z_g = [coefficient_g > 0]``, the
+    objective being linear in ``z`` — and the best row and direction for a fixed pattern,
+    from random patterns; returns the best pattern found (a local maximum)."""
+    (layer,) = layers
+    rng = np.random.default_rng(seed)
+    first, last = layer.gate @ layer.weight, output[0] @ layer.relu
+    best, best_value = None, -1.0
+    for _ in range(restarts):
+        z, value = (rng.random(layer.gate.shape[0]) < 0.5).astype(float), -1.0
+        for _ in range(50):
+            jac = pattern_jacobian(layers, output, [z])
+            current = _operator_norm(jac, norm)
+            if current <= value * (1 + 1e-12):
+                break
+            value = current
+            if norm == "inf":
+                row = int(np.abs(jac).sum(axis=1).argmax())
+                covector, direction = np.eye(jac.shape[0])[row], np.sign(jac[row])
+            else:
+                column = int(np.abs(jac).sum(axis=0).argmax())
+                covector, direction = np.sign(jac[:, column]), np.eye(jac.shape[1])[column]
+            z = ((covector @ last) * (first @ direction) > 0).astype(float)
+        if value > best_value:
+            best, best_value = [z], value
+    return best
+
+
 def _initial_solution(encoding: _Encoding, layers, output, pattern, point, homogeneous,
                       norm: str):
     """A partial MIP solution (x, t, s, z, selectors) for the pattern at ``point``."""
@@ -637,6 +666,14 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
     search_pattern, search_point = _search_pattern(network, layers, box, homogeneous, norm,
                                                    row, options.seed, options.data)
     candidates = [search_pattern]
+    if homogeneous and not _needs_faces(layers) and layers:
+        alternating = _alternating_pattern(layers, output, norm, options.seed)
+        candidates.append(alternating)
+        found = _interior_point(layers, alternating, box, homogeneous)
+        if found is not None and (
+                _operator_norm(pattern_jacobian(layers, output, alternating), norm)
+                > _operator_norm(pattern_jacobian(layers, output, search_pattern), norm)):
+            search_pattern, search_point = alternating, found[0]
     highs = encoding.model.highs
     for index in encoding.model.binary:
         highs.changeColsIntegrality(len(index), index, np.ones(len(index), np.uint8))
