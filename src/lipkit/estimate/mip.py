@@ -78,6 +78,7 @@ MAX_GATES = 2000  # gates (binaries before fixing) beyond which the method does 
 _RELATIVE_GAP = 1e-6
 _WIDEN = 1e-6  # relative widening of every propagated bound
 _MARGIN = 1e-9  # smallest margin of an activation region that counts as an interior point
+_MAX_CUTS = 200  # no-good cuts on patterns without interior before giving the bracket
 
 
 @dataclass
@@ -626,6 +627,12 @@ def _domain(network: Network, extra: dict):
     return (lower, upper), False, description
 
 
+def _better(best: Witness | None, witness: Witness | None) -> Witness | None:
+    if witness is None or (best is not None and best.value >= witness.value):
+        return best
+    return witness
+
+
 def _fits(network: Network) -> str | None:
     try:
         layers, _ = piecewise_linear_chain(network)
@@ -686,29 +693,50 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
     highs.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.01))
     if "node_limit" in extra:
         highs.setOptionValue("mip_max_nodes", int(extra["node_limit"]))
-    _initial_solution(encoding, layers, output, search_pattern, search_point, homogeneous,
-                      norm)
-    highs.run()
-    status = highs.getModelStatus()
-    info = highs.getInfo()
-    # the objective variable's propagated bound is proven too (before the root LP ends)
-    upper = min(float(info.mip_dual_bound), float(encoding.model.upper[encoding.objective]))
-    if status == highspy.HighsModelStatus.kOptimal:
-        upper = max(upper, float(info.objective_function_value))
-    if info.primal_solution_status == 2:  # a feasible incumbent
-        solution = np.asarray(highs.getSolution().col_value)
-        candidates.insert(0, [np.round(solution[z]) for z in encoding.patterns])
     best = None
     for pattern in candidates:
+        best = _better(best, verify(network, layers, output, pattern, box, homogeneous, norm,
+                                    row))
+    cuts = nodes = 0
+    while True:
+        if best is not None:
+            _initial_solution(encoding, layers, output, best.pattern, best.point, homogeneous,
+                              norm)
+        else:
+            _initial_solution(encoding, layers, output, search_pattern, search_point,
+                              homogeneous, norm)
+        highs.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.01))
+        highs.run()
+        status, info = highs.getModelStatus(), highs.getInfo()
+        nodes += int(info.mip_node_count)
+        # the objective variable's propagated bound is proven too (before the root LP ends)
+        upper = min(float(info.mip_dual_bound),
+                    float(encoding.model.upper[encoding.objective]))
+        if status == highspy.HighsModelStatus.kOptimal:
+            upper = max(upper, float(info.objective_function_value))
+        if info.primal_solution_status != 2:  # no incumbent
+            break
+        solution = np.asarray(highs.getSolution().col_value)
+        pattern = [np.round(solution[z]) for z in encoding.patterns]
         witness = verify(network, layers, output, pattern, box, homogeneous, norm, row)
-        if witness is not None and (best is None or witness.value > best.value):
-            best = witness
+        best = _better(best, witness)
+        if (witness is not None or status != highspy.HighsModelStatus.kOptimal
+                or cuts >= _MAX_CUTS or time.perf_counter() > deadline):
+            break
+        # the optimum's pattern has no interior point: cut it off (a no-good cut) and solve
+        # again; the bound stays valid for every pattern realized by an open set
+        index = np.concatenate(encoding.patterns)
+        values = np.concatenate(pattern)
+        encoding.model.rows([(np.where(values > 0.5, -1.0, 1.0)[None, :], index)],
+                            [1.0 - float(values.sum())], [np.inf])
+        cuts += 1
     seconds = time.perf_counter() - started
     details = {
         "domain": description,
         "mip_status": highs.modelStatusToString(status),
         "upper": upper,
-        "nodes": int(info.mip_node_count),
+        "nodes": nodes,
+        "cuts": cuts,
         "binaries": int(sum(np.sum(encoding.model.upper[z] > encoding.model.lower[z])
                             for z in encoding.patterns)),
         "gates": int(sum(z.size for z in encoding.patterns)),
