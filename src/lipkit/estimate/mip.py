@@ -23,26 +23,33 @@ McCormick constraints), ending in ``y = J_z s``; the objective is ``max_i y_i`` 
 are ``max y``. Only the pattern is discrete: the tangent needs no sign binaries.
 
 **Domain.** ``extra["center"]`` and ``extra["radius"]`` (an l-infinity ball) or
-``extra["box"] = (lower, upper)``: the local constant over that box. Otherwise the *global*
-constant over all of ``R^n``: the network ``g(x, t) = t f(x / t)`` (biases times ``t``) has,
-for every ``t > 0``, the activation pattern of ``f`` at ``x / t`` (ReLU, LeakyReLU and MaxMin
-are positively homogeneous), and every open activation region of ``f`` contains a point
-``y``, reached at ``(y, 1) / max(1, ||y||_inf)``. So the MIP over the bounded box
-``[-1, 1]^n x [0, 1]`` sees every pattern of ``R^n`` (``t = 0`` adds limits, which can only
-raise the upper bound) and its optimum is the global constant — no box radius to guess.
+``extra["box"] = (lower, upper)``: the local constant over that box (run it alone: the
+lower-bound searches of other methods look everywhere). Otherwise the *global* constant over
+all of ``R^n``: the network ``g(x, t) = t f(x / t)`` (biases times ``t``) has, for every
+``t > 0``, the activation pattern of ``f`` at ``x / t`` (ReLU, LeakyReLU and MaxMin are
+positively homogeneous), and every open activation region of ``f`` contains a point ``y``,
+reached at ``(y, 1) / max(1, ||y||_inf)``, a point of the boundary of the box
+``[-1, 1]^n x [0, 1]`` away from the origin (where every gate is 0 and any pattern would be
+allowed): one binary per face (``t = 1``, ``x_j = 1``, ``x_j = -1``) keeps ``(x, t)`` there.
+So the MIP sees every pattern of ``R^n``, no box radius to guess. ``t = 0`` adds limit points
+where some gates vanish together; an optimal pattern found there whose region has no
+interior point is cut off by a no-good cut (``sum`` over its binaries of the flips ``>= 1``)
+and the MIP solved again. With one hidden layer whose gates ``G W_0`` have full row rank every
+pattern is realized, and the input part of the MIP is dropped.
 
 **Big-M constants** come from interval propagation, tightened layer by layer with linear
 programs over the relaxation of the layers before (``extra["tighten"] = "lp"``, the default;
 ``"interval"`` skips them), each widened by ``1e-6`` relative so that the LP solver's
 tolerance never cuts off a feasible point. Gates whose bounds do not straddle 0 are fixed.
 
-**Witness and proof.** The best pattern found (the MIP's incumbent, and a Jacobian search
-over random points given to HiGHS as its first incumbent) is checked: a linear program finds
-the point deepest inside its activation region (largest margin from every gate's hyperplane;
-in the global case also ``t > 0``); at that point the Jacobian by autograd must equal the
-pattern's product (else a ``LipkitError``: a witness never silently disagrees), and its norm
-is the lower bound. A pattern whose region has no interior in the domain (e.g. duplicated
-neurons that cancel) is no witness, and the MIP value is then only an upper bound.
+**Witness and proof.** A pattern is checked by a linear program that finds the point deepest
+inside its activation region (largest margin from every gate's hyperplane; in the global case
+also ``t > 0``); at that point the Jacobian by autograd must equal the pattern's product (else a
+``LipkitError``: a witness never silently disagrees), and its norm is the lower bound. The
+candidates: the MIP's incumbents, a Jacobian search over random points and (one free hidden
+layer) an alternating search over patterns, the best one given to HiGHS as its first
+incumbent. A pattern whose region has a margin below ``1e-9`` counts as having no interior: the
+exact value is exact up to regions thinner than that, which float64 cannot witness anyway.
 
 **Result.** Solved to optimality (relative gap ``<= 1e-6``) with a witness attaining the MIP
 value: one ``"exact"`` Bound whose value is the witness's (``details["upper"]`` is the MIP's
