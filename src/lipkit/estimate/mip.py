@@ -527,6 +527,8 @@ def _search_pattern(network, layers, box, homogeneous: bool, norm: str, row, see
     lower, upper = box
     if homogeneous:
         points = random_points(network, count, seed).reshape(count, -1)
+        # regions far out (seen from the origin, cones of the network without biases)
+        points = torch.cat([points, 100 * points, 10_000 * points])
     else:
         generator = torch.Generator().manual_seed(seed)
         unit = torch.rand(count, len(lower), generator=generator, dtype=torch.float64)
