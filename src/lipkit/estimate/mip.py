@@ -51,12 +51,13 @@ layer) an alternating search over patterns, the best one given to HiGHS as its f
 incumbent. A pattern whose region has a margin below ``1e-9`` counts as having no interior: the
 exact value is exact up to regions thinner than that, which float64 cannot witness anyway.
 
-**Result.** Solved to optimality (relative gap ``<= 1e-6``) with a witness attaining the MIP
-value: one ``"exact"`` Bound whose value is the witness's (``details["upper"]`` is the MIP's
-proven bound). Stopped by the time limit (``Options.time_limit``, default 60 s, including the
-tightening) or ``extra["node_limit"]``: two Bounds, the ``"upper"`` MIP bound and the
-``"lower"`` witness, status ``"ok: time limit, gap ..."``. "Proven" means to HiGHS's
-tolerances (feasibility 1e-7), not a floating-point certificate like LipSDP's.
+**Result.** Solved to optimality (HiGHS's relative gap ``1e-6``) with a witness attaining the
+MIP value to ``1e-5`` relative: one ``"exact"`` Bound whose value is the witness's
+(``details["upper"]`` is the MIP's proven bound). Stopped by the time limit
+(``Options.time_limit``, default 60 s, including the tightening) or ``extra["node_limit"]``:
+two Bounds, the ``"upper"`` MIP bound and the ``"lower"`` witness, status
+``"ok: time limit reached, gap ..."``. "Proven" means to HiGHS's tolerances (feasibility
+1e-7), not a floating-point certificate like LipSDP's.
 
 ``extra["threads"]`` (default 1) is passed to HiGHS.
 """
@@ -117,6 +118,8 @@ def _activation_matrices(activation: Activation, width: int, name: str):
             raise NotApplicableError(
                 f"activation '{name}' is GroupSort with groups of {size}: only MaxMin (groups "
                 "of 2) is encoded (larger groups need a sorting network per group)")
+        if width % 2:
+            raise NotApplicableError(f"activation '{name}' is MaxMin on an odd width {width}")
         pairs = width // 2
         gate, keep, relu = np.zeros((pairs, width)), np.zeros((width, width)), \
             np.zeros((width, pairs))
