@@ -33,8 +33,9 @@ reached at ``(y, 1) / max(1, ||y||_inf)``, a point of the boundary of the box
 allowed): one binary per face (``t = 1``, ``x_j = 1``, ``x_j = -1``) keeps ``(x, t)`` there.
 So the MIP sees every pattern of ``R^n``, no box radius to guess. ``t = 0`` adds limit points
 where some gates vanish together; an optimal pattern found there whose region has no
-interior point is cut off by a no-good cut (``sum`` over its binaries of the flips ``>= 1``)
-and the MIP solved again. With one hidden layer whose gates ``G W_0`` have full row rank every
+interior point is cut off by a no-good cut on the shortest prefix of its layers that has no
+interior already (``sum`` over those binaries of the flips ``>= 1``), and the MIP solved
+again. With one hidden layer whose gates ``G W_0`` have full row rank every
 pattern is realized, and the input part of the MIP is dropped.
 
 **Big-M constants** come from interval propagation, tightened layer by layer with linear
@@ -104,14 +105,20 @@ class PiecewiseLayer:
         return self.keep + (self.relu * pattern) @ self.gate
 
 
-def _activation_matrices(activation: Activation, width: int, name: str):
+def _negative_slope(activation: Activation) -> float:
+    """The slope for ``a < 0`` of a one-breakpoint activation (the slope for ``a > 0`` is 1)."""
+    if activation.kind == "relu":
+        return 0.0
+    if activation.kind == "identity":
+        return 1.0
+    return float(activation.params.get("negative_slope", 0.01))
+
+
+def gate_count(activation: Activation, width: int, name: str) -> int:
+    """How many binaries the activation needs on ``width`` units; raises NotApplicableError
+    for activations that are not piecewise linear or not encoded."""
     if activation.kind in ("relu", "leaky_relu", "identity"):
-        negative = {"relu": 0.0, "identity": 1.0}.get(
-            activation.kind, float(activation.params.get("negative_slope", 0.01)))
-        if negative == 1.0:
-            return np.zeros((0, width)), np.eye(width), np.zeros((width, 0))
-        # phi(a) = negative a + (1 - negative) relu(a)
-        return np.eye(width), negative * np.eye(width), (1.0 - negative) * np.eye(width)
+        return 0 if _negative_slope(activation) == 1.0 else width
     if activation.kind == "groupsort":
         size = activation.params["group_size"]
         if size != 2:
@@ -120,15 +127,25 @@ def _activation_matrices(activation: Activation, width: int, name: str):
                 "of 2) is encoded (larger groups need a sorting network per group)")
         if width % 2:
             raise NotApplicableError(f"activation '{name}' is MaxMin on an odd width {width}")
-        pairs = width // 2
-        gate, keep, relu = np.zeros((pairs, width)), np.zeros((width, width)), \
-            np.zeros((width, pairs))
-        for i in range(pairs):  # (a, b) -> (b + relu(a - b), a - relu(a - b))
-            gate[i, 2 * i], gate[i, 2 * i + 1] = 1.0, -1.0
-            keep[2 * i, 2 * i + 1] = keep[2 * i + 1, 2 * i] = 1.0
-            relu[2 * i, i], relu[2 * i + 1, i] = 1.0, -1.0
-        return gate, keep, relu
+        return width // 2
     raise NotApplicableError(f"activation '{name}' ({activation.kind}) is not piecewise linear")
+
+
+def _activation_matrices(activation: Activation, width: int, name: str):
+    gates = gate_count(activation, width, name)
+    if activation.kind != "groupsort":
+        negative = _negative_slope(activation)
+        if gates == 0:
+            return np.zeros((0, width)), np.eye(width), np.zeros((width, 0))
+        # phi(a) = negative a + (1 - negative) relu(a)
+        return np.eye(width), negative * np.eye(width), (1.0 - negative) * np.eye(width)
+    gate, keep, relu = np.zeros((gates, width)), np.zeros((width, width)), \
+        np.zeros((width, gates))
+    for i in range(gates):  # (a, b) -> (b + relu(a - b), a - relu(a - b))
+        gate[i, 2 * i], gate[i, 2 * i + 1] = 1.0, -1.0
+        keep[2 * i, 2 * i + 1] = keep[2 * i + 1, 2 * i] = 1.0
+        relu[2 * i, i], relu[2 * i + 1, i] = 1.0, -1.0
+    return gate, keep, relu
 
 
 def piecewise_linear_chain(network: Network):
@@ -646,11 +663,19 @@ def _better(best: Witness | None, witness: Witness | None) -> Witness | None:
 
 
 def _fits(network: Network) -> str | None:
-    try:
-        layers, _ = piecewise_linear_chain(network)
-    except NotApplicableError as error:
-        return str(error)
-    gates = sum(layer.gate.shape[0] for layer in layers)
+    """Whether the network is a chain of piecewise-linear activations with at most
+    :data:`MAX_GATES` gates (counted without materializing the layers)."""
+    if not network.is_chain():
+        return "the network has residual joins (not a chain)"
+    gates, width = 0, network.in_features
+    for node in network.nodes:
+        if isinstance(node.op, Affine):
+            width = node.op.operator.out_features
+        elif isinstance(node.op, Activation):
+            try:
+                gates += gate_count(node.op, width, node.name)
+            except NotApplicableError as error:
+                return str(error)
     if gates > MAX_GATES:
         return f"{gates} activation gates (more than {MAX_GATES} binaries)"
     return None
@@ -735,10 +760,13 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
         if (witness is not None or status != highspy.HighsModelStatus.kOptimal
                 or cuts >= _MAX_CUTS or time.perf_counter() > deadline):
             break
-        # the optimum's pattern has no interior point: cut it off (a no-good cut) and solve
-        # again; the bound stays valid for every pattern realized by an open set
-        index = np.concatenate(encoding.patterns)
-        values = np.concatenate(pattern)
+        # the optimum's pattern has no interior point: cut off the shortest prefix of its
+        # layers that has none already (a no-good cut: every completion of it is empty too)
+        # and solve again; the bound stays valid for every pattern realized by an open set
+        depth = next(k for k in range(1, len(layers) + 1)
+                     if _interior_point(layers[:k], pattern[:k], box, homogeneous) is None)
+        index = np.concatenate(encoding.patterns[:depth])
+        values = np.concatenate(pattern[:depth])
         encoding.model.rows([(np.where(values > 0.5, -1.0, 1.0)[None, :], index)],
                             [1.0 - float(values.sum())], [np.inf])
         cuts += 1
