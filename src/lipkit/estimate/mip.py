@@ -33,10 +33,11 @@ reached at ``(y, 1) / max(1, ||y||_inf)``, a point of the boundary of the box
 allowed): one binary per face (``t = 1``, ``x_j = 1``, ``x_j = -1``) keeps ``(x, t)`` there.
 So the MIP sees every pattern of ``R^n``, no box radius to guess. ``t = 0`` adds limit points
 where some gates vanish together; an optimal pattern found there whose region has no
-interior point is cut off by a no-good cut on the shortest prefix of its layers that has no
-interior already (``sum`` over those binaries of the flips ``>= 1``), and the MIP solved
-again. With one hidden layer whose gates ``G W_0`` have full row rank every
-pattern is realized, and the input part of the MIP is dropped.
+interior point is cut off by a no-good cut (``sum`` over its binaries of the flips ``>= 1``)
+on the part of it that is already empty (the shortest prefix of layers with no interior, the
+last layer's gates pruned one by one), and the MIP solved again. With one hidden layer whose
+gates ``G W_0`` have full row rank every pattern is realized, and the input part of the MIP
+is dropped.
 
 **Big-M constants** come from interval propagation, tightened layer by layer with linear
 programs over the relaxation of the layers before (``extra["tighten"] = "lp"``, the default;
@@ -463,9 +464,10 @@ class Witness:
     margin: float
 
 
-def _interior_point(layers, pattern, box, homogeneous: bool):
+def _interior_point(layers, pattern, box, homogeneous: bool, last: np.ndarray | None = None):
     """The point ``(x, t)`` deepest inside the pattern's region (a margin LP); ``None`` when
-    the region has no interior in the domain."""
+    the region has no interior in the domain. ``last``: a mask of the last layer's gates to
+    constrain (default all)."""
     lower, upper = box
     n = len(lower)
     rows, constants = [], []
@@ -477,6 +479,8 @@ def _interior_point(layers, pattern, box, homogeneous: bool):
         constants.append(sign * (layer.gate @ a_offset))
         slope = layer.slope(z)
         affine, offset = slope @ a_affine, slope @ a_offset
+    if last is not None and rows:
+        rows[-1], constants[-1] = rows[-1][last], constants[-1][last]
     rows = np.concatenate(rows) if rows else np.zeros((0, n))
     constants = np.concatenate(constants) if constants else np.zeros(0)
     scale = np.sqrt((rows**2).sum(axis=1) + constants**2)
@@ -656,6 +660,22 @@ def _domain(network: Network, extra: dict):
     return (lower, upper), False, description
 
 
+def _empty_core(layers, pattern, binaries, box, homogeneous: bool):
+    """A part of a pattern whose region is already empty: the shortest prefix of layers with
+    no interior, its last layer's gates pruned one by one while the region stays empty.
+    Returns the binaries and their values for a no-good cut."""
+    depth = next(k for k in range(1, len(layers) + 1)
+                 if _interior_point(layers[:k], pattern[:k], box, homogeneous) is None)
+    mask = np.ones(pattern[depth - 1].size, dtype=bool)
+    for gate in range(mask.size):
+        mask[gate] = False
+        if _interior_point(layers[:depth], pattern[:depth], box, homogeneous, mask) is not None:
+            mask[gate] = True
+    index = np.concatenate([*binaries[: depth - 1], binaries[depth - 1][mask]])
+    values = np.concatenate([*pattern[: depth - 1], pattern[depth - 1][mask]])
+    return index, values
+
+
 def _better(best: Witness | None, witness: Witness | None) -> Witness | None:
     if witness is None or (best is not None and best.value >= witness.value):
         return best
@@ -763,10 +783,7 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
         # the optimum's pattern has no interior point: cut off the shortest prefix of its
         # layers that has none already (a no-good cut: every completion of it is empty too)
         # and solve again; the bound stays valid for every pattern realized by an open set
-        depth = next(k for k in range(1, len(layers) + 1)
-                     if _interior_point(layers[:k], pattern[:k], box, homogeneous) is None)
-        index = np.concatenate(encoding.patterns[:depth])
-        values = np.concatenate(pattern[:depth])
+        index, values = _empty_core(layers, pattern, encoding.patterns, box, homogeneous)
         encoding.model.rows([(np.where(values > 0.5, -1.0, 1.0)[None, :], index)],
                             [1.0 - float(values.sum())], [np.inf])
         cuts += 1
