@@ -780,9 +780,9 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
         if (witness is not None or status != highspy.HighsModelStatus.kOptimal
                 or cuts >= _MAX_CUTS or time.perf_counter() > deadline):
             break
-        # the optimum's pattern has no interior point: cut off the shortest prefix of its
-        # layers that has none already (a no-good cut: every completion of it is empty too)
-        # and solve again; the bound stays valid for every pattern realized by an open set
+        # the optimum's pattern has no interior point: cut off its empty core (every pattern
+        # that contains it is empty too) and solve again; the bound stays valid for every
+        # pattern realized by an open set
         index, values = _empty_core(layers, pattern, encoding.patterns, box, homogeneous)
         encoding.model.rows([(np.where(values > 0.5, -1.0, 1.0)[None, :], index)],
                             [1.0 - float(values.sum())], [np.inf])
