@@ -13,7 +13,7 @@
 ``status`` is ``"ok"`` or a short reason (``"not applicable: ..."``, ``"uncertified: ..."``,
 ``"time limit"``, ``"failed: ..."``); a bound whose status is not ``"ok"`` is shown but not
 used in the interval. ``"ok: <note>"`` is a proven bound with a note (a MIP stopped at its time
-limit: ``"ok: time limit, gap 0.08"``), used like ``"ok"``.
+limit: ``"ok: time limit reached, gap 0.08"``), used like ``"ok"``.
 """
 
 from __future__ import annotations
