@@ -442,10 +442,10 @@ def pattern_at(layers, point: np.ndarray) -> list[np.ndarray]:
 
 def pattern_jacobian(layers, output, pattern) -> np.ndarray:
     """``J_z = W_L S_{L-1} W_{L-1} ... S_0 W_0`` for the pattern ``z``."""
-    jac = np.eye(layers[0].weight.shape[1]) if layers else np.eye(output[0].shape[1])
+    jac = None
     for layer, z in zip(layers, pattern, strict=True):
-        jac = layer.slope(z) @ (layer.weight @ jac)
-    return output[0] @ jac
+        jac = layer.slope(z) @ (layer.weight if jac is None else layer.weight @ jac)
+    return output[0] if jac is None else output[0] @ jac
 
 
 def _operator_norm(jac: np.ndarray, norm: str) -> float:
