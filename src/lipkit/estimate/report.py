@@ -82,8 +82,9 @@ def default_methods(network: Network, norm: str) -> list[str]:
             if norm in method.norms and method.fits(network) is None]
 
 
-def run_method(name: str, network: Network, options: Options) -> Bound:
-    """Run one method; a method that does not apply or fails gives a Bound saying so."""
+def run_method(name: str, network: Network, options: Options) -> Bound | list[Bound]:
+    """Run one method; a method that does not apply or fails gives a Bound saying so. A
+    method may return several Bounds (a MIP stopped early: its upper bound and its witness)."""
     method = get_method(name)
     if options.norm not in method.norms:
         return Bound.not_applicable(name, method.kind, options.norm,
@@ -149,5 +150,6 @@ def estimate(
     for index, name in enumerate(names):
         if progress is not None:
             progress(name, index, len(names))
-        report.bounds.append(run_method(name, network, options))
+        result = run_method(name, network, options)
+        report.bounds.extend(result if isinstance(result, list) else [result])
     return report
