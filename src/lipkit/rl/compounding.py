@@ -67,7 +67,8 @@ def theorem_bound(delta: float, lipschitz: float, steps: int) -> float:
 @torch.no_grad()
 def model_step(model, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
     """The model's next states for a batch (float64 numpy in and out)."""
-    dtype = next(model.parameters()).dtype
+    parameter = next(model.parameters(), None)  # a model without parameters: float64
+    dtype = parameter.dtype if parameter is not None else torch.float64
     prediction = model(torch.as_tensor(states, dtype=dtype), torch.as_tensor(actions, dtype=dtype))
     return prediction.double().numpy()
 

@@ -40,17 +40,17 @@ class Settings:
     """Sizes of one sweep; ``Settings.quick()`` is a smoke run of a few seconds."""
 
     transitions: int = 10_000
-    epochs: int = 20
+    epochs: int = 30
     hidden: int = 64
     samples: int = 200       # N start states of the empirical mu
     horizon: int = 20        # H steps of compounding error
     discount: float = 0.99
-    episodes: int = 2        # planning episodes per model
+    episodes: int = 4        # planning episodes per model
     episode_steps: int | None = None  # None: the environment's own limit
     planner: str = "cem"
-    plan_horizon: int = 15
-    candidates: int = 200
-    elites: int = 20
+    plan_horizon: int = 25
+    candidates: int = 250
+    elites: int = 25
     iterations: int = 3
 
     @classmethod

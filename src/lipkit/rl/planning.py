@@ -98,7 +98,9 @@ class Planner:
                 sequences = uniform_mean + width * (2 * noise - 1)
             returns = sequence_returns(self.model, self.environment, state, sequences)
             return sequences[int(returns.argmax())][0].numpy()
-        mean, std = self._mean.clone(), None if self._std is None else self._std.clone()
+        # the mean is warm started; the spread starts wide again at every step
+        mean, std = self._mean.clone(), None if self._std is None else self._std
+
         for _ in range(self.iterations):
             sequences = self._sample(self.candidates, mean, std)
             returns = sequence_returns(self.model, self.environment, state, sequences)
@@ -111,9 +113,6 @@ class Planner:
                 mean, std = elite.mean(0), elite.std(0).clamp_min(0.05 * (space.high - space.low))
         # warm start: the next plan starts from this one shifted by a step
         self._mean = torch.cat([mean[1:], mean[-1:]])
-        if std is not None:
-            fresh = torch.full_like(std[-1:], (space.high - space.low) / 2)
-            self._std = torch.cat([std[1:], fresh])
         return best[0].numpy()
 
 
