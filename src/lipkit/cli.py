@@ -196,10 +196,14 @@ def rl(
     ] = True,
     out: Annotated[Path, typer.Option(help="Output folder for the report.")] = Path("lipkit-rl"),
     quick: Annotated[bool, typer.Option(help="Small sizes (a smoke run of seconds).")] = False,
+    threads: Annotated[
+        int, typer.Option(help="torch threads (small models run fastest on one).")
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Lipschitz transition models: compounding error vs the theorem, value error, planning."""
     from lipkit.demo import Progress
+    from lipkit.errors import check_positive
     from lipkit.rl import Settings, parse_constants, run_sweep
     from lipkit.rl.experiment import check_sweep
 
@@ -208,12 +212,13 @@ def rl(
         settings = Settings.quick() if quick else Settings()
         settings.planner = planner
         if episodes is not None:
-            from lipkit.errors import check_positive
-
             settings.episodes = int(check_positive("--episodes", episodes))
         if seeds < 1:
             fail(f"--seeds must be at least 1, got {seeds}")
         check_sweep(env, method, planner)
+        import torch
+
+        torch.set_num_threads(int(check_positive("--threads", threads)))
         with Progress(not as_json) as bar:
             metrics = run_sweep(env, constants, method, tuple(range(seeds)), settings, out, bar,
                                 unconstrained=unconstrained)

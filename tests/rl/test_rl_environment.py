@@ -78,7 +78,7 @@ def test_linear_system_constant_and_bad_shapes():
 
 
 def test_unknown_environment_is_an_error_naming_the_choices():
-    with pytest.raises(InvalidArgumentError, match="unknown environment 'MountainCar-v0'.*"
-                                                   "Pendulum-v1"):
+    with pytest.raises(InvalidArgumentError, match=r"unknown environment 'MountainCar-v0'.*"
+                                                   r"Pendulum-v1"):
         make_environment("MountainCar-v0")
     assert math.isfinite(make_environment("CartPole-v1").theta_threshold)

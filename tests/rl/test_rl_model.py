@@ -87,7 +87,7 @@ def test_non_positive_constant_is_an_error(bad):
 
 
 def test_unknown_method_names_the_choices():
-    with pytest.raises(InvalidArgumentError, match="unknown method 'foo'.*spectral"):
+    with pytest.raises(InvalidArgumentError, match=r"unknown method 'foo'.*spectral"):
         make_transition_model(3, 1, "foo", 1.0)
 
 

@@ -55,8 +55,8 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(transitions=1500, epochs=6, hidden=32, samples=64, horizon=10, episodes=1,
-                   episode_steps=40, plan_horizon=8, candidates=64, elites=8, iterations=2)
+        return cls(transitions=800, epochs=4, hidden=32, samples=48, horizon=10, episodes=1,
+                   episode_steps=25, plan_horizon=8, candidates=48, elites=6, iterations=2)
 
 
 def parse_constants(text: str) -> list[float]:
