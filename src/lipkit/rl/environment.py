@@ -81,7 +81,31 @@ class Environment:
         return gymnasium.make(self.id)
 
 
-class Pendulum(Environment):
+class _Gymnasium(Environment):
+    """A gymnasium environment stepped one state at a time through its unwrapped ``step``."""
+
+    def __init__(self):
+        self._env = self.make().unwrapped
+
+    def step(self, states, actions):
+        out = np.empty(np.shape(states), dtype=np.float64)
+        for i, (state, action) in enumerate(zip(states, actions, strict=True)):
+            self._load(state)
+            self._env.step(self._physics_action(action))
+            out[i] = self._observe()
+        return out
+
+    def _load(self, state: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _observe(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _physics_action(self, action: np.ndarray):
+        return self.gym_action(action)
+
+
+class Pendulum(_Gymnasium):
     """gymnasium's Pendulum-v1 (swing up; reward ``-(theta^2 + 0.1 theta_dot^2 + 0.001 u^2)``)."""
 
     id = "Pendulum-v1"
@@ -89,18 +113,15 @@ class Pendulum(Environment):
     action_space = ActionSpace(1, -2.0, 2.0)
     episode_steps = 200
 
-    def __init__(self):
-        self._env = self.make().unwrapped
+    def _load(self, state):
+        self._env.state = np.array([math.atan2(state[1], state[0]), state[2]])
 
-    def step(self, states, actions):
-        out = np.empty_like(states, dtype=np.float64)
-        env = self._env
-        for i, (state, action) in enumerate(zip(states, actions, strict=True)):
-            env.state = np.array([math.atan2(state[1], state[0]), state[2]])
-            env.step(np.asarray(action, dtype=np.float64))
-            theta, theta_dot = env.state
-            out[i] = (math.cos(theta), math.sin(theta), theta_dot)
-        return out
+    def _observe(self):
+        theta, theta_dot = self._env.state
+        return (math.cos(theta), math.sin(theta), theta_dot)
+
+    def _physics_action(self, action):
+        return np.asarray(action, dtype=np.float64)  # not rounded to float32
 
     def start_states(self, count, seed):
         generator = np.random.default_rng(seed)
@@ -114,7 +135,7 @@ class Pendulum(Environment):
         return -(theta**2 + 0.1 * states[..., 2] ** 2 + 0.001 * torque**2)
 
 
-class CartPole(Environment):
+class CartPole(_Gymnasium):
     """gymnasium's CartPole-v1 (reward 1 per step, including the step that terminates)."""
 
     id = "CartPole-v1"
@@ -124,18 +145,12 @@ class CartPole(Environment):
     x_threshold = 2.4
     theta_threshold = 12 * 2 * math.pi / 360
 
-    def __init__(self):
-        self._env = self.make().unwrapped
+    def _load(self, state):
+        self._env.state = np.asarray(state, dtype=np.float64)
+        self._env.steps_beyond_terminated = None  # the physics, not the episode (see module)
 
-    def step(self, states, actions):
-        out = np.empty_like(states, dtype=np.float64)
-        env = self._env
-        for i, (state, action) in enumerate(zip(states, actions, strict=True)):
-            env.state = np.asarray(state, dtype=np.float64)
-            env.steps_beyond_terminated = None  # the physics, not the episode (see module)
-            env.step(self.gym_action(action))
-            out[i] = env.state
-        return out
+    def _observe(self):
+        return self._env.state
 
     def start_states(self, count, seed):
         generator = np.random.default_rng(seed)
