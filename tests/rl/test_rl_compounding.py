@@ -39,6 +39,21 @@ def test_wasserstein1_in_one_dimension_is_the_sorted_matching(count, seed):
     assert wasserstein1(first, second) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
+@given(st.integers(1, 30), st.integers(1, 4), st.integers(0, 2**16))
+def test_wasserstein1_equals_the_optimal_assignment(count, dimension, seed):
+    """Two uniform samples of equal size: an optimal plan is a permutation (Birkhoff), so
+    W1 is the optimal assignment's mean cost (scipy's Hungarian solver, an independent
+    exact oracle)."""
+    from scipy.optimize import linear_sum_assignment
+
+    generator = np.random.default_rng(seed)
+    first = generator.normal(size=(count, dimension))
+    second = generator.normal(0.5, 1.5, size=(count, dimension))
+    cost = np.linalg.norm(first[:, None] - second[None], axis=-1)
+    rows, columns = linear_sum_assignment(cost)
+    assert wasserstein1(first, second) == pytest.approx(cost[rows, columns].mean(), rel=1e-9)
+
+
 def test_wasserstein1_is_zero_for_a_permutation_and_a_shift_costs_its_length():
     points = np.random.default_rng(0).normal(size=(50, 3))
     assert wasserstein1(points, points[::-1]) == pytest.approx(0.0, abs=1e-12)
