@@ -94,6 +94,8 @@ def run_sweep(environment_name: str, constants: list[float], method: str = "clip
     settings = settings or Settings()
     environment = check_sweep(environment_name, method, settings.planner)
     constants = [check_positive("lipschitz", k) for k in constants]
+    if not seeds:
+        raise InvalidArgumentError("run_sweep needs at least one seed")
     configurations = [] if method == UNCONSTRAINED else [(method, k) for k in constants]
     if unconstrained or method == UNCONSTRAINED:
         configurations.append((UNCONSTRAINED, None))
@@ -138,14 +140,15 @@ def run_sweep(environment_name: str, constants: list[float], method: str = "clip
             })
             label = f"K={target:g}" if target is not None else "unconstrained"
             advance(f"seed {seed} {constraint} {label}: return {np.mean(returns):.1f}")
-    metrics = {
-        "environment": environment.id, "method": method, "constants": constants,
-        "seeds": list(seeds), "settings": asdict(settings), "runs": runs,
-        "random_baseline": baselines, "seconds": time.perf_counter() - started,
-        "summary": summarize(runs, baselines),
-    }
-    if out_dir is not None:
-        write_report(metrics, Path(out_dir))
+        metrics = {
+            "environment": environment.id, "method": method, "constants": constants,
+            "seeds": [b["seed"] for b in baselines], "settings": asdict(settings),
+            "runs": runs, "random_baseline": baselines,
+            "seconds": time.perf_counter() - started, "summary": summarize(runs, baselines),
+            "complete": len(baselines) == len(seeds),
+        }
+        if out_dir is not None:  # after every seed: a killed sweep keeps the seeds it finished
+            write_report(metrics, Path(out_dir))
     return metrics
 
 
@@ -205,7 +208,8 @@ def report_markdown(metrics: dict, figures: list[str] | None = None) -> str:
         f"states of mu under one random open-loop action sequence, H = {settings['horizon']}; "
         f"planner {settings['planner']} (horizon {settings['plan_horizon']}, "
         f"{settings['candidates']} candidates), {settings['episodes']} episode(s) per model; "
-        f"{metrics['seconds']:.1f} s in all. Means over seeds.",
+        f"{metrics['seconds']:.1f} s in all. Means over seeds."
+        + ("" if metrics.get("complete", True) else " **Partial: the sweep was stopped.**"),
         "",
         "K_hat is a proven upper bound on the constant of the model's state map "
         "s -> f(s, a) (lipkit.nn construction, or lipkit.estimate for the unconstrained "
