@@ -248,18 +248,20 @@ def _plot_compounding(metrics: dict, path: Path) -> str:
     plt = _pyplot()
     seed = metrics["seeds"][0]
     runs = [run for run in metrics["runs"] if run["seed"] == seed]
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for index, run in enumerate(runs):
-        steps = range(1, len(run["compounding"]["wasserstein"]) + 1)
-        color = f"C{index}"
-        axis.plot(steps, run["compounding"]["wasserstein"], color=color, marker="o",
-                  markersize=3,
-                  label=f"{_label(run)} (K_hat {run['state_lipschitz']['value']:.3g})")
-        axis.plot(steps, run["compounding"]["bound"], color=color, linestyle="--")
-    axis.set(xlabel="steps n", ylabel="W1(T_hat^n mu, T^n mu)", yscale="log",
-             title=f"{metrics['environment']}: measured W1 (solid) and theorem bound (dashed), "
-                   f"seed {seed}")
-    axis.legend(fontsize=7)
+        error = run["compounding"]
+        steps = range(1, len(error["wasserstein"]) + 1)
+        label = f"{_label(run)} (K_hat {run['state_lipschitz']['value']:.3g})"
+        left.plot(steps, error["wasserstein"], color=f"C{index}", marker="o", markersize=3,
+                  label=label)
+        right.plot(steps, error["wasserstein"], color=f"C{index}", marker="o", markersize=3)
+        right.plot(steps, error["bound"], color=f"C{index}", linestyle="--")
+    left.set(xlabel="steps n", ylabel="W1(T_hat^n mu, T^n mu)",
+             title=f"{metrics['environment']}: measured W1, seed {seed}")
+    right.set(xlabel="steps n", yscale="log",
+              title="measured (solid) and Delta sum_{i<n} K_hat^i (dashed)")
+    left.legend(fontsize=7)
     figure.tight_layout()
     save_figure(figure, path)
     plt.close(figure)
