@@ -111,8 +111,17 @@ class CompoundingError:
         return all(w <= b * (1 + 1e-9) + 1e-9 for w, b in zip(self.wasserstein, self.bound,
                                                                 strict=True))
 
+    @property
+    def holds_with_start_delta(self) -> bool:
+        """The same check with ``Delta`` measured at the start states only: NOT the theorem
+        (nothing bounds the error at the states reached later); reported to show that such
+        a check can fail where the theorem holds."""
+        return all(w <= theorem_bound(self.delta_start, self.lipschitz, n) * (1 + 1e-9) + 1e-9
+                   for n, w in enumerate(self.wasserstein, start=1))
+
     def to_dict(self) -> dict:
         return {
+            "holds_with_start_delta": self.holds_with_start_delta,
             "wasserstein": self.wasserstein, "bound": self.bound, "delta": self.delta,
             "delta_start": self.delta_start, "model_lipschitz": self.model_lipschitz,
             "environment_lipschitz": self.environment_lipschitz, "lipschitz": self.lipschitz,
