@@ -14,16 +14,16 @@ runner = CliRunner()
 
 def test_quick_rl_run_writes_a_report_where_the_theorem_holds(tmp_path):
     out = tmp_path / "rl"
-    result = runner.invoke(app, ["rl", "--env", "Pendulum-v1", "--lipschitz", "0.5,2",
-                                 "--method", "spectral", "--quick", "--out", str(out),
-                                 "--json"])
+    result = runner.invoke(app, ["rl", "--env", "CartPole-v1", "--lipschitz", "0.5,2",
+                                 "--method", "clip", "--no-unconstrained", "--quick",
+                                 "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     for name in ("metrics.json", "report.md", "compounding_error.png", "returns.png"):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert json.loads(result.stdout)["environment"] == "Pendulum-v1"
+    assert json.loads(result.stdout)["environment"] == "CartPole-v1"
     models = [(run["method"], run["target"]) for run in metrics["runs"]]
-    assert models == [("spectral", 0.5), ("spectral", 2.0), ("none", None)]
+    assert models == [("clip", 0.5), ("clip", 2.0)]
     for run in metrics["runs"]:
         error = run["compounding"]
         assert error["holds"]
@@ -31,7 +31,7 @@ def test_quick_rl_run_writes_a_report_where_the_theorem_holds(tmp_path):
                    for w, b in zip(error["wasserstein"], error["bound"], strict=True))
         if run["target"] is not None:
             assert run["state_lipschitz"]["value"] <= run["target"] * (1 + 1e-5)
-    assert "| spectral K=0.5 |" in (out / "report.md").read_text()
+    assert "| clip K=0.5 |" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("arguments,message", [
