@@ -1,4 +1,4 @@
-"""Value-estimation error of a transition model (Asadi, Misra & Littman, 2018, Section 6).
+"""Value-estimation error of a transition model (Asadi, Misra & Littman, 2018, value bounds).
 
 The value of an open-loop action sequence ``a_0..a_{H-1}`` from a start state ``s`` is
 ``V(s) = sum_{t<H} gamma^t alive_t r(s_t, a_t)`` (``alive_t`` is 0 after the first terminal
