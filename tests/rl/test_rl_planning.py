@@ -24,9 +24,9 @@ from lipkit.rl.value import value_estimation_error
 @pytest.fixture(scope="module")
 def pendulum_model():
     environment = make_environment("Pendulum-v1")
-    data = collect_transitions(environment, 4000, 0)
+    data = collect_transitions(environment, 5000, 0)
     model = make_transition_model(3, 1, "spectral", 4.0, hidden=64, seed=0)
-    train_transition_model(model, data, epochs=12)
+    train_transition_model(model, data, epochs=20)  # one-step loss ~0.002
     return environment, export(model)
 
 
@@ -37,7 +37,7 @@ def test_cem_planning_on_pendulum_beats_random_actions(pendulum_model):
     seeds = (1, 2)
     planned = [run_episode(environment, planner, s, 150)["return"] for s in seeds]
     random = [run_episode(environment, None, s, 150)["return"] for s in seeds]
-    assert np.mean(planned) > np.mean(random) + 100, (planned, random)
+    assert np.mean(planned) > np.mean(random) + 200, (planned, random)
 
 
 def test_episodes_are_reproducible_by_seed(pendulum_model):
