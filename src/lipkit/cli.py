@@ -225,7 +225,9 @@ def rl(
     except (LipkitError, FloatingPointError, OSError) as error:
         fail(str(error))
     if as_json:
-        typer.echo(json.dumps(metrics, indent=2, default=str))
+        from lipkit.rl.experiment import json_safe
+
+        typer.echo(json.dumps(json_safe(metrics), indent=2, default=str))
         return
     from rich.console import Console
     from rich.table import Table

@@ -191,7 +191,7 @@ def write_report(metrics: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = [_plot_compounding(metrics, out_dir / "compounding_error.png"),
                _plot_returns(metrics, out_dir / "returns.png")]
-    atomic_write_json(out_dir / "metrics.json", _finite(metrics))
+    atomic_write_json(out_dir / "metrics.json", json_safe(metrics))
     atomic_write_text(out_dir / "report.md", report_markdown(metrics, figures))
 
 
@@ -290,12 +290,12 @@ def _plot_returns(metrics: dict, path: Path) -> str:
     return path.name
 
 
-def _finite(value):
+def json_safe(value):
     """JSON has no NaN/inf: write them as strings."""
     if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
