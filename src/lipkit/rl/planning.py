@@ -100,7 +100,6 @@ class Planner:
             return sequences[int(returns.argmax())][0].numpy()
         # the mean is warm started; the spread starts wide again at every step
         mean, std = self._mean.clone(), None if self._std is None else self._std
-
         for _ in range(self.iterations):
             sequences = self._sample(self.candidates, mean, std)
             returns = sequence_returns(self.model, self.environment, state, sequences)
