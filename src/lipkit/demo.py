@@ -13,6 +13,8 @@ atomically. Sections so far:
 - **Measure**: every estimation method on those two classifiers, and the interval.
 - **Exact by MIP**: the exact l-inf constant of a small ReLU classifier on digits (``exact-mip``),
   globally and around a test image, next to the lower-bound search and the product bounds.
+- **Model-based RL**: Lipschitz transition models on Pendulum-v1 (Asadi et al., 2018): the
+  compounding error against the theorem's bound, value error and MPC return per constant.
 """
 
 from __future__ import annotations
@@ -363,8 +365,27 @@ def exact_mip_section(out_dir: Path, progress: Progress, seed: int, quick: bool,
     return Section("Exact by MIP", markdown, metrics)
 
 
-SECTIONS: list[Callable[..., Section]] = [lipschitz_classifier_section, estimation_section,
-                                          exact_mip_section]
+def reinforcement_learning_section(out_dir: Path, progress: Progress, seed: int, quick: bool,
+                                   context: dict) -> Section:
+    """Sweep a Pendulum-v1 transition model's constant: compounding error, value, planning."""
+    from lipkit.rl.experiment import Settings, report_markdown, run_sweep
+
+    settings = Settings.quick() if quick else Settings(episodes=2)
+    metrics = run_sweep("Pendulum-v1", [0.5, 2.0], "spectral", (seed,), settings,
+                        out_dir / "rl", progress)
+    markdown = report_markdown(metrics, ["rl/compounding_error.png", "rl/returns.png"])
+    markdown = markdown.split("\n", 2)[2]  # without its own title
+    return Section("Use: Lipschitz transition models in model-based RL", markdown,
+                   {"summary": metrics["summary"], "seconds": metrics["seconds"]},
+                   ["rl/compounding_error.png", "rl/returns.png"])
+
+
+SECTIONS: list[Callable[..., Section]] = [
+    lipschitz_classifier_section,
+    estimation_section,
+    exact_mip_section,
+    reinforcement_learning_section,
+]
 
 
 def run_demo(out_dir: str | Path = "lipkit-demo", seed: int = 0, quick: bool = False,
