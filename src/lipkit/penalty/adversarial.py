@@ -90,13 +90,18 @@ def adversarial_direction(critic, x: torch.Tensor, xi: float = 10.0,
     if int(n_power_iterations) < 1:
         raise InvalidArgumentError(
             f"ALP n_power_iterations must be >= 1, got {n_power_iterations}")
-    x = x.detach()
+    with torch.enable_grad():  # the search differentiates even when called under no_grad
+        return _power_iteration(critic, x.detach(), xi, int(n_power_iterations), hessian,
+                                generator)
+
+
+def _power_iteration(critic, x, xi, n_power_iterations, hessian, generator):
     start = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
     direction = _normalized(start, start)
     if hessian == "finite-difference":
         with torch.no_grad():
             values = critic_values(critic, x, "adversarial_direction")
-    for _ in range(int(n_power_iterations)):
+    for _ in range(n_power_iterations):
         if hessian == "finite-difference":
             step = direction.clone().requires_grad_(True)
             change = (critic_values(critic, x + xi * step, "adversarial_direction")
