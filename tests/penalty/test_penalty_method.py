@@ -80,3 +80,14 @@ def test_wasserstein_of_a_linear_critic_is_the_mean_gap_over_lambda():
 def test_bad_arguments_raise(call, message):
     with pytest.raises(InvalidArgumentError, match=message):
         call()
+
+
+@pytest.mark.parametrize("name", ["gp", "alp", "unconstrained-alpha", "lp"])
+def test_a_seeded_generator_makes_the_penalty_reproducible(name):
+    torch.manual_seed(0)
+    method = lipschitz_method(name)
+    critic = critic_mlp(2, hidden=8, method=method)
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    values = [method.penalty(critic, real, fake, torch.Generator().manual_seed(3)).item()
+              for _ in range(2)]
+    assert values[0] == values[1]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError, UnknownMethodError, check_positive
-from lipkit.nn import MaxMin, make_lipschitz, weight_clip
+from lipkit.nn import MaxMin, lipschitz_bound, make_lipschitz, weight_clip
 from lipkit.penalty._samples import check_batches, critic_values
 from lipkit.penalty.adversarial import adversarial_lipschitz_penalty
 from lipkit.penalty.alpha import alpha_penalty, batch_lipschitz_ratio
@@ -45,6 +45,8 @@ PENALTIES = {
     "unconstrained-alpha": (alpha_penalty, 1.0, {}),
 }
 METHODS = ("none", *CONSTRUCTIONS, *PENALTIES)
+# penalties that draw random samples of rho (lp's pairs are the batch itself)
+_SAMPLING = ("gp", "gp-one-sided", "alp", "unconstrained-alpha")
 
 
 @dataclass(frozen=True)
@@ -86,29 +88,39 @@ class LipschitzMethod:
                            **self.options)
         return critic
 
-    def penalty(self, critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """The scalar to add to the critic's loss (a zero tensor for construction methods)."""
+    def penalty(self, critic, real: torch.Tensor, fake: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """The scalar to add to the critic's loss (a zero tensor for construction methods).
+
+        ``generator`` is the random source of ``rho`` for the penalties that sample (gp, alp,
+        unconstrained-alpha); a training loop passes its own to be reproducible.
+        """
         if self.name not in PENALTIES:
             check_batches(real, fake, f"{self.name} penalty")
             return torch.zeros((), dtype=real.dtype, device=real.device)
         function, _, fixed = PENALTIES[self.name]
-        if self.name == "unconstrained-alpha":
-            return function(critic, real, fake, weight=self.weight, **fixed, **self.options)
-        return function(critic, real, fake, lipschitz=self.lipschitz, weight=self.weight,
-                        **fixed, **self.options)
+        arguments = dict(fixed, **self.options)
+        if generator is not None and self.name in _SAMPLING:
+            arguments["generator"] = generator
+        if self.name != "unconstrained-alpha":
+            arguments["lipschitz"] = self.lipschitz
+        return function(critic, real, fake, weight=self.weight, **arguments)
 
     def wasserstein(self, critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """The critic's estimate of W1(real, fake): the KR dual ``E f(real) - E f(fake)``
         divided by the critic's constant (``lambda``; the batch ratio for
         ``unconstrained-alpha``, for which ``W1 = (||f||_L / alpha)^(1/(alpha-1))`` at the
-        optimum is another estimate). A lower bound on W1 when the critic is
-        ``lambda``-Lipschitz (construction methods), up to sampling error."""
+        optimum is another estimate; the guaranteed bound :func:`lipkit.nn.lipschitz_bound`
+        for construction methods, so that it is a lower bound on W1 between the two sample
+        sets)."""
         check_batches(real, fake, f"{self.name} wasserstein")
         gap = (critic_values(critic, real, "wasserstein").mean()
                - critic_values(critic, fake, "wasserstein").mean())
         if self.name == "unconstrained-alpha":
             adversarial = {k: v for k, v in self.options.items() if k != "alpha"}
             return gap / batch_lipschitz_ratio(critic, real, fake, **adversarial)
+        if self.construction:
+            return gap / lipschitz_bound(critic)
         return gap / self.lipschitz
 
 
