@@ -79,7 +79,7 @@ class LipschitzMethod:
 
     def prepare(self, critic: nn.Module) -> nn.Module:
         """Constrain ``critic`` in place for construction methods (else unchanged); returns it."""
-        if self.name == "clip" and "clip_value" in self.options:
+        if self.name == "clip" and self.options.get("clip_value") is not None:
             for module in critic.modules():
                 if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                     weight_clip(module, clip_value=self.options["clip_value"])
