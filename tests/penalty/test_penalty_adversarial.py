@@ -105,3 +105,21 @@ def test_bad_options_raise(options, message):
     with pytest.raises(InvalidArgumentError, match=message):
         adversarial_lipschitz_penalty(torch.nn.Linear(2, 1), torch.zeros(3, 2),
                                       torch.ones(3, 2), **options)
+
+
+def test_penalty_is_the_mean_squared_excess_ratio_over_alps_pairs():
+    from lipkit.penalty import adversarial_pairs
+
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    real, fake = torch.randn(7, 2), torch.randn(7, 2) + 1
+    samples, perturbed = adversarial_pairs(critic, real, fake, xi=0.5, epsilon=(0.1, 1.0),
+                                           generator=torch.Generator().manual_seed(2))
+    ratio = ((critic(samples) - critic(perturbed)).abs().flatten()
+             / (samples - perturbed).norm(dim=1))
+    expected = 3.0 * ((ratio - 0.01).clamp(min=0) ** 2).mean()
+    value = adversarial_lipschitz_penalty(critic, real, fake, lipschitz=0.01, weight=3.0,
+                                          xi=0.5, epsilon=(0.1, 1.0),
+                                          generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(value, expected)
+    assert bool((ratio > 0.01).any()), "the check should see a violation"

@@ -64,7 +64,8 @@ def _check_epsilon(epsilon) -> tuple[float, float]:
 
 def adversarial_direction(critic, x: torch.Tensor, xi: float = 10.0,
                           n_power_iterations: int = 1, hessian: str = "finite-difference",
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+                          generator: torch.Generator | None = None,
+                          values: torch.Tensor | None = None) -> torch.Tensor:
     """Unit directions ``d(x)`` of largest change of the critic, by power iteration.
 
     Args:
@@ -74,6 +75,7 @@ def adversarial_direction(critic, x: torch.Tensor, xi: float = 10.0,
         n_power_iterations: Hessian-vector products (1 in the paper).
         hessian: ``"finite-difference"`` (the paper) or ``"exact"`` (double back-propagation).
         generator: the random source of the start directions.
+        values: ``f(x)`` when the caller has it already (saves a forward pass).
 
     Example:
         >>> import torch
@@ -92,15 +94,17 @@ def adversarial_direction(critic, x: torch.Tensor, xi: float = 10.0,
             f"ALP n_power_iterations must be >= 1, got {n_power_iterations}")
     with torch.enable_grad():  # the search differentiates even when called under no_grad
         return _power_iteration(critic, x.detach(), xi, int(n_power_iterations), hessian,
-                                generator)
+                                generator, values)
 
 
-def _power_iteration(critic, x, xi, n_power_iterations, hessian, generator):
+def _power_iteration(critic, x, xi, n_power_iterations, hessian, generator, values):
     start = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
     direction = _normalized(start, start)
-    if hessian == "finite-difference":
+    if hessian == "finite-difference" and values is None:
         with torch.no_grad():
             values = critic_values(critic, x, "adversarial_direction")
+    elif values is not None:
+        values = values.detach().reshape(x.shape[0])
     for _ in range(n_power_iterations):
         if hessian == "finite-difference":
             step = direction.clone().requires_grad_(True)
@@ -124,10 +128,12 @@ def _power_iteration(critic, x, xi, n_power_iterations, hessian, generator):
 def adversarial_perturbation(critic, x: torch.Tensor, xi: float = 10.0,
                              epsilon: tuple[float, float] = (0.1, 10.0),
                              n_power_iterations: int = 1, hessian: str = "finite-difference",
-                             generator: torch.Generator | None = None) -> torch.Tensor:
+                             generator: torch.Generator | None = None,
+                             values: torch.Tensor | None = None) -> torch.Tensor:
     """``r_adv(x) = epsilon * d(x)``, ``epsilon ~ U[eps_min, eps_max]`` per sample (the paper)."""
     low, high = _check_epsilon(epsilon)
-    direction = adversarial_direction(critic, x, xi, n_power_iterations, hessian, generator)
+    direction = adversarial_direction(critic, x, xi, n_power_iterations, hessian, generator,
+                                      values)
     magnitude = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device="cpu")
     magnitude = (low + (high - low) * magnitude).to(x.device)
     return direction * per_sample(magnitude, x)
@@ -137,12 +143,17 @@ def adversarial_pairs(critic, real: torch.Tensor, fake: torch.Tensor, xi: float 
                       epsilon: tuple[float, float] = (0.1, 10.0), n_power_iterations: int = 1,
                       hessian: str = "finite-difference",
                       clamp: tuple[float, float] | None = None,
-                      generator: torch.Generator | None = None
+                      generator: torch.Generator | None = None,
+                      values: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ALP's ``rho``: the pairs ``(x, x + r_adv(x))``, ``x`` from the real and fake batches."""
+    """ALP's ``rho``: the pairs ``(x, x + r_adv(x))``, ``x`` from the real and fake batches.
+
+    ``values``: the critic at ``cat([real, fake])`` when the caller has it already.
+    """
     samples = torch.cat([real.detach(), fake.detach()])
     perturbed = samples + adversarial_perturbation(critic, samples, xi, epsilon,
-                                                   n_power_iterations, hessian, generator)
+                                                   n_power_iterations, hessian, generator,
+                                                   values)
     if clamp is not None:
         perturbed = perturbed.clamp(*clamp)
     return samples, perturbed
@@ -179,11 +190,10 @@ def adversarial_lipschitz_penalty(critic, real: torch.Tensor, fake: torch.Tensor
     check_batches(real, fake, "adversarial_lipschitz_penalty")
     lipschitz = check_positive("adversarial_lipschitz_penalty lipschitz", lipschitz)
     weight = check_weight(weight, "adversarial_lipschitz_penalty")
+    where = "adversarial_lipschitz_penalty"
+    values = critic_values(critic, torch.cat([real.detach(), fake.detach()]), where)
     samples, perturbed = adversarial_pairs(critic, real, fake, xi, epsilon, n_power_iterations,
-                                           hessian, clamp, generator)
-    values = critic_values(critic, torch.cat([samples, perturbed]),
-                           "adversarial_lipschitz_penalty")
-    n = samples.shape[0]
+                                           hessian, clamp, generator, values.detach())
     distance = sample_norms(samples - perturbed).clamp(min=_TINY)
-    ratio = (values[:n] - values[n:]).abs() / distance
+    ratio = (values - critic_values(critic, perturbed, where)).abs() / distance
     return weight * (ratio - lipschitz).clamp(min=0).square().mean()
