@@ -83,8 +83,11 @@ DATASETS = (*TOYS, "digits")
 class GanConfig:
     """Everything that defines a run (saved in its checkpoint and metrics).
 
-    ``steps`` counts generator steps; ``hidden``/``depth`` size both networks (the WGAN-GP
-    toy models are 3 x 512); ``lr``/``betas`` override the method's :data:`OPTIMIZERS`;
+    ``data`` is one of :data:`DATASETS`; ``lipschitz`` a method of
+    :data:`lipkit.penalty.METHODS` (with ``lipschitz_constant``, ``weight``); ``loss`` one of
+    :data:`lipkit.gan.LOSSES`; ``steps`` counts generator steps; ``hidden``/``depth`` size
+    both networks (the WGAN-GP toy models are 3 x 512); ``lr``/``betas`` override the
+    method's :data:`OPTIMIZERS`;
     ``method_options`` go to :func:`lipkit.penalty.lipschitz_method`.
     """
 
@@ -197,7 +200,8 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
     Args:
         config: the run; defaults to WGAN-GP on 8 Gaussians.
         out: the run's folder (nothing is written without it).
-        real: samples of the real distribution (n, features), instead of ``config.data``.
+        real: samples of the real distribution (n, features), e.g. from
+            :func:`lipkit.data.load_mnist` flattened; ``config.data`` is then only a label.
         resume: continue from ``out/checkpoint.pt`` when it exists; without it, a folder
             that already holds a checkpoint is refused rather than overwritten.
         progress: called after every generator step as ``progress(step, steps, info)``.

@@ -3,19 +3,15 @@
 ``lipschitz_method(name, lipschitz, weight, **options)`` returns a :class:`LipschitzMethod`
 that constrains a critic by construction (``prepare``) or penalizes it (``penalty``):
 
-=======================  ==========================================================  ======
-name                     what                                                        weight
-=======================  ==========================================================  ======
-``none``                 no constraint (a baseline; the KR dual is then unbounded)   -
-``clip``                 weight clipping (Arjovsky et al. 2017), lipkit.nn           -
-``spectral``             spectral normalization (Miyato et al. 2018), lipkit.nn      -
-``orthogonal``           Björck-orthonormal weights + MaxMin, GNP (Anil et al. 2019)  -
-``gp``                   two-sided gradient penalty (Gulrajani et al. 2017)          10
-``gp-one-sided``         one-sided gradient penalty                                  10
-``lp``                   Lipschitz penalty on (real, fake) pairs (Petzka et al. 2018) 10
-``alp``                  adversarial Lipschitz penalty (Terjék 2020)                 10
-``unconstrained-alpha``  the ``W^alpha`` term, no target constant                    1
-=======================  ==========================================================  ======
+- ``none``: no constraint (a baseline; the KR dual is then unbounded);
+- ``clip``: weight clipping (Arjovsky et al. 2017), through lipkit.nn;
+- ``spectral``: spectral normalization (Miyato et al. 2018), through lipkit.nn;
+- ``orthogonal``: Björck-orthonormal weights with MaxMin activations, the gradient norm
+  preserving networks (GNP) of Anil et al. 2019;
+- ``gp``, ``gp-one-sided``: the gradient penalty (Gulrajani et al. 2017), weight 10;
+- ``lp``: the Lipschitz penalty on (real, fake) pairs (Petzka et al. 2018), weight 10;
+- ``alp``: the adversarial Lipschitz penalty (Terjék 2020), weight 10;
+- ``unconstrained-alpha``: the ``W^alpha`` term, no target constant, weight 1.
 """
 
 from __future__ import annotations
@@ -162,7 +158,8 @@ def lipschitz_method(name: str, lipschitz: float = 1.0, weight: float | None = N
             if lipschitz != 1.0:
                 raise InvalidArgumentError(
                     "unconstrained-alpha has no target constant: leave lipschitz at 1")
-        unknown = sorted(set(options) - accepted - {"adversarial_options"})
+        accepted.discard("adversarial_options")  # alpha_penalty's **kwargs, named above
+        unknown = sorted(set(options) - accepted)
         if unknown:
             raise InvalidArgumentError(f"{name} takes no option {', '.join(unknown)}; "
                                        f"choose from: {', '.join(sorted(accepted))}")
