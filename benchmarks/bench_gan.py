@@ -11,10 +11,11 @@ Two parts, both single-threaded (``torch.set_num_threads(1)``):
   1000 generated and 1000 real samples at the end and every ``--eval-every`` steps; a run
   that diverges is recorded as such.
 - ``timing``: one critic step (penalty included, Adam step) of the paper-sized critic
-  (3 x 512) on a batch of 256 from 8 Gaussians against a fixed fake batch, every method
-  timed in the same process, interleaved: each round times ``--timing-steps`` steps of each
-  method in a shuffled order; the figure is a method's median step time over its rounds, and
-  its ratio to GP is the median of the per-round ratios (interquartile range in brackets).
+  (3 x 512; also 3 x 64, the grid's) on a batch of 256 from 8 Gaussians against a fixed
+  fake batch, every method timed in the same process, interleaved: each round times
+  ``--timing-steps`` steps of each method in a shuffled order; the figure is a method's
+  median step time over its rounds, and its ratio to GP is the median of the per-round
+  ratios (interquartile range in brackets).
 
 Results are appended to ``--json`` after every run (atomically), so a killed run keeps them.
 
@@ -84,6 +85,13 @@ def run_grid(arguments, results: dict, path: Path | None) -> None:
 
 
 def run_timing(arguments, results: dict, path: Path | None) -> None:
+    for hidden in arguments.timing_hidden:
+        results.setdefault("timing", {})[str(hidden)] = _timing(arguments, hidden)
+        if path:
+            atomic_write_json(path, results)
+
+
+def _timing(arguments, hidden: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     real = sample_toy("8gaussians", 256, generator)
     fake = torch.randn(256, 2, generator=generator)
@@ -94,7 +102,7 @@ def run_timing(arguments, results: dict, path: Path | None) -> None:
             options = {"clip_value": 0.01}
         method = lipschitz_method(method_name, **options)
         torch.manual_seed(0)
-        critic = critic_mlp(2, 512, 3, method)
+        critic = critic_mlp(2, hidden, 3, method)
         optimizer = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
         setups[name] = (method, critic, optimizer)
 
@@ -125,13 +133,11 @@ def run_timing(arguments, results: dict, path: Path | None) -> None:
         rows[name] = {"ms_median": 1e3 * statistics.median(values),
                       "ratio_to_gp": statistics.median(ratios),
                       "ratio_iqr": [quartiles[0], quartiles[2]]}
-        print(f"{name:11s} {rows[name]['ms_median']:.2f} ms/critic step, "
+        print(f"width {hidden}: {name:11s} {rows[name]['ms_median']:.2f} ms/critic step, "
               f"{rows[name]['ratio_to_gp']:.2f}x GP [{quartiles[0]:.2f}, {quartiles[2]:.2f}]",
               flush=True)
-    results["timing"] = {"rows": rows, "rounds": arguments.timing_rounds,
-                         "steps_per_round": arguments.timing_steps, "hidden": 512}
-    if path:
-        atomic_write_json(path, results)
+    return {"rows": rows, "rounds": arguments.timing_rounds,
+            "steps_per_round": arguments.timing_steps, "hidden": hidden}
 
 
 def summarize(results: dict) -> None:
@@ -174,6 +180,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--timing-rounds", type=int, default=15)
     parser.add_argument("--timing-steps", type=int, default=5)
+    parser.add_argument("--timing-hidden", type=int, nargs="+", default=[512, 64],
+                        help="critic widths timed (512: the papers' toy critic)")
     parser.add_argument("--json", type=Path, default=None,
                         help="results file; runs already in it are skipped")
     parser.add_argument("--summary-only", action="store_true")
