@@ -87,7 +87,7 @@ class GanConfig:
     :data:`lipkit.penalty.METHODS` (with ``lipschitz_constant``, ``weight``); ``loss`` one of
     :data:`lipkit.gan.LOSSES`; ``steps`` counts generator steps; ``hidden``/``depth`` size
     both networks (the WGAN-GP toy models are 3 x 512); ``lr``/``betas`` override the
-    method's :data:`OPTIMIZERS`;
+    method's :data:`OPTIMIZERS` (``lr_decay``: its linear decay to 0);
     ``method_options`` go to :func:`lipkit.penalty.lipschitz_method`.
     """
 
@@ -105,6 +105,7 @@ class GanConfig:
     method_options: dict = field(default_factory=dict)
     lr: float | None = None
     betas: tuple[float, float] | None = None
+    lr_decay: bool | None = None
     seed: int = 0
     eval_every: int = 100
     eval_samples: int = 1000
@@ -264,7 +265,7 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
         last_good = (checkpoint_path, step)
 
     for step in range(start + 1, config.steps + 1):
-        if setting.decay:
+        if setting.decay if config.lr_decay is None else config.lr_decay:
             factor = max(0.0, 1.0 - (step - 1) / config.steps)
             for optimizer in (generator_optimizer, critic_optimizer):
                 for group in optimizer.param_groups:
