@@ -4,7 +4,8 @@ Two parts, both single-threaded (``torch.set_num_threads(1)``):
 
 - ``grid``: for each data set (8gaussians, 25gaussians, swissroll), method (clip, gp, lp, alp,
   spectral, orthogonal, plus ``alp-small``: ALP with a search scaled to the data,
-  ``epsilon ~ U[0.01, 1]``, ``xi = 1``; ``gp-alp-adam``: GP with ALP's optimizer) and seed,
+  ``epsilon ~ U[0.01, 1]``, ``xi = 1``; ``gp-alp-adam``: GP with ALP's optimizer;
+  ``gp-toy``: GP with weight 0.1, as in ``gan_toy.py``) and seed,
   one :func:`lipkit.gan.train_gan` run with the same budget: ``--steps`` generator steps of
   5 critic steps, 3 x ``--hidden`` ReLU (MaxMin for orthogonal) networks, batch 256,
   learning rate ``--lr`` for every method (each keeps its paper's optimizer kind, betas and
@@ -41,12 +42,15 @@ from lipkit.gan import GanConfig, TrainingDivergedError, critic_loss, train_gan
 from lipkit.io import atomic_write_json
 from lipkit.penalty import critic_mlp, lipschitz_method
 
-METHODS = ("clip", "gp", "lp", "alp", "alp-small", "spectral", "orthogonal", "gp-alp-adam")
+METHODS = ("clip", "gp", "lp", "alp", "alp-small", "spectral", "orthogonal", "gp-alp-adam",
+           "gp-toy")
 DATA = ("8gaussians", "25gaussians", "swissroll")
 VARIANTS = {"alp-small": ("alp", {"epsilon": (0.01, 1.0), "xi": 1.0}),
-            "gp-alp-adam": ("gp", {})}
-# gp-alp-adam: GP trained with ALP's optimizer (betas (0, 0.9), linear decay)
-OPTIMIZER_CHANGES = {"gp-alp-adam": {"betas": (0.0, 0.9), "lr_decay": True}}
+            "gp-alp-adam": ("gp", {}), "gp-toy": ("gp", {})}
+# controls: gp-alp-adam trains GP with ALP's optimizer (betas (0, 0.9), linear decay)
+# gp-toy: GP with the weight 0.1 of WGAN-GP's own toy script (10 in the paper's tables)
+CONFIG_CHANGES = {"gp-alp-adam": {"betas": (0.0, 0.9), "lr_decay": True},
+                     "gp-toy": {"weight": 0.1}}
 
 
 def _method(name: str) -> tuple[str, dict]:
@@ -67,7 +71,7 @@ def run_grid(arguments, results: dict, path: Path | None) -> None:
                                    lr=arguments.lr, seed=seed, method_options=options,
                                    eval_every=arguments.eval_every, eval_samples=1000,
                                    checkpoint_every=arguments.steps,
-                                   **OPTIMIZER_CHANGES.get(name, {}))
+                                   **CONFIG_CHANGES.get(name, {}))
                 started = time.perf_counter()
                 record = {"data": data, "method": name, "seed": seed}
                 try:
@@ -101,6 +105,8 @@ def _timing(arguments, hidden: int) -> dict:
     fake = torch.randn(256, 2, generator=generator)
     setups = {}
     for name in arguments.methods:
+        if name in CONFIG_CHANGES:  # a step of these is a GP step
+            continue
         method_name, options = _method(name)
         if method_name == "clip":
             options = {"clip_value": 0.01}
