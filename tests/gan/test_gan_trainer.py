@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from lipkit.errors import InvalidArgumentError, LipkitError, UnknownMethodError
-from lipkit.gan import GanConfig, TrainingDivergedError, load_checkpoint, train_gan
-from lipkit.penalty import LipschitzMethod
+from lipkit.gan import LOSSES, GanConfig, TrainingDivergedError, load_checkpoint, train_gan
+from lipkit.penalty import METHODS, LipschitzMethod
+
+LOSSES_CYCLE = list(LOSSES)
 
 
 def _small(**changes) -> GanConfig:
@@ -137,3 +139,14 @@ def test_a_short_run_moves_the_generator_towards_the_data(method, loss):
     config.steps = 1  # the same networks and evaluation samples after one generator step
     start = train_gan(config, real=real).metrics["final"]["w1_exact"]
     assert final < 0.6 * start, (final, start)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_and_loss_trains_end_to_end(method):
+    loss = LOSSES_CYCLE[METHODS.index(method) % len(LOSSES_CYCLE)]
+    result = train_gan(_small(lipschitz=method, loss=loss, steps=2, eval_every=2,
+                              checkpoint_every=2))
+    final = result.metrics["final"]
+    assert final["w1_exact"] > 0 and final["lipschitz_lower"] >= 0, final
+    assert all(isinstance(v, float) for k, v in final.items()
+               if k not in ("step", "lipschitz_upper")), final
