@@ -281,6 +281,11 @@ def gan(
     typer.echo(f"step {final['step']}: exact W1 {final['w1_exact']:.4f}, critic's estimate "
                f"{final['w1_critic']:.4f}, critic's ||f||_L >= {final['lipschitz_lower']:.3f}; "
                f"{1e3 * result.metrics['seconds_per_critic_step']:.2f} ms per critic step")
+    bounds = result.metrics["critic_bounds"]
+    if "lower" in bounds:
+        upper = f"{bounds['upper']:.4g}" if bounds["upper"] is not None else "inf"
+        typer.echo(f"critic's ||f||_L in [{bounds['lower']:.4g}, {upper}] (lipkit.estimate: "
+                   f"{bounds['lower_method']} / {bounds['upper_method']})")
     typer.echo(f"wrote {out / 'metrics.json'}, {out / 'losses.png'}, {out / 'samples.png'}, "
                f"{out / 'checkpoint.pt'}")
 

@@ -60,11 +60,21 @@ def test_outputs_are_written(tmp_path):
     assert result.metrics["optimizer"]["lr"] == 1e-4  # the paper's, overridden by config.lr
 
 
-def test_construction_methods_report_their_guaranteed_bound_above_the_lower_bound(tmp_path):
-    result = train_gan(_small(lipschitz="orthogonal", steps=3))
+@pytest.mark.parametrize("method", ["orthogonal", "spectral"])
+def test_construction_methods_report_their_guaranteed_bound_above_the_lower_bound(method):
+    result = train_gan(_small(lipschitz=method, steps=3))
     for evaluation in result.metrics["evaluations"]:
         assert evaluation["lipschitz_lower"] <= evaluation["lipschitz_upper"] * (1 + 1e-5)
-        assert evaluation["lipschitz_upper"] == pytest.approx(1.0, rel=1e-5)
+        assert evaluation["lipschitz_upper"] == pytest.approx(1.0, rel=1e-3)
+    bounds = result.metrics["critic_bounds"]  # lipkit.estimate's interval at the end
+    assert result.metrics["final"]["lipschitz_lower"] <= bounds["upper"] * (1 + 1e-5)
+    assert bounds["lower"] <= bounds["upper"] <= 1.0 + 1e-3, bounds
+
+
+def test_penalized_critic_gets_an_estimated_interval():
+    bounds = train_gan(_small(lipschitz="gp", steps=2)).metrics["critic_bounds"]
+    assert 0 < bounds["lower"] <= bounds["upper"] < float("inf"), bounds
+    assert bounds["upper_method"] in ("naive", "seqlip"), bounds
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -8,7 +8,9 @@ the papers (:data:`OPTIMIZERS`). The run writes into its folder, each file atomi
 - ``checkpoint.pt`` every ``checkpoint_every`` generator steps and at the end (models,
   optimizers, the random generator, the history): ``resume=True`` continues from it and,
   all randomness coming from one seeded ``torch.Generator``, reproduces the uninterrupted run;
-- ``metrics.json``, ``losses.png`` and ``samples.png`` at the end.
+- ``metrics.json`` (every evaluation: exact W1 by POT, the critic's W1 estimate, its
+  largest gradient norm at the evaluation points; at the end the critic's ``||f||_L``
+  interval by :func:`lipkit.estimate.estimate`), ``losses.png`` and ``samples.png``.
 
 A non-finite loss or one beyond ``divergence_threshold`` stops the run with
 :class:`TrainingDivergedError`, naming the step and the last good checkpoint, which is kept.
@@ -309,6 +311,7 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
     metrics = {
         "config": config.to_dict(), "optimizer": asdict(setting),
         "final": history["evaluations"][-1], "evaluations": history["evaluations"],
+        "critic_bounds": evaluation.bound_critic(critic, seed=config.seed),
         "seconds": time.perf_counter() - started,
         "seconds_per_critic_step": critic_seconds / max(critic_steps, 1),
         "critic_steps": critic_steps,
@@ -332,6 +335,9 @@ def _check_same_run(saved: dict, current: dict, path: Path) -> None:
                           f"{', '.join(different)})")
 
 
+_CRITIC_BOUNDS = ("lower-gradient", "lower-adversarial", "naive", "seqlip")
+
+
 class _Evaluation:
     """Fixed evaluation samples (their own seed, so evaluating changes no training draw)."""
 
@@ -342,6 +348,26 @@ class _Evaluation:
         self.mixing = interpolates(self.real, self.real.flip(0), generator)
         self.t = torch.rand(config.eval_samples, 1, generator=generator)
         self.method, self.started = method, time.perf_counter()
+
+    def bound_critic(self, critic: nn.Module, seed: int) -> dict:
+        """The trained critic's ``||f||_L`` interval by lipkit.estimate (attack lower bounds
+        from the evaluation samples; naive and SeqLip upper bounds)."""
+        from lipkit.estimate import estimate
+
+        training = critic.training
+        critic.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                report = estimate(critic, methods=_CRITIC_BOUNDS, data=self.real, seed=seed,
+                                  time_limit=10)
+        except LipkitError as error:  # a critic estimate cannot import: say so, go on
+            return {"error": str(error)}
+        finally:
+            critic.train(training)
+        lower, upper = report.interval
+        return {"lower": lower, "upper": upper if math.isfinite(upper) else None,
+                "lower_method": report.lower.method if report.lower else None,
+                "upper_method": report.upper.method if report.upper else None}
 
     def fake(self, generator: nn.Module) -> torch.Tensor:
         with torch.no_grad():
