@@ -14,9 +14,11 @@ drops); then ``r_adv = epsilon * d`` with a random magnitude ``epsilon ~ U[eps_m
 Defaults are those of the paper's official code (dterjek/adversarial_lipschitz_regularization,
 ``wgan_alp.py``, its CIFAR-10 WGAN-ALP): one power iteration (``--ip 1``), ``xi = 10``,
 ``epsilon ~ U[0.1, 10]``, target ``K = 1``, weight ``lambda_lp = 10``, the l2 distance, the
-mean over the batch, ``x`` from the concatenation of the real and generated batches. There
-images lie in ``[-1, 1]`` and perturbed samples are clipped to that box (``clamp`` here);
-the magnitudes suit data of that scale and may be set smaller for data of a smaller one.
+mean over the batch, ``x`` from the concatenation of the real and generated batches (the
+start direction is Gaussian here, uniformly random on the sphere; the code draws uniform
+noise in a cube, which favours its diagonals). There images lie in ``[-1, 1]`` and perturbed
+samples are clipped to that box (``clamp`` here); the magnitudes suit data of that scale and
+may be set smaller for data of a smaller one (BENCHMARKS.md compares both on 2-D toys).
 
 ``hessian="exact"`` replaces the finite difference with an exact Hessian-vector product of
 ``f`` at ``x`` by double back-propagation (Pearlmutter's trick), the Hessian of
