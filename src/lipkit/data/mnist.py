@@ -1,0 +1,88 @@
+"""MNIST-style idx files a user already has (LeCun's format; nothing is downloaded).
+
+An idx file is a 4-byte magic number ``0 0 type ndim``, then ``ndim`` big-endian uint32
+dimensions, then the data in big-endian order; ``.gz`` files are read through gzip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from lipkit.errors import InvalidArgumentError, LipkitError
+
+# idx type code -> numpy big-endian dtype
+_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class MnistSplit(NamedTuple):
+    """Train and test tensors: images (n, 1, h, w) in [0, 1] and integer labels (n,)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def load_idx(path: str | Path) -> torch.Tensor:
+    """The array stored in the idx file ``path`` (optionally gzipped), as a tensor.
+
+    Raises:
+        LipkitError: the file is missing, not an idx file, or truncated (the message names it).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise LipkitError(f"cannot read idx file {path}: {error}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _TYPES:
+        raise InvalidArgumentError(f"{path} is not an idx file (bad magic number "
+                                   f"{raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise InvalidArgumentError(f"{path}: truncated idx header ({ndim} dimensions)")
+    shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
+    dtype = np.dtype(_TYPES[raw[2]])
+    expected = math.prod(shape) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise InvalidArgumentError(f"{path}: idx data of {len(raw) - header} bytes, expected "
+                                   f"{expected} for shape {shape}")
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (stem, stem.replace("-idx", ".idx"), f"{stem}.gz",
+                 f"{stem.replace('-idx', '.idx')}.gz"):
+        if (folder / name).exists():
+            return folder / name
+    raise LipkitError(f"no {stem}[.gz] in {folder}")
+
+
+def load_mnist(folder: str | Path) -> MnistSplit:
+    """MNIST (or Fashion-MNIST) from the four standard idx files in ``folder``.
+
+    Looks for ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
+    and ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``). Pixels are scaled to [0, 1].
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LipkitError(f"MNIST folder {folder} does not exist")
+    parts = []
+    for split in ("train", "t10k"):
+        images = load_idx(_find(folder, f"{split}-images-idx3-ubyte"))
+        labels = load_idx(_find(folder, f"{split}-labels-idx1-ubyte"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise InvalidArgumentError(
+                f"{folder}: {split} images of shape {tuple(images.shape)} do not match labels "
+                f"of shape {tuple(labels.shape)}")
+        parts += [images.float().div(255.0).unsqueeze(1), labels.long()]
+    return MnistSplit(*parts)

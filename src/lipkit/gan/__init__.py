@@ -1,0 +1,32 @@
+"""Wasserstein GANs and Lipschitz GANs with any Lipschitz method of lipkit.penalty.
+
+    from lipkit.gan import GanConfig, train_gan
+    result = train_gan(GanConfig(data="8gaussians", lipschitz="alp", steps=2000), out="run")
+    result.metrics["final"]["w1_exact"]
+
+- :func:`train_gan`, :class:`GanConfig`, :data:`OPTIMIZERS` (the papers' optimizer per
+  method), :class:`TrainingDivergedError` (``trainer.py``);
+- :data:`LOSSES`, :func:`critic_loss`, :func:`generator_loss`: WGAN and the Lipschitz GANs of
+  Zhou et al. 2019 (``losses.py``);
+- :func:`generator_mlp` (``models.py``); the critic is :func:`lipkit.penalty.critic_mlp`;
+- :func:`exact_wasserstein` (POT), :func:`critic_lipschitz_lower`, plots (``metrics.py``);
+- :func:`save_checkpoint`, :func:`load_checkpoint` (``checkpoint.py``).
+"""
+
+from lipkit.gan.checkpoint import load_checkpoint, save_checkpoint
+from lipkit.gan.losses import LOSSES, critic_loss, generator_loss
+from lipkit.gan.metrics import critic_lipschitz_lower, exact_wasserstein
+from lipkit.gan.models import generator_mlp
+from lipkit.gan.trainer import (
+    DATASETS,
+    OPTIMIZERS,
+    GanConfig,
+    GanResult,
+    OptimizerSetting,
+    TrainingDivergedError,
+    train_gan,
+)
+
+__all__ = ["DATASETS", "LOSSES", "OPTIMIZERS", "GanConfig", "GanResult", "OptimizerSetting",
+           "TrainingDivergedError", "critic_lipschitz_lower", "critic_loss", "exact_wasserstein",
+           "generator_loss", "generator_mlp", "load_checkpoint", "save_checkpoint", "train_gan"]
