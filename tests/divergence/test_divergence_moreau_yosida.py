@@ -51,7 +51,8 @@ def test_closed_form_is_the_sup_over_linear_critics_and_has_the_properties():
     assert previous == gaussian_kl([distance], 1.0)
 
 
-@pytest.mark.parametrize(("slope", "mean", "std"), [(1.0, 2.0, 1.0), (-0.7, 1.0, 2.0), (3.0, 0.5, 0.5)])
+@pytest.mark.parametrize(("slope", "mean", "std"),
+                         [(1.0, 2.0, 1.0), (-0.7, 1.0, 2.0), (3.0, 0.5, 0.5)])
 def test_quadrature_objective_of_linear_critics_is_exact(slope, mean, std):
     # the oracle of the next tests, checked against E_mu ax = a m and E_nu e^{ax} = e^{a^2/2}
     critic = torch.nn.Linear(1, 1)
