@@ -349,7 +349,8 @@ def divergence_section(out_dir: Path, progress: Progress, seed: int, quick: bool
     advance = progress.task("divergence: MI", len(estimators))
     for title, estimator, method in estimators:
         config = MiConfig(estimator=estimator, lipschitz=method, lipschitz_constant=8.0,
-                          dim=5, mi=levels, steps=mi_steps, hidden=32 if quick else 64, lr=1e-3, seed=seed)
+                          dim=5, mi=levels, steps=mi_steps, hidden=32 if quick else 64,
+                          lr=1e-3, seed=seed)
         metrics = train_mutual_information(config).metrics
         runs[title] = metrics
         cells = " | ".join(f"{row['mean']:.2f} ({row['variance']:.3f})"
