@@ -86,3 +86,14 @@ def test_nan_samples_stop_training_with_a_clear_error():
 
     with pytest.raises(InvalidArgumentError, match="NaN"):
         train_divergence("dv", sample_p, sample_q, steps=2)
+
+
+def test_a_users_own_constrained_critic_is_trained_and_keeps_its_bound():
+    from lipkit.nn import lipschitz_bound, make_lipschitz
+
+    critic = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    make_lipschitz(critic, method="aol", lipschitz=2.0)
+    config = MiConfig(estimator="d-lambda", lipschitz="gp-one-sided", lipschitz_constant=2.0,
+                      dim=3, mi=(1.0,), steps=5, batch_size=8)
+    result = train_mutual_information(config, critic=critic)
+    assert result.critic is critic and lipschitz_bound(critic) <= 2.0 + 1e-5

@@ -188,12 +188,16 @@ def mi_step_values(critic: nn.Module, x: torch.Tensor, y: torch.Tensor):
 
 
 def train_mutual_information(config: MiConfig | None = None, out: str | Path | None = None, *,
+                             critic: nn.Module | None = None,
                              progress: Progress | None = None) -> MiResult:
     """Train ``config.estimator`` on the MI staircase; per-level bias and variance.
 
     Bias and variance of a level are over the per-step estimates of its second half (the
-    critic has had half a level to adapt). ``progress(step, total, info)`` is called every
-    step. Writes ``metrics.json`` and ``mi.png`` into ``out`` when given.
+    critic has had half a level to adapt). ``critic``: a critic of concatenated pairs
+    ``[x, y]`` of your own (e.g. built with ``lipkit.nn.make_lipschitz``; ``config.lipschitz``
+    then only selects the penalty, and should be ``none`` or a penalty); default
+    :func:`make_mi_critic`. ``progress(step, total, info)`` is called every step. Writes
+    ``metrics.json`` and ``mi.png`` into ``out`` when given.
     """
     config = config or MiConfig()
     estimator = config.check()
@@ -201,7 +205,7 @@ def train_mutual_information(config: MiConfig | None = None, out: str | Path | N
     generator = torch.Generator().manual_seed(config.seed)
     method = _make_method(config.lipschitz, config.lipschitz_constant, config.weight,
                           config.method_options, 2.0)
-    critic = make_mi_critic(config, method)
+    critic = make_mi_critic(config, method) if critic is None else critic
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr)
     objective = Objective(estimator, method, config.ema_rate)
     where = f"{config.estimator} with {config.lipschitz} ({config.critic} critic)"
