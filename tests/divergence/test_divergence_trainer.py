@@ -8,6 +8,7 @@ import torch
 
 from lipkit.divergence import (
     ESTIMATORS,
+    EstimationDivergedError,
     MiConfig,
     level_statistics,
     train_divergence,
@@ -97,3 +98,17 @@ def test_a_users_own_constrained_critic_is_trained_and_keeps_its_bound():
                       dim=3, mi=(1.0,), steps=5, batch_size=8)
     result = train_mutual_information(config, critic=critic)
     assert result.critic is critic and lipschitz_bound(critic) <= 2.0 + 1e-5
+
+
+def test_an_overflowing_objective_stops_training_naming_the_step():
+    # NWJ's e^{-1} E_q e^f overflows float32 for critic values near 100
+    critic = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        critic.weight.fill_(0.0)
+        critic.bias.fill_(100.0)
+
+    def sample(n, generator):
+        return torch.randn(n, 1, generator=generator)
+
+    with pytest.raises(EstimationDivergedError, match="step 0"):
+        train_divergence("nwj", sample, sample, critic=critic, steps=3)

@@ -21,7 +21,7 @@ def correlation(mutual_information: float, dim: int) -> float:
 
     Example:
         >>> round(correlation(2.0, 20), 4)
-        0.4359
+        0.4258
     """
     mutual_information = check_positive("mutual information", mutual_information)
     dim = _check_dim(dim)

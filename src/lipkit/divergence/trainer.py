@@ -90,7 +90,7 @@ class Objective:
 
 def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
     if not torch.isfinite(loss):
-        raise EstimationDivergedError(f"{where}: the loss became {float(loss)} at step {step}")
+        raise EstimationDivergedError(f"{where}: the loss became {float(loss.detach())} at step {step}")
 
 
 def _make_method(name: str, lipschitz: float, weight: float | None, options: dict,
@@ -286,8 +286,9 @@ def plot_mutual_information(runs: dict[str, dict], path: str | Path, columns: in
         axis.plot(estimates, color="tab:blue", alpha=0.25, linewidth=0.6)
         axis.plot(smooth(estimates), color="tab:blue", linewidth=1.4, label="estimate")
         axis.plot(metrics["true_mi"], color="black", linewidth=1.0, label="true MI")
-        axis.axhline(metrics["log_batch"], color="tab:red", linestyle=":", linewidth=1.0,
-                     label="log(batch)")
+        if metrics["units"] == "nats":
+            axis.axhline(metrics["log_batch"], color="tab:red", linestyle=":", linewidth=1.0,
+                         label="log(batch)")
         axis.set_title(title, fontsize=9)
         axis.set_xlabel("step")
         axis.set_ylabel("nats" if metrics["units"] == "nats" else metrics["units"])
