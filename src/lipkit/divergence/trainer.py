@@ -90,7 +90,8 @@ class Objective:
 
 def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
     if not torch.isfinite(loss):
-        raise EstimationDivergedError(f"{where}: the loss became {float(loss.detach())} at step {step}")
+        raise EstimationDivergedError(
+            f"{where}: the loss became {float(loss.detach())} at step {step}")
 
 
 def _make_method(name: str, lipschitz: float, weight: float | None, options: dict,
