@@ -21,6 +21,15 @@ estimators use.
   (Cauchy-Schwarz twice). A construction method therefore constrains ``g`` and ``h`` each to
   ``lambda / (r sqrt 2)``, so that ``||f||_L <= lambda`` is certified; penalty methods penalize
   ``f`` itself on pairs and need no projection (``radius=None``, the default for them).
+
+Consequences worth knowing. ``||f||_L <= lambda`` on pairs implies ``f(., y)`` and ``f(x, .)``
+are each ``lambda``-Lipschitz, not conversely: a critic Lipschitz in x and in y separately
+(constants ``a``, ``b``) is ``sqrt(a^2 + b^2)``-Lipschitz on pairs. The penalties see the
+pairs the trainer gives them, the batch's ``[x_i, y_i]`` and the mismatched ``[x_i, y_{i+1}]``
+(``trainer.mi_step_values``): these differ only in ``y``, so the Lipschitz penalty's difference
+quotients (lp) measure the critic along ``y`` only, and the gradient penalties take the full
+gradient in ``(x, y)`` but only at points whose ``x`` is a data point; ALP's adversarial
+direction searches all of ``(x, y)``. Only a construction certifies the constant on pairs.
 """
 
 from __future__ import annotations
