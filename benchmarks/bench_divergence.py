@@ -12,6 +12,7 @@ exactly by quadrature; equal variances
 
     python benchmarks/bench_divergence.py --out benchmarks/figures --json divergence.json
     python benchmarks/bench_divergence.py --only none --json kl.json   # part 2 only
+    python benchmarks/bench_divergence.py --only DV --only MINE --skip-kl --seed 1  # a subset
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ LAMBDAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 def mutual_information_part(args) -> dict:
     runs = {}
     for title, estimator, method, constant, critic in MI_RUNS:
-        if args.only and args.only not in title:
+        if args.only and title not in args.only:
             continue
         config = MiConfig(estimator=estimator, lipschitz=method, lipschitz_constant=constant,
                           critic=critic, steps=args.steps, lr=args.lr, seed=args.seed,
@@ -146,7 +147,8 @@ def main() -> None:
     parser.add_argument("--joint-hidden", type=int, default=128, help="joint critic width")
     parser.add_argument("--kl-steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", default="", help="run only MI runs whose title contains this")
+    parser.add_argument("--only", action="append", default=[],
+                        help="the title of an MI run to run, repeatable (default: all)")
     parser.add_argument("--skip-kl", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/figures"))
     parser.add_argument("--json", type=Path, default=None)
