@@ -76,7 +76,7 @@ try:  # the peer, benchmarked where it is installed (benchmarks/constraints-benc
 except ImportError:  # pragma: no cover - depends on the environment
     eclipse_nn = None
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "lipsdp"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference" / "lipsdp"
 # the reference implementation's values (MATLAB + CVX + MOSEK), from its README
 PUBLISHED = {
     "random_weights": {"lipsdp-layer": 39.839, "lipsdp-neuron": 36.482,

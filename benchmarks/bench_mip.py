@@ -14,8 +14,8 @@ no biases; global) with a 300 s limit.
 Usage:
     python benchmarks/bench_mip.py [--quick] [--time-limit 20] [--json PATH] [--png PATH]
 
-The reference network is read from ``../shared/reference`` next to the repository, or from
-the folder named by the ``LIPKIT_REFERENCE`` environment variable.
+The reference network is read from ``tests/reference`` in the repository, or from the folder
+named by the ``LIPKIT_REFERENCE`` environment variable.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from torch import nn
 from lipkit.estimate import METHODS, Options, load_network
 from lipkit.io import atomic_write_json, save_figure
 
-# next to the repository, as the tests expect it (LIPKIT_REFERENCE overrides the folder)
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+# the copy the tests use (LIPKIT_REFERENCE overrides the folder)
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference"
 MNIST = Path(os.environ.get("LIPKIT_REFERENCE", REFERENCE)) / "lipsdp" / "mnist_weights.mat"
 
 

@@ -35,7 +35,7 @@ from lipkit.estimate.lipsdp import (
 from lipkit.estimate.network import Activation, Add, Affine, Matrix, Network, Node
 from lipkit.estimate.registry import METHODS, Options
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "lipsdp"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "lipsdp"
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "gelu", "softplus", "elu", "identity")
 
 

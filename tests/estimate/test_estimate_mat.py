@@ -12,7 +12,7 @@ from lipkit.estimate.importers import load_network
 from lipkit.estimate.importers.mat_file import import_mat
 from lipkit.estimate.network import Activation, Affine
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "lipsdp"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "lipsdp"
 
 
 def relu_chain(weights, x):
