@@ -67,6 +67,16 @@ def test_check_an_onnx_relu_model_with_user_tensors(tmp_path):
     assert metrics["clean_accuracy"] == 1.0
     assert metrics["constants"]["source"].startswith("lipkit.estimate:")
     assert metrics["broken_certificates"] == {"2": 0, "inf": 0}
+    # the same weights as a torch state dict, read with weights_only=True
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    result = runner.invoke(app, ["certify", "check", str(tmp_path / "m.pt"), "--activation",
+                                 "relu", "--data", str(tmp_path / "data.safetensors"),
+                                 "--eps", "0,0.01", "--json"])
+    assert result.exit_code == 0, result.output
+    from_state = json.loads(result.stdout)
+    assert from_state["clean_accuracy"] == 1.0
+    assert from_state["constants"]["source"] == "lipkit.nn.lipschitz_bound"
+    assert from_state["broken_certificates"] == {"2": 0, "inf": 0}
 
 
 def _one_line_error(result):
