@@ -72,3 +72,17 @@ def test_constants_of_the_trained_model_are_its_guarantee(trained):
     off_diagonal = constants.pairwise[~torch.eye(10, dtype=torch.bool)]
     torch.testing.assert_close(off_diagonal, torch.full_like(off_diagonal, math.sqrt(2)),
                                atol=1e-3, rtol=0)
+
+
+def test_convnet_certificates_survive_pgd():
+    from lipkit.certify import lipschitz_convnet
+
+    torch.manual_seed(0)
+    model = lipschitz_convnet(1, 8, 4, "small", layer="orthogonal").eval()
+    x = torch.rand(24, 1, 8, 8)
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+    result = certified_accuracy(model, x, labels, [0.0, 0.01], steps=10)
+    assert result.clean_accuracy == 1.0 and result.broken == {"2": 0, "inf": 0}
+    assert result.constants.whole <= 1 + 1e-4
+    assert float(result.radius.min()) > 0

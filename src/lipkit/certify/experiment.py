@@ -146,12 +146,18 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
 
 
 def _lower_bound(model: nn.Module, x: torch.Tensor) -> dict:
-    """The best lower bound on ``||f||_L`` (a witnessed ratio) lipkit.estimate finds."""
+    """The best lower bound on ``||f||_L`` (a witnessed ratio) lipkit.estimate finds, or
+    value 0 with the reason when it cannot import the model."""
     from lipkit.estimate import estimate
 
-    report = estimate(model, methods=["lower-jacobian", "lower-adversarial"], data=x[:256])
+    try:
+        report = estimate(model, methods=["lower-jacobian", "lower-adversarial"],
+                          data=x[:256], input_shape=tuple(x.shape[1:]))
+    except LipkitError as error:
+        return {"value": 0.0, "method": None, "status": str(error)}
     best = report.lower
-    return {"value": best.value if best else 0.0, "method": best.method if best else None}
+    return {"value": best.value if best else 0.0, "method": best.method if best else None,
+            "status": "ok" if best else "no lower bound found"}
 
 
 def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> float:
