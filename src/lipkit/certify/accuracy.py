@@ -120,7 +120,8 @@ def certified_accuracy(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="
 
 
 def plot_certified_accuracy(results: dict[str, Certification], path, title: str = "") -> None:
-    """VRA (solid) and PGD accuracy (dashed) against eps, one color per model; a PNG."""
+    """VRA (solid), PGD accuracy (dashed) and clean accuracy (dotted) against eps, one
+    color per model; a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,6 +137,8 @@ def plot_certified_accuracy(results: dict[str, Certification], path, title: str 
         if result.pgd_accuracy is not None:
             axes.plot(result.eps, result.pgd_accuracy, "s--", color=color, alpha=0.7,
                       label=f"{name}: PGD (upper bound)")
+        axes.axhline(result.clean_accuracy, color=color, linestyle=":", alpha=0.7,
+                     label=f"{name}: clean {result.clean_accuracy:.3f}")
     axes.set(xlabel=f"eps (l{'∞' if next(iter(results.values())).norm == 'inf' else '2'})",
              ylabel="accuracy", ylim=(0, 1.02), title=title or "certified accuracy vs eps")
     axes.grid(alpha=0.3)
