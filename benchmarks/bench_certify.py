@@ -176,8 +176,8 @@ def main() -> None:
     if arguments.validation:
         order = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(1))
         cut = int(0.8 * len(order))
-        train, held_out = order[:cut], order[cut:]
-        data = type(data)(data.x_train[train], data.y_train[train], data.x_train[held_out],
+        fit, held_out = order[:cut], order[cut:]
+        data = type(data)(data.x_train[fit], data.y_train[fit], data.x_train[held_out],
                           data.y_train[held_out])
     results: dict[str, list[dict]] = {name: [] for name in arguments.recipes}
     for seed in arguments.seeds:
