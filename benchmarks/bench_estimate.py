@@ -84,8 +84,8 @@ PUBLISHED = {
     "mnist_weights": {"lipsdp-network-rand": 24.320},
 }
 LIPKIT_METHODS = ["lower-jacobian", "lower-gradient", "lower-adversarial", "naive", "autolip",
-                  "seqlip", "lipsdp-layer", "lipsdp-neuron", "lipsdp-neuron@10x-fast",
-                  "lipsdp-network", "lipsdp-network-rand"]
+                  "seqlip", "compositional", "lipsdp-layer", "lipsdp-neuron",
+                  "lipsdp-neuron@10x-fast", "lipsdp-network", "lipsdp-network-rand"]
 PEER_METHODS = ["eclipse-fast", "eclipse"]
 ALL_METHODS = LIPKIT_METHODS + PEER_METHODS
 SCHUR_CHECK = -1e-8  # eclipse-nn's stage check: smallest eigenvalue of the Schur matrix
@@ -571,7 +571,7 @@ def run_case(case: Case, methods: list[str], time_limit: float, runner: EclipseR
         rows.append(row)
 
     for method in ("lower-jacobian", "lower-gradient", "lower-adversarial", "naive",
-                   "autolip", "seqlip"):
+                   "autolip", "seqlip", "compositional"):
         if method in methods:
             lipkit_row(method, time_limit)
     fast = None

@@ -103,3 +103,24 @@ def test_estimate_command_table_and_errors(tmp_path):
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (
             arguments, result.output)
+
+
+def test_estimate_command_plot_and_interval_ends(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    _export_onnx(path)
+    plot = tmp_path / "out" / "bounds.png"
+    result = runner.invoke(app, ["estimate", str(path), "-m", "naive", "-m", "compositional",
+                                 "-m", "lower-jacobian", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "lower: lower-jacobian" in result.output and "upper: compositional" in result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for arguments, message in (
+        (["--plot", str(blocker / "bounds.png")], "cannot write the plot"),
+        (["--workers", "0"], "--workers must be a positive integer"),
+    ):
+        result = runner.invoke(app, ["estimate", str(path), "-m", "naive", *arguments])
+        assert result.exit_code == 2, (arguments, result.output)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], (arguments, result.output)

@@ -82,6 +82,15 @@ def estimate(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the lower-bound searches.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write a PNG of every method's value and time.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes for LipSDP's sub-networks (--split).")
+    ] = None,
+    split: Annotated[
+        int | None, typer.Option(help="LipSDP: weight matrices per sub-network.")
+    ] = None,
 ) -> None:
     """Bound the Lipschitz constant of a network: every method's bound and the interval."""
     from lipkit.estimate import estimate as run_estimate
@@ -92,24 +101,38 @@ def estimate(
             shape = tuple(int(part) for part in input_shape.replace("x", ",").split(","))
         except ValueError:
             fail(f"--input-shape must be integers separated by commas, got {input_shape!r}")
+    extra = {}
+    for name, value in (("workers", workers), ("split", split)):
+        if value is not None:
+            if value < 1:
+                fail(f"--{name} must be a positive integer, got {value}")
+            extra[name] = value
     try:
         report = _with_progress(
-            lambda progress: run_estimate(path, methods=method or None, norm=norm,
-                                          input_shape=shape, time_limit=time_limit, seed=seed,
-                                          progress=progress),
+            lambda progress, status: run_estimate(
+                path, methods=method or None, norm=norm, input_shape=shape,
+                time_limit=time_limit, seed=seed, progress=progress, status=status, **extra),
             enabled=not as_json,
         )
+        if plot is not None:
+            from lipkit.estimate.plot import plot_report
+
+            plot_report(report, plot, title=f"{path.name}: {report.network.summary()}")
     except LipkitError as error:
         fail(str(error))
+    except OSError as error:
+        fail(f"cannot write the plot {plot}: {error.strerror or error}")
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
     _print_report(report)
+    if plot is not None:
+        typer.echo(f"plot written to {plot}")
 
 
 def _with_progress(run, enabled: bool):
     if not enabled:
-        return run(None)
+        return run(None, None)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -120,7 +143,10 @@ def _with_progress(run, enabled: bool):
         def progress(name: str, index: int, count: int) -> None:
             bar.update(task, description=f"running {name}", completed=index, total=count)
 
-        return run(progress)
+        def status(message: str) -> None:  # a method's own steps (LipSDP's sub-networks)
+            bar.update(task, description=f"running {message}")
+
+        return run(progress, status)
 
 
 def _print_report(report) -> None:
@@ -175,6 +201,78 @@ def _summarize(metrics: dict, out: Path) -> None:
                 console.print(f"{title} — {name}: ||f||_L in [{interval['lower']:.4f}, "
                               f"{upper}] ({interval['lower_method']} / "
                               f"{interval['upper_method']})")
+    console.print(f"report: {out / 'report.md'}  ({metrics['seconds']:.1f} s)")
+
+
+@app.command()
+def rl(
+    env: Annotated[str, typer.Option("--env", help="Pendulum-v1 or CartPole-v1.")] = "Pendulum-v1",
+    lipschitz: Annotated[
+        str, typer.Option(help="Constants K of the model, comma separated.")
+    ] = "0.25,0.5,1,2,4",
+    method: Annotated[
+        str, typer.Option(help="Constraint: clip (the paper's), spectral, orthogonal, aol, "
+                               "bjorck, or none (unconstrained).")
+    ] = "spectral",
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0, 1, ...).")] = 1,
+    planner: Annotated[str, typer.Option(help="MPC planner: cem or random-shooting.")] = "cem",
+    episodes: Annotated[int | None, typer.Option(help="Planning episodes per model.")] = None,
+    unconstrained: Annotated[
+        bool, typer.Option(help="Also train an unconstrained model (K from lipkit.estimate).")
+    ] = True,
+    out: Annotated[Path, typer.Option(help="Output folder for the report.")] = Path("lipkit-rl"),
+    quick: Annotated[bool, typer.Option(help="Small sizes (a smoke run of seconds).")] = False,
+    threads: Annotated[
+        int, typer.Option(help="torch threads (small models run fastest on one).")
+    ] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Lipschitz transition models: compounding error vs the theorem, value error, planning."""
+    from lipkit.demo import Progress
+    from lipkit.errors import check_positive
+    from lipkit.rl import Settings, parse_constants, run_sweep
+    from lipkit.rl.experiment import check_sweep
+
+    try:
+        constants = parse_constants(lipschitz)
+        settings = Settings.quick() if quick else Settings()
+        settings.planner = planner
+        if episodes is not None:
+            settings.episodes = int(check_positive("--episodes", episodes))
+        if seeds < 1:
+            fail(f"--seeds must be at least 1, got {seeds}")
+        check_sweep(env, method, planner)
+        import torch
+
+        torch.set_num_threads(int(check_positive("--threads", threads)))
+        with Progress(not as_json) as bar:
+            metrics = run_sweep(env, constants, method, tuple(range(seeds)), settings, out, bar,
+                                unconstrained=unconstrained)
+    except (LipkitError, FloatingPointError, OSError) as error:
+        fail(str(error))
+    if as_json:
+        from lipkit.rl.experiment import json_safe
+
+        typer.echo(json.dumps(json_safe(metrics), indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"lipkit rl: {metrics['environment']} ({metrics['method']})")
+    for column in ("model", "K_hat", "Delta", "W1 n=1", "W1 n=H", "bound n=H", "return",
+                   "bound held"):
+        table.add_column(column)
+    for row in metrics["summary"]:
+        if "delta" not in row:
+            table.add_row(row["model"], "", "", "", "", "", f"{row['return_mean']:.1f}", "")
+            continue
+        last = max(row["wasserstein"])
+        table.add_row(row["model"], f"{row['state_lipschitz']:.4g}", f"{row['delta']:.4g}",
+                      f"{row['wasserstein'][1]:.4g}", f"{row['wasserstein'][last]:.4g}",
+                      f"{row['bound'][last]:.4g}", f"{row['return_mean']:.1f}",
+                      "yes" if row["bound_held"] else "NO")
+    console = Console()
+    console.print(table)
     console.print(f"report: {out / 'report.md'}  ({metrics['seconds']:.1f} s)")
 
 

@@ -175,6 +175,26 @@ def test_training_forward_reprojects_without_changing_the_function():
     assert torch.equal(original, kept), "an eval forward changed the parameter"
 
 
+@pytest.mark.parametrize("train_tol", [1e-3, 1e-2])
+def test_training_forward_stays_within_train_tol(train_tol):
+    """Singular values of the training-mode weight lie within the residual bound:
+    ||I - Q^T Q||_2 <= ||I - Q^T Q||_F <= train_tol gives |sigma^2 - 1| <= train_tol."""
+    torch.manual_seed(5)
+    layer = bjorck(nn.Linear(48, 32), lipschitz=2.0, train_tol=train_tol)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    x, target = torch.randn(64, 48), torch.randn(64, 32)
+    for _ in range(20):
+        optimizer.zero_grad()
+        weight = layer.weight  # training mode, grad enabled: the looser stopping rule
+        values = torch.linalg.svdvals(weight.detach().double()) / 2.0
+        worst = float((values.square() - 1).abs().max())
+        assert worst <= train_tol * 1.01, f"|sigma^2 - 1| = {worst} > train_tol {train_tol}"
+        (x @ weight.t() - target).square().mean().backward()
+        optimizer.step()
+    strict = torch.linalg.svdvals(layer.eval().weight.detach().double())
+    torch.testing.assert_close(strict, torch.full_like(strict, 2.0), rtol=1e-4, atol=0)
+
+
 @pytest.mark.parametrize("order", [0, 4, -1])
 def test_bad_order_raises(order):
     with pytest.raises(InvalidArgumentError, match="order"):

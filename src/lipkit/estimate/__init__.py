@@ -7,7 +7,10 @@ and report the tightest interval ``[best lower, best upper]`` they prove.
 
 Methods (``METHODS``, kebab-case ids): lower bounds with witnesses (``lower-jacobian``,
 ``lower-gradient``, ``lower-adversarial``), cheap upper bounds (``naive``, ``autolip``,
-``seqlip``) and SDP upper bounds (``lipsdp-*``).
+``seqlip``, ``compositional`` — layer-by-layer LipSDP-Neuron, tighter than ECLipsE-Fast in
+its time), SDP upper bounds (``lipsdp-*``, sub-networks optionally in worker processes) and
+an LP bound for the l-infinity and l1 norms (``lp-jacobian``), exact l1 / l-inf values by
+MIP (``exact-mip``). :func:`lipkit.estimate.plot.plot_report` draws a report as a PNG.
 """
 
 # importing the method modules registers them
@@ -18,8 +21,14 @@ from lipkit.estimate.network import Network
 from lipkit.estimate.registry import METHODS, Options, register_method
 from lipkit.estimate.report import Report, estimate
 
+try:  # the MIP needs highspy (the "all" extra)
+    from lipkit.estimate import mip  # noqa: F401
+except ImportError as _error:  # pragma: no cover - depends on the installation
+    if "highspy" not in str(_error):
+        raise
+
 try:  # LipSDP needs cvxpy (the "all" extra)
-    from lipkit.estimate import lipsdp  # noqa: F401
+    from lipkit.estimate import compositional, lipsdp, lp_jacobian  # noqa: F401
 except ImportError as _error:  # pragma: no cover - depends on the installation
     if "cvxpy" not in str(_error) and "lipsdp" not in str(_error):
         raise

@@ -12,7 +12,8 @@
 
 ``status`` is ``"ok"`` or a short reason (``"not applicable: ..."``, ``"uncertified: ..."``,
 ``"time limit"``, ``"failed: ..."``); a bound whose status is not ``"ok"`` is shown but not
-used in the interval.
+used in the interval. ``"ok: <note>"`` is a proven bound with a note (a MIP stopped at its time
+limit: ``"ok: time limit reached, gap 0.08"``), used like ``"ok"``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Bound:
     @property
     def usable(self) -> bool:
         """Whether the bound may enter the interval: status ok and a finite value."""
-        return self.status == "ok" and math.isfinite(self.value) and self.kind != "estimate"
+        proven = self.status == "ok" or self.status.startswith("ok: ")
+        return proven and math.isfinite(self.value) and self.kind != "estimate"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: tensors become nested lists, non-finite floats strings."""

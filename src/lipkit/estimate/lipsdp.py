@@ -83,12 +83,15 @@ the relative inflation, the seconds and the LMI sizes.
 multiplies their constants and the Lipschitz constants of the activations at the cuts (as
 the reference implementation does); sub-networks with more hidden neurons than a formulation
 solves in reasonable time (:data:`MAX_NEURONS`, or ``extra["max_neurons"]``) are cut
-further. :func:`split_chain` and :func:`lipsdp` expose both to other code.
+further. :func:`split_chain` and :func:`lipsdp` expose both to other code. The sub-networks
+are independent problems: ``extra["workers"] = w`` solves them in ``w`` worker processes at
+once (each with ``cpu_count // w`` BLAS threads, so the pool does not oversubscribe the
+cores), with the same seeds and hence the same records as one after the other.
 
 **Options** of the registered methods: ``time_limit`` (passed to the solver), ``seed`` (the
 random pairs of ``lipsdp-network-rand``), ``progress``, and in ``extra``: ``split``,
-``max_neurons``, ``solver`` (``"auto"``, ``"clarabel"``, ``"scs"``), ``tolerance`` (the
-solver's), ``couplings`` (the number of random pairs).
+``max_neurons``, ``workers``, ``solver`` (``"auto"``, ``"clarabel"``, ``"scs"``),
+``tolerance`` (the solver's), ``couplings`` (the number of random pairs).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 
-from lipkit.errors import InvalidArgumentError
+from lipkit.errors import InvalidArgumentError, check_positive
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.network import Affine, Layer, Network, NotApplicableError
 from lipkit.estimate.registry import Options, register_method
@@ -697,7 +700,7 @@ def split_chain(layers: list[Layer], layers_per_piece: int | None = None,
 def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
            split: int | None = None, solver: str = "auto", time_limit: float | None = None,
            tolerance: float | None = None, couplings: int = 5, seed: int = 0,
-           max_neurons: int | None = None,
+           max_neurons: int | None = None, workers: int | None = None,
            progress: Callable[[str], None] | None = None) -> Bound:
     """LipSDP's l2 bound of a chain, certified in float64 (see the module docstring).
 
@@ -707,7 +710,9 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
     chain, cut only beyond ``max_neurons`` hidden neurons); ``solver``: ``"auto"``,
     ``"clarabel"`` or ``"scs"`` (through cvxpy; ``"auto"`` falls back to the other one when
     the first returns nothing); ``tolerance``: the solver's stopping tolerance;
-    ``couplings``, ``seed``: the random pairs of ``"network-rand"``.
+    ``couplings``, ``seed``: the random pairs of ``"network-rand"``; ``workers``: worker
+    processes solving the sub-networks side by side (default 1: in this process), each with
+    ``cpu_count // workers`` BLAS threads.
 
     >>> import torch
     >>> from lipkit.estimate.importers import load_network
@@ -727,18 +732,26 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
     limit = MAX_NEURONS[formulation] if max_neurons is None else int(max_neurons)
     pieces = split_chain(layers, split, limit)
     deadline = None if time_limit is None else started + float(time_limit)
-    value, problems, records = math.nan, [], []
-    for number, piece in enumerate(pieces):
-        chain = Chain.from_layers(piece if piece[-1].activation is None else
-                                  [*piece[:-1], Layer(piece[-1].weight, None, None, [])])
-        if progress is not None:
-            progress(f"{method}: sub-network {number + 1}/{len(pieces)} "
-                     f"({'-'.join(str(n) for n in chain.widths)}-"
-                     f"{chain.weights[-1].shape[0]})")
-        remaining = None if deadline is None else max(deadline - time.perf_counter(), 0.05)
-        record = _piece(chain, formulation, solver, remaining, tolerance, couplings,
-                        seed + number, progress, method)
-        records.append(record)
+    value, problems = math.nan, []
+    chains = [Chain.from_layers(piece if piece[-1].activation is None else
+                                [*piece[:-1], Layer(piece[-1].weight, None, None, [])])
+              for piece in pieces]
+    workers = 1 if workers is None else int(check_positive("workers", workers))
+    if workers > 1 and len(chains) > 1:
+        records = _pieces_in_parallel(chains, workers, formulation, solver, deadline,
+                                      tolerance, couplings, seed, progress, method)
+    else:
+        records = []
+        for number, chain in enumerate(chains):
+            if progress is not None:
+                progress(f"{method}: sub-network {number + 1}/{len(pieces)} "
+                         f"({'-'.join(str(n) for n in chain.widths)}-"
+                         f"{chain.weights[-1].shape[0]})")
+            remaining = None if deadline is None else max(deadline - time.perf_counter(),
+                                                          0.05)
+            records.append(_piece(chain, formulation, solver, remaining, tolerance, couplings,
+                                  seed + number, progress, method))
+    for number, (piece, record) in enumerate(zip(pieces, records, strict=True)):
         if record["status"] != "ok":
             where = f" (sub-network {number + 1} of {len(pieces)})" if len(pieces) > 1 else ""
             problems.append(record["status"] + where)
@@ -748,7 +761,8 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
         cut = piece[-1].activation
         if cut is not None and cut.lipschitz != 1.0:
             value = round_up(value * cut.lipschitz)
-    details = {"pieces": records} if len(pieces) > 1 else dict(records[0])
+    details = {"pieces": records, "workers": workers} if len(pieces) > 1 else \
+        dict(records[0])
     details.pop("status", None)
     seconds = time.perf_counter() - started
     if problems:
@@ -756,6 +770,56 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
     if formulation.startswith("network"):
         return Bound(value, "estimate", "2", method, seconds, _UNPROVEN, details)
     return Bound(value, "upper", "2", method, seconds, "ok", details)
+
+
+def _worker_threads(threads: int) -> None:
+    """A worker's initializer: ``threads`` BLAS / OpenMP threads (no oversubscription)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        return
+    global _WORKER_LIMITS
+    _WORKER_LIMITS = threadpool_limits(limits=threads)
+
+
+_WORKER_LIMITS = None
+
+
+def _pieces_in_parallel(chains: list[Chain], workers: int, formulation, solver, deadline,
+                        tolerance, couplings, seed, progress, method) -> list[dict]:
+    """:func:`_piece` of every chain in ``workers`` processes; the records in chain order.
+
+    The pieces are independent SDPs (their product is the bound), each given the same seed
+    as in the serial loop, so the records are the serial ones. Linux forks the workers (no
+    re-import); elsewhere they are spawned.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    count = min(workers, len(chains))
+    threads = max(1, (os.cpu_count() or 1) // count)
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    remaining = None if deadline is None else max(deadline - time.perf_counter(), 0.05)
+    records: list[dict | None] = [None] * len(chains)
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a threaded process may deadlock; the workers only
+        # run NumPy / SciPy / cvxpy code (no torch, no OpenMP region of the parent)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
+        with ProcessPoolExecutor(count, mp_context=context, initializer=_worker_threads,
+                                 initargs=(threads,)) as pool:
+            futures = {pool.submit(_piece, chain, formulation, solver, remaining, tolerance,
+                                   couplings, seed + number, None, method): number
+                       for number, chain in enumerate(chains)}
+            if progress is not None:
+                progress(f"{method}: {len(chains)} sub-networks on {count} worker processes")
+            for done, future in enumerate(as_completed(futures), start=1):
+                number = futures[future]
+                records[number] = future.result()
+                if progress is not None:
+                    progress(f"{method}: sub-network {number + 1} solved ({done}/{len(chains)})")
+    return records
 
 
 def _round_up(value: float) -> float:
@@ -884,7 +948,7 @@ def _options_call(network: Network, formulation: str, options: Options | None) -
                    solver=extra.get("solver", "auto"), time_limit=options.time_limit,
                    tolerance=extra.get("tolerance"), couplings=extra.get("couplings", 5),
                    seed=options.seed, max_neurons=extra.get("max_neurons"),
-                   progress=options.progress)
+                   workers=extra.get("workers"), progress=options.progress)
     bound.seconds = time.perf_counter() - started
     return bound
 

@@ -317,6 +317,21 @@ class Layer:
     names: list[str]
 
 
+def dense_size_reason(network: Network, max_entries: int) -> str | None:
+    """Why :meth:`Network.chain` should not materialize ``network`` (an operator — a
+    convolution, a reshape — whose dense matrix has more than ``max_entries`` entries), or
+    None. Methods that work on dense matrices call it before ``chain()``."""
+    for node in network.nodes:
+        if isinstance(node.op, Affine):
+            operator = node.op.operator
+            if operator.in_features * operator.out_features > max_entries:
+                return (f"layer '{node.name}' ({type(operator).__name__.lower()}, "
+                        f"{operator.in_features} -> {operator.out_features}) would be a dense "
+                        f"matrix of more than {max_entries:,} entries; the operator-norm "
+                        "methods (naive, autolip) bound it without one")
+    return None
+
+
 @dataclass(eq=False)
 class Network:
     """A feed-forward network description (see the module docstring)."""

@@ -1,6 +1,7 @@
 """The registry of estimation methods: one entry per method id (kebab-case).
 
-A method is a function ``(network, options) -> Bound`` registered with
+A method is a function ``(network, options) -> Bound`` (or a list of Bounds, e.g. the two
+ends of a MIP stopped early) registered with
 :func:`register_method`, which records its kind, the norms it supports, and a size test that
 says whether it fits a network (``lipkit estimate`` with no ``--method`` runs every method
 that fits). Later methods (MIP, fast compositional bounds, ...) register themselves the same

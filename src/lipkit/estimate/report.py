@@ -82,8 +82,9 @@ def default_methods(network: Network, norm: str) -> list[str]:
             if norm in method.norms and method.fits(network) is None]
 
 
-def run_method(name: str, network: Network, options: Options) -> Bound:
-    """Run one method; a method that does not apply or fails gives a Bound saying so."""
+def run_method(name: str, network: Network, options: Options) -> Bound | list[Bound]:
+    """Run one method; a method that does not apply or fails gives a Bound saying so. A
+    method may return several Bounds (a MIP stopped early: its upper bound and its witness)."""
     method = get_method(name)
     if options.norm not in method.norms:
         return Bound.not_applicable(name, method.kind, options.norm,
@@ -111,6 +112,7 @@ def estimate(
     data: torch.Tensor | None = None,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    status: Callable[[str], None] | None = None,
     **extra,
 ) -> Report:
     """Bound ``||f||_L`` of a model (nn.Module, .onnx / .mat path, or Network).
@@ -125,6 +127,7 @@ def estimate(
         time_limit: seconds per method, for the methods that can stop early.
         data: input points for data-based lower bounds (random points otherwise).
         progress: called as ``progress(method, index, count)`` before each method.
+        status: called with a method's messages while it runs (e.g. LipSDP's sub-networks).
         extra: method options (e.g. ``split=2`` for LipSDP, ``points=512``).
 
     Example:
@@ -141,10 +144,12 @@ def estimate(
     names = list(methods) if methods is not None else default_methods(network, norm)
     for name in names:
         get_method(name)  # unknown names fail before anything runs
-    options = Options(norm=norm, time_limit=time_limit, data=data, seed=seed, extra=extra)
+    options = Options(norm=norm, time_limit=time_limit, data=data, seed=seed,
+                      progress=status, extra=extra)
     report = Report(network, norm)
     for index, name in enumerate(names):
         if progress is not None:
             progress(name, index, len(names))
-        report.bounds.append(run_method(name, network, options))
+        result = run_method(name, network, options)
+        report.bounds.extend(result if isinstance(result, list) else [result])
     return report

@@ -23,11 +23,14 @@ import time
 import torch
 
 from lipkit.estimate.bound import Bound
-from lipkit.estimate.network import NotApplicableError
+from lipkit.estimate.network import NotApplicableError, dense_size_reason
 from lipkit.estimate.registry import Options, register_method
 
 
 def _chain_fits(network) -> str | None:
+    reason = dense_size_reason(network, 4_000_000)
+    if reason is not None:
+        return reason
     try:
         layers = network.chain()
     except NotApplicableError as error:

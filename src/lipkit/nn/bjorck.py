@@ -78,17 +78,26 @@ def bjorck_orthonormalize(
     # least once so that the graph differentiates an iteration (whose derivative at an
     # orthonormal point is that projection)
     needs_graph = torch.is_grad_enabled() and weight.requires_grad
+    fused = q.dim() == 2 and order == 1  # addmm: one pass for I - Q^T Q and Q + Q R / 2
     while iterations < limit:
-        residual = eye - _gram(q, wide)
+        if fused:
+            residual = torch.addmm(eye, q, q.mT, alpha=-1) if wide else torch.addmm(
+                eye, q.mT, q, alpha=-1)
+        else:
+            residual = eye - _gram(q, wide)
         residual_norm = float(torch.linalg.matrix_norm(residual.detach()).max())
         converged = residual_norm <= threshold and not (needs_graph and iterations == 0)
         if n_iterations is None and (converged or residual_norm >= previous):
             break
-        polynomial = _SERIES[order] * residual
-        for coefficient in reversed(_SERIES[1:order]):
-            polynomial = (polynomial + coefficient * eye) @ residual
-        polynomial = polynomial + eye
-        q = polynomial @ q if wide else q @ polynomial
+        if fused:
+            q = torch.addmm(q, residual, q, alpha=0.5) if wide else torch.addmm(
+                q, q, residual, alpha=0.5)
+        else:
+            polynomial = _SERIES[order] * residual
+            for coefficient in reversed(_SERIES[1:order]):
+                polynomial = (polynomial + coefficient * eye) @ residual
+            polynomial = polynomial + eye
+            q = polynomial @ q if wide else q @ polynomial
         iterations += 1
         previous = residual_norm
         # predicted residual after this update (order 1: 3/4 e^2 + 1/4 e^3)
@@ -146,8 +155,10 @@ class BjorckOrthogonal(Constraint):
         backward: str = "projected",
         n_power_iterations: int = 1,
         reproject: bool = True,
+        train_tol: float = 1e-3,
     ):
         super().__init__(lipschitz)
+        self.train_tol = float(train_tol)
         self.reproject = bool(reproject)
         if backward not in _BACKWARDS:
             raise InvalidArgumentError(
@@ -174,13 +185,16 @@ class BjorckOrthogonal(Constraint):
         # ||W^T u|| <= sigma_1 (u is stored in training mode only)
         scale = self._largest_singular_value(weight.detach(), self.n_power_iterations)
         scale = torch.maximum(scale, weight.detach().norm() / math.sqrt(min(weight.shape)))
+        training = self.training and torch.is_grad_enabled()
+        # a training step stops at the looser train_tol: one residual and one update per step
+        # once the weight is on the manifold (the re-projection keeps it there), instead of a
+        # third product that only confirms convergence to float precision
+        tol = max(self.tol, self.train_tol) if training else self.tol
         if self.backward == "projected":
-            q = _ProjectedPolar.apply(weight, scale, self.order, self.tol, self.max_iterations)
+            q = _ProjectedPolar.apply(weight, scale, self.order, tol, self.max_iterations)
         else:
-            q, _, _ = bjorck_orthonormalize(
-                weight / scale, self.order, self.tol, self.max_iterations
-            )
-        if self.reproject and self.training and torch.is_grad_enabled():
+            q, _, _ = bjorck_orthonormalize(weight / scale, self.order, tol, self.max_iterations)
+        if self.reproject and training:
             # the function depends on polar(W) only: moving the stored parameter back onto
             # the manifold changes nothing the network computes, and keeps the next
             # optimizer step's starting point one step away from it (1-2 iterations)
@@ -199,7 +213,8 @@ class BjorckOrthogonal(Constraint):
     def extra_repr(self) -> str:
         return (
             f"lipschitz={self.lipschitz:g}, order={self.order}, tol={self.tol:g}, "
-            f"backward={self.backward}, reproject={self.reproject}"
+            f"train_tol={self.train_tol:g}, backward={self.backward}, "
+            f"reproject={self.reproject}"
         )
 
 
@@ -211,12 +226,16 @@ def bjorck(
     max_iterations: int = 30,
     backward: str = "projected",
     reproject: bool = True,
+    train_tol: float = 1e-3,
 ) -> nn.Linear:
     """Constrain ``module.weight`` to ``lambda`` times a matrix with orthonormal rows/columns.
 
     All singular values equal ``lambda`` (to ``tol``): the layer is ``lambda``-Lipschitz and,
     with GroupSort activations, gradient norm preserving (Anil et al., 2019). Returns
     ``module``. For convolutions use :func:`lipkit.nn.bcop` (orthogonal convolution).
+    ``tol`` is the residual ``||I - Q^T Q||_F`` reached in evaluation mode (and by
+    :func:`lipkit.nn.lipschitz_bound`, :func:`lipkit.nn.export`); a training forward pass stops
+    at ``max(tol, train_tol)``, singular values within about ``train_tol / 2`` of ``lambda``.
 
     Example:
         >>> import torch
@@ -228,5 +247,5 @@ def bjorck(
     """
     check_layer(module, (nn.Linear,), "bjorck")
     constraint = BjorckOrthogonal(module.weight.detach(), lipschitz, order, tol, max_iterations,
-                                  backward, reproject=reproject)
+                                  backward, reproject=reproject, train_tol=train_tol)
     return register_constraint(module, constraint)

@@ -1,0 +1,828 @@
+"""Exact l1 / l-infinity Lipschitz constants of piecewise-linear networks by mixed-integer
+programming, in the spirit of LipMIP (Jordan & Dimakis, "Exactly computing the local
+Lipschitz constant of ReLU networks", NeurIPS 2020).
+
+For a chain ``f = W_L phi(... phi(W_0 x + b_0) ...) + b_L`` whose activations are piecewise
+linear with one breakpoint (ReLU, LeakyReLU, the identity) or MaxMin (GroupSort with groups
+of two: ``(a, b) -> (b + relu(a - b), a - relu(a - b))``), every hidden layer is
+``h = P a + Q relu(G a)`` for its pre-activation ``a`` and fixed matrices ``G, P, Q``. An
+activation pattern ``z`` (one binary per gate ``G a``) fixes the Jacobian
+``J_z = W_L S_{L-1} ... S_0 W_0`` with ``S = P + Q diag(z) G``, and by Rademacher
+
+    ||f||_L = sup_x ||J(x)||_{p->p} = max over patterns z realized by an open set of inputs
+              of  max_{||s||_p <= 1} ||J_z s||_p,
+
+the induced norm being the largest row l1 norm for ``p = inf`` and the largest column l1
+norm for ``p = 1``. The MIP encodes this directly (forward mode, our formulation): the input
+``x`` in the domain with its pre-activations (binary ``z``, big-M constraints exact for
+binaries), and a tangent ``s`` in the unit ``p``-ball pushed through the same pattern,
+``v_{k+1} = W_{k+1} (P v_k + Q (z * G v_k))`` (the products ``z * (G v)`` by their exact
+McCormick constraints), ending in ``y = J_z s``; the objective is ``max_i y_i`` for ``p = inf``
+(a binary selects the row; ``s`` is symmetric so no sign is needed) and ``sum_i |y_i|`` for
+``p = 1`` (a binary per output sign). For a scalar output (or ``extra["output"] = i``) both
+are ``max y``. Only the pattern is discrete: the tangent needs no sign binaries.
+
+**Domain.** ``extra["center"]`` and ``extra["radius"]`` (an l-infinity ball) or
+``extra["box"] = (lower, upper)``: the local constant over that box (run it alone: the
+lower-bound searches of other methods look everywhere). Otherwise the *global* constant over
+all of ``R^n``: the network ``g(x, t) = t f(x / t)`` (biases times ``t``) has, for every
+``t > 0``, the activation pattern of ``f`` at ``x / t`` (ReLU, LeakyReLU and MaxMin are
+positively homogeneous), and every open activation region of ``f`` contains a point ``y``,
+reached at ``(y, 1) / max(1, ||y||_inf)``, a point of the boundary of the box
+``[-1, 1]^n x [0, 1]`` away from the origin (where every gate is 0 and any pattern would be
+allowed): one binary per face (``t = 1``, ``x_j = 1``, ``x_j = -1``) keeps ``(x, t)`` there.
+So the MIP sees every pattern of ``R^n``, no box radius to guess. ``t = 0`` adds limit points
+where some gates vanish together; an optimal pattern found there whose region has no
+interior point is cut off by a no-good cut (``sum`` over its binaries of the flips ``>= 1``)
+on the part of it that is already empty (the shortest prefix of layers with no interior, the
+last layer's gates pruned one by one), and the MIP solved again. With one hidden layer whose
+gates ``G W_0`` have full row rank every pattern is realized, and the input part of the MIP
+is dropped.
+
+**Big-M constants** come from interval propagation, tightened layer by layer with linear
+programs over the relaxation of the layers before (``extra["tighten"] = "lp"``, the default;
+``"interval"`` skips them), each widened by ``1e-6`` relative so that the LP solver's
+tolerance never cuts off a feasible point. Gates whose bounds do not straddle 0 are fixed.
+
+**Witness and proof.** A pattern is checked by a linear program that finds the point deepest
+inside its activation region (largest margin from every gate's hyperplane; in the global case
+also ``t > 0``); at that point the Jacobian by autograd must equal the pattern's product (else a
+``LipkitError``: a witness never silently disagrees), and its norm is the lower bound. The
+candidates: the MIP's incumbents, a Jacobian search over random points and (one free hidden
+layer) an alternating search over patterns, the best one given to HiGHS as its first
+incumbent. A pattern whose region has a margin below ``1e-9`` counts as having no interior: the
+exact value is exact up to regions thinner than that, which float64 cannot witness anyway.
+
+**Result.** Solved to optimality (HiGHS's relative gap ``1e-6``) with a witness attaining the
+MIP value to ``1e-5`` relative: one ``"exact"`` Bound whose value is the witness's
+(``details["upper"]`` is the MIP's proven bound). Stopped by the time limit
+(``Options.time_limit``, default 60 s, including the tightening) or ``extra["node_limit"]``:
+two Bounds, the ``"upper"`` MIP bound and the ``"lower"`` witness, status
+``"ok: time limit reached, gap ..."``. "Proven" means to HiGHS's tolerances (feasibility
+1e-7), not a floating-point certificate like LipSDP's.
+
+``extra["threads"]`` (default 1) is passed to HiGHS.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+import scipy.sparse
+import torch
+
+from lipkit.errors import InvalidArgumentError, LipkitError
+from lipkit.estimate.bound import Bound, norm_name
+from lipkit.estimate.network import Activation, Affine, Network, NotApplicableError
+from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.witness import induced_norms, jacobians, random_points
+
+DEFAULT_TIME_LIMIT = 60.0
+MAX_GATES = 2000  # gates (binaries before fixing) beyond which the method does not fit
+_RELATIVE_GAP = 1e-6
+_WIDEN = 1e-6  # relative widening of every propagated bound
+_MARGIN = 1e-9  # smallest margin of an activation region that counts as an interior point
+_MAX_CUTS = 200  # no-good cuts on patterns without interior before giving the bracket
+
+
+@dataclass
+class PiecewiseLayer:
+    """One hidden layer ``h = P a + Q relu(G a)`` with ``a = W h_prev + b``."""
+
+    weight: np.ndarray  # W (n, n_prev)
+    bias: np.ndarray  # b (n,)
+    gate: np.ndarray  # G (g, n)
+    keep: np.ndarray  # P (n, n)
+    relu: np.ndarray  # Q (n, g)
+
+    def slope(self, pattern: np.ndarray) -> np.ndarray:
+        """``S = P + Q diag(z) G``: the layer's Jacobian for the pattern ``z``."""
+        return self.keep + (self.relu * pattern) @ self.gate
+
+
+def _negative_slope(activation: Activation) -> float:
+    """The slope for ``a < 0`` of a one-breakpoint activation (the slope for ``a > 0`` is 1)."""
+    if activation.kind == "relu":
+        return 0.0
+    if activation.kind == "identity":
+        return 1.0
+    return float(activation.params.get("negative_slope", 0.01))
+
+
+def gate_count(activation: Activation, width: int, name: str) -> int:
+    """How many binaries the activation needs on ``width`` units; raises NotApplicableError
+    for activations that are not piecewise linear or not encoded."""
+    if activation.kind in ("relu", "leaky_relu", "identity"):
+        return 0 if _negative_slope(activation) == 1.0 else width
+    if activation.kind == "groupsort":
+        size = activation.params["group_size"]
+        if size != 2:
+            raise NotApplicableError(
+                f"activation '{name}' is GroupSort with groups of {size}: only MaxMin (groups "
+                "of 2) is encoded (larger groups need a sorting network per group)")
+        if width % 2:
+            raise NotApplicableError(f"activation '{name}' is MaxMin on an odd width {width}")
+        return width // 2
+    raise NotApplicableError(f"activation '{name}' ({activation.kind}) is not piecewise linear")
+
+
+def _activation_matrices(activation: Activation, width: int, name: str):
+    gates = gate_count(activation, width, name)
+    if activation.kind != "groupsort":
+        negative = _negative_slope(activation)
+        if gates == 0:
+            return np.zeros((0, width)), np.eye(width), np.zeros((width, 0))
+        # phi(a) = negative a + (1 - negative) relu(a)
+        return np.eye(width), negative * np.eye(width), (1.0 - negative) * np.eye(width)
+    gate, keep, relu = np.zeros((gates, width)), np.zeros((width, width)), \
+        np.zeros((width, gates))
+    for i in range(gates):  # (a, b) -> (b + relu(a - b), a - relu(a - b))
+        gate[i, 2 * i], gate[i, 2 * i + 1] = 1.0, -1.0
+        keep[2 * i, 2 * i + 1] = keep[2 * i + 1, 2 * i] = 1.0
+        relu[2 * i, i], relu[2 * i + 1, i] = 1.0, -1.0
+    return gate, keep, relu
+
+
+def piecewise_linear_chain(network: Network):
+    """The network as hidden :class:`PiecewiseLayer` s and an output ``(W_L, b_L)`` (NumPy),
+    consecutive affine nodes multiplied out.
+
+    Raises NotApplicableError for residual joins or activations that are not piecewise
+    linear (tanh, ...) or not encoded (GroupSort with groups larger than 2).
+    """
+    if not network.is_chain():
+        raise NotApplicableError("the network has residual joins (not a chain)")
+    weight = np.eye(network.in_features)
+    bias = np.zeros(network.in_features)
+    layers = []
+    for node in network.nodes:
+        if isinstance(node.op, Affine):
+            matrix = node.op.operator.matrix().numpy()
+            weight, bias = matrix @ weight, matrix @ bias
+            if node.op.bias is not None:
+                bias = bias + node.op.bias.reshape(-1).numpy()
+        elif isinstance(node.op, Activation):
+            gate, keep, relu = _activation_matrices(node.op, weight.shape[0], node.name)
+            layers.append(PiecewiseLayer(weight, bias, gate, keep, relu))
+            weight, bias = np.eye(weight.shape[0]), np.zeros(weight.shape[0])
+        else:
+            raise NotApplicableError(f"node '{node.name}' is not affine or an activation")
+    return layers, (weight, bias)
+
+
+# --------------------------------------------------------------------------------------
+# the model
+
+
+def _interval(blocks, lower, upper):
+    """Interval bounds of ``sum_b M_b x[idx_b]`` (+ a constant) from the bounds of x."""
+    low = high = 0.0
+    for matrix, index in blocks:
+        positive, negative = np.clip(matrix, 0, None), np.clip(matrix, None, 0)
+        low = low + positive @ lower[index] + negative @ upper[index]
+        high = high + positive @ upper[index] + negative @ lower[index]
+    return low, high
+
+
+def _widen(low, high):
+    pad = _WIDEN * (1.0 + np.maximum(np.abs(low), np.abs(high)))
+    return low - pad, high + pad
+
+
+def _highs() -> highspy.Highs:
+    """A silent HiGHS instance (its constructor prints a banner on file descriptor 1, which
+    would corrupt ``lipkit estimate --json``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            highs = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    highs.setOptionValue("output_flag", False)
+    return highs
+
+
+class _Model:
+    """A HiGHS model grown variable block by variable block, with a copy of the bounds."""
+
+    def __init__(self, threads: int, seed: int):
+        self.highs = _highs()
+        self.highs.setOptionValue("threads", int(threads))
+        self.highs.setOptionValue("random_seed", int(seed))
+        self.lower = np.zeros(0)
+        self.upper = np.zeros(0)
+        self.binary: list[np.ndarray] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.lower)
+
+    def variables(self, lower, upper) -> np.ndarray:
+        lower, upper = np.asarray(lower, float), np.asarray(upper, float)
+        start = self.size
+        self.highs.addVars(len(lower), lower, upper)
+        self.lower = np.concatenate([self.lower, lower])
+        self.upper = np.concatenate([self.upper, upper])
+        return np.arange(start, self.size, dtype=np.int32)
+
+    def binaries(self, fixed: np.ndarray) -> np.ndarray:
+        """Binaries, fixed to ``fixed`` where it is 0 or 1 (nan: free)."""
+        free = np.isnan(fixed)
+        index = self.variables(np.where(free, 0.0, fixed), np.where(free, 1.0, fixed))
+        self.binary.append(index)
+        return index
+
+    def set_bounds(self, index, lower, upper) -> None:
+        self.lower[index], self.upper[index] = lower, upper
+        self.highs.changeColsBounds(len(index), index, self.lower[index], self.upper[index])
+
+    def rows(self, blocks, lower, upper) -> None:
+        """Rows ``lower <= sum_b M_b x[idx_b] <= upper``."""
+        count = len(lower)
+        matrix = scipy.sparse.csr_matrix((count, self.size))
+        for coefficients, index in blocks:
+            coefficients = np.broadcast_to(coefficients, (count, len(index)))
+            columns = scipy.sparse.csr_matrix(
+                (np.ones(len(index)), (np.arange(len(index)), index)),
+                shape=(len(index), self.size))
+            matrix = matrix + scipy.sparse.csr_matrix(coefficients) @ columns
+        matrix = matrix.tocsr()
+        matrix.eliminate_zeros()
+        self.highs.addRows(count, np.asarray(lower, float), np.asarray(upper, float),
+                           matrix.nnz, matrix.indptr.astype(np.int32),
+                           matrix.indices.astype(np.int32), matrix.data.astype(float))
+
+    def define(self, blocks) -> np.ndarray:
+        """New variables equal to ``sum_b M_b x[idx_b]``, bounded by interval propagation."""
+        low, high = _widen(*_interval(blocks, self.lower, self.upper))
+        index = self.variables(low, high)
+        count = len(index)
+        self.rows([(np.eye(count), index)] + [(-m, i) for m, i in blocks],
+                  np.zeros(count), np.zeros(count))
+        return index
+
+    def tighten(self, index, deadline: float) -> int:
+        """Bounds of the variables ``index`` by LPs over the current (relaxed) model; stops at
+        the deadline, keeping the interval bounds of the rest. Returns the LPs solved."""
+        highs, solved = self.highs, 0
+        highs.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.01))
+        for i in index:
+            highs.changeColCost(int(i), 1.0)
+            for sense in (highspy.ObjSense.kMinimize, highspy.ObjSense.kMaximize):
+                if time.perf_counter() > deadline:
+                    highs.changeColCost(int(i), 0.0)
+                    return solved
+                highs.changeObjectiveSense(sense)
+                highs.run()
+                if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                    continue
+                value = highs.getInfo().objective_function_value
+                low, high = _widen(np.array([value]), np.array([value]))
+                if sense == highspy.ObjSense.kMinimize:
+                    self.set_bounds([i], max(self.lower[i], low[0]), self.upper[i])
+                else:
+                    self.set_bounds([i], self.lower[i], min(self.upper[i], high[0]))
+                solved += 1
+            highs.changeColCost(int(i), 0.0)
+        return solved
+
+
+@dataclass
+class _Encoding:
+    """Where the parts of the MIP live (variable indices)."""
+
+    model: _Model
+    x: np.ndarray
+    t: np.ndarray
+    s: np.ndarray
+    patterns: list[np.ndarray]  # the gate binaries of each hidden layer
+    selectors: np.ndarray  # output row (inf) or output signs (1); empty for a scalar
+    objective: int
+    lps: int = 0
+    faces: np.ndarray | None = None  # the face of the homogenized box (global domain)
+
+
+def _needs_faces(layers) -> bool:
+    """Whether the homogenized domain must avoid the origin: not when there is one hidden
+    layer whose gates ``G W_0`` have full row rank (every pattern is then realized by an open
+    set of inputs, so allowing them all at the origin changes nothing)."""
+    if len(layers) != 1:
+        return bool(layers)
+    gates = layers[0].gate @ layers[0].weight
+    return bool(np.linalg.matrix_rank(gates) < gates.shape[0])
+
+
+def _gate_fix(low, high) -> np.ndarray:
+    return np.where(low >= 0, 1.0, np.where(high <= 0, 0.0, np.nan))
+
+
+def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
+            deadline: float, threads: int, seed: int) -> _Encoding:
+    model, lps = _Model(threads, seed), 0
+    lower, upper = box
+    n = len(lower)
+    x = model.variables(lower, upper)
+    t = model.variables([0.0 if homogeneous else 1.0], [1.0])
+    faces = np.zeros(0, np.int32)
+    if homogeneous and _needs_faces(layers):
+        # (x, t) on a face of the box away from the origin (where every gate is 0 and any
+        # pattern would do): t = 1, or x_j = 1, or x_j = -1, for one face
+        faces = model.binaries(np.full(2 * n + 1, np.nan))
+        model.rows([(np.ones((1, 2 * n + 1)), faces)], [1.0], [1.0])
+        model.rows([(np.ones((1, 1)), t), (-np.ones((1, 1)), faces[:1])], [0.0], [np.inf])
+        model.rows([(np.eye(n), x), (-2 * np.eye(n), faces[1 : n + 1])], -np.ones(n),
+                   np.full(n, np.inf))
+        model.rows([(np.eye(n), x), (2 * np.eye(n), faces[n + 1 :])], np.full(n, -np.inf),
+                   np.ones(n))
+    s = model.variables(-np.ones(n), np.ones(n))
+    if norm == "1":  # s in the unit l1 ball: |s| <= q, sum q <= 1
+        q = model.variables(np.zeros(n), np.ones(n))
+        model.rows([(np.eye(n), q), (-np.eye(n), s)], np.zeros(n), np.full(n, np.inf))
+        model.rows([(np.eye(n), q), (np.eye(n), s)], np.zeros(n), np.full(n, np.inf))
+        model.rows([(np.ones((1, n)), q)], [-np.inf], [1.0])
+    # the layer input as blocks: primal h (with the bias column t) and tangent u
+    primal, tangent = [(np.eye(n), x)], [(np.eye(n), s)]
+    patterns = []
+    # one hidden layer with full-rank gates: every pattern is realized, the input plays no
+    # part (its constraints would only slow the solver down)
+    free = homogeneous and not _needs_faces(layers)
+    for depth, layer in enumerate(layers):
+        v = model.define([(layer.weight @ m, i) for m, i in tangent])
+        if depth == 0 and norm == "1":  # over the l1 ball, W s ranges over +-max_j |W_ij|
+            model.set_bounds(v, *_widen(-np.abs(layer.weight).max(axis=1, initial=0.0),
+                                        np.abs(layer.weight).max(axis=1, initial=0.0)))
+        gates = layer.gate.shape[0]
+        identity = gates == v.size and np.array_equal(layer.gate, np.eye(v.size))
+        e = v if identity else model.define([(layer.gate, v)])
+        # the first layer's interval bounds are exact over a box (not through a gate G)
+        exact = depth == 0 and identity
+        eye, inf = np.eye(gates), np.full(gates, np.inf)
+        if free:
+            fixed = np.full(gates, np.nan)
+        else:
+            a = model.define([(layer.weight @ m, i) for m, i in primal]
+                             + [(layer.bias[:, None], t)])
+            d = a if identity else model.define([(layer.gate, a)])
+            if tighten and not exact:
+                lps += model.tighten(d, deadline)
+            fixed = _gate_fix(model.lower[d], model.upper[d])
+        if tighten and not exact:
+            lps += model.tighten(e[np.isnan(fixed)], deadline)
+        z = model.binaries(fixed)
+        patterns.append(z)
+        if not free:
+            ld, ud = model.lower[d], model.upper[d]
+            # r = relu(d), exact for binary z: r >= 0, r >= d, r <= d - ld (1 - z), r <= ud z
+            r = model.variables(np.zeros(gates), np.maximum(ud, 0.0))
+            model.rows([(eye, r), (-eye, d)], np.zeros(gates), inf)
+            model.rows([(eye, r), (-eye, d), (-np.diag(ld), z)], -inf, -ld)
+            model.rows([(eye, r), (-np.diag(ud), z)], -inf, np.zeros(gates))
+            primal = [(layer.keep, a), (layer.relu, r)]
+        # w = z * e (McCormick, exact for binary z)
+        le, ue = model.lower[e], model.upper[e]
+        w = model.variables(np.minimum(le, 0.0), np.maximum(ue, 0.0))
+        model.rows([(eye, w), (-np.diag(le), z)], np.zeros(gates), inf)
+        model.rows([(eye, w), (-np.diag(ue), z)], -inf, np.zeros(gates))
+        model.rows([(eye, w), (-eye, e), (-np.diag(ue), z)], -ue, inf)
+        model.rows([(eye, w), (-eye, e), (-np.diag(le), z)], -inf, -le)
+        tangent = [(layer.keep, v), (layer.relu, w)]
+    weight = output[0]
+    y = model.define([(weight @ m, i) for m, i in tangent])
+    m = y.size
+    if m > 1 and tighten:
+        lps += model.tighten(y, deadline)
+    ly, uy = model.lower[y], model.upper[y]
+    if m == 1:
+        return _Encoding(model, x, t, s, patterns, np.zeros(0, np.int32), int(y[0]), lps, faces)
+    if norm == "inf":  # tau <= y_i + (max uy - ly_i)(1 - sigma_i), one sigma_i = 1
+        top = float(uy.max())
+        tau = model.variables([float(ly.min())], [top])
+        sigma = model.binaries(np.full(m, np.nan))
+        big = top - ly
+        model.rows([(np.ones((m, 1)), tau), (-np.eye(m), y), (np.diag(big), sigma)],
+                   np.full(m, -np.inf), big)
+        model.rows([(np.ones((1, m)), sigma)], [1.0], [1.0])
+        return _Encoding(model, x, t, s, patterns, sigma, int(tau[0]), lps, faces)
+    # l1: a_i <= y_i + (-2 ly_i)(1 - b_i), a_i <= -y_i + 2 uy_i b_i, objective sum a_i
+    size = np.maximum(np.abs(ly), np.abs(uy))
+    absolute = model.variables(np.zeros(m), size)
+    signs = model.binaries(np.where(ly >= 0, 1.0, np.where(uy <= 0, 0.0, np.nan)))
+    eye = np.eye(m)
+    model.rows([(eye, absolute), (-eye, y), (np.diag(-2 * ly), signs)],
+               np.full(m, -np.inf), -2 * ly)
+    model.rows([(eye, absolute), (eye, y), (np.diag(-2 * uy), signs)],
+               np.full(m, -np.inf), np.zeros(m))
+    total = model.define([(np.ones((1, m)), absolute)])
+    return _Encoding(model, x, t, s, patterns, signs, int(total[0]), lps, faces)
+
+
+# --------------------------------------------------------------------------------------
+# patterns, witnesses
+
+
+def pattern_at(layers, point: np.ndarray) -> list[np.ndarray]:
+    """The activation pattern (gate signs, 1 where ``G a > 0``) at an input point."""
+    h, pattern = point, []
+    for layer in layers:
+        a = layer.weight @ h + layer.bias
+        d = layer.gate @ a
+        pattern.append((d > 0).astype(float))
+        h = layer.keep @ a + layer.relu @ np.maximum(d, 0.0)
+    return pattern
+
+
+def pattern_jacobian(layers, output, pattern) -> np.ndarray:
+    """``J_z = W_L S_{L-1} W_{L-1} ... S_0 W_0`` for the pattern ``z``."""
+    jac = None
+    for layer, z in zip(layers, pattern, strict=True):
+        jac = layer.slope(z) @ (layer.weight if jac is None else layer.weight @ jac)
+    return output[0] if jac is None else output[0] @ jac
+
+
+def _operator_norm(jac: np.ndarray, norm: str) -> float:
+    if jac.size == 0:
+        return 0.0
+    return float(np.abs(jac).sum(axis=1 if norm == "inf" else 0).max())
+
+
+@dataclass
+class Witness:
+    """A verified pattern: an input point inside its region and the Jacobian's norm there."""
+
+    point: np.ndarray
+    pattern: list[np.ndarray]
+    value: float
+    margin: float
+
+
+def _interior_point(layers, pattern, box, homogeneous: bool, last: np.ndarray | None = None):
+    """The point ``(x, t)`` deepest inside the pattern's region (a margin LP); ``None`` when
+    the region has no interior in the domain. ``last``: a mask of the last layer's gates to
+    constrain (default all)."""
+    lower, upper = box
+    n = len(lower)
+    rows, constants = [], []
+    affine, offset = np.eye(n), np.zeros(n)  # h = affine x + offset t
+    for layer, z in zip(layers, pattern, strict=True):
+        a_affine, a_offset = layer.weight @ affine, layer.weight @ offset + layer.bias
+        sign = 2.0 * z - 1.0
+        rows.append(sign[:, None] * (layer.gate @ a_affine))
+        constants.append(sign * (layer.gate @ a_offset))
+        slope = layer.slope(z)
+        affine, offset = slope @ a_affine, slope @ a_offset
+    if last is not None and rows:
+        rows[-1], constants[-1] = rows[-1][last], constants[-1][last]
+    rows = np.concatenate(rows) if rows else np.zeros((0, n))
+    constants = np.concatenate(constants) if constants else np.zeros(0)
+    scale = np.sqrt((rows**2).sum(axis=1) + constants**2)
+    keep = scale > 0
+    rows, constants, scale = rows[keep], constants[keep], scale[keep]
+    highs = _highs()
+    highs.setOptionValue("threads", 1)
+    # variables (x, t, margin): sign (G a) - margin * scale >= 0
+    highs.addVars(n + 2, np.concatenate([lower, [0.0 if homogeneous else 1.0, 0.0]]),
+                  np.concatenate([upper, [1.0, 1.0]]))
+    matrix = scipy.sparse.csr_matrix(np.hstack([rows, constants[:, None], -scale[:, None]]))
+    if homogeneous:  # t >= margin
+        extra = np.zeros((1, n + 2))
+        extra[0, n], extra[0, n + 1] = 1.0, -1.0
+        matrix = scipy.sparse.vstack([matrix, scipy.sparse.csr_matrix(extra)]).tocsr()
+    else:  # inside the box by the margin too
+        extra = np.hstack([np.eye(n), np.zeros((n, 1)), -np.ones((n, 1))])
+        matrix = scipy.sparse.vstack([matrix, extra, np.hstack(
+            [-np.eye(n), np.zeros((n, 1)), -np.ones((n, 1))])]).tocsr()
+    count = matrix.shape[0]
+    row_lower = np.zeros(count)
+    if not homogeneous:
+        row_lower[len(rows):len(rows) + n] = lower
+        row_lower[len(rows) + n:] = -upper
+    highs.addRows(count, row_lower, np.full(count, np.inf), matrix.nnz,
+                  matrix.indptr.astype(np.int32), matrix.indices.astype(np.int32),
+                  matrix.data.astype(float))
+    highs.changeColCost(n + 1, 1.0)
+    highs.changeObjectiveSense(highspy.ObjSense.kMaximize)
+    highs.run()
+    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    solution = np.asarray(highs.getSolution().col_value)
+    margin = float(solution[n + 1])
+    if margin <= _MARGIN:
+        return None
+    x, t = solution[:n], solution[n]
+    return x / t, margin
+
+
+def verify(network: Network, layers, output, pattern, box, homogeneous: bool, norm: str,
+           row: int | None) -> Witness | None:
+    """The pattern's witness, checked by autograd; ``None`` when its region is empty.
+
+    Raises LipkitError when the Jacobian by autograd at the interior point differs from the
+    pattern's product (the encoding and the network would disagree: a bug, never a bound).
+    """
+    found = _interior_point(layers, pattern, box, homogeneous)
+    if found is None:
+        return None
+    point, margin = found
+    expected = pattern_jacobian(layers, output, pattern)
+    observed = jacobians(network, torch.from_numpy(point).reshape(1, *network.input_shape))
+    observed = observed[0].numpy()
+    if row is not None:  # the layers' output is already that one row
+        observed = observed[row : row + 1]
+    scale = 1.0 + np.abs(expected).max(initial=0.0)
+    if not np.allclose(observed, expected, rtol=1e-7, atol=1e-9 * scale):
+        raise LipkitError(
+            "exact-mip: the Jacobian by autograd at the witness differs from the activation "
+            f"pattern's (largest difference {np.abs(observed - expected).max():.3g})")
+    return Witness(point, pattern, _operator_norm(expected, norm), margin)
+
+
+def _search_pattern(network, layers, box, homogeneous: bool, norm: str, row, seed: int,
+                    data, count: int = 256):
+    """The best pattern among random points (and data) in the domain, by Jacobian norm."""
+    lower, upper = box
+    if homogeneous:
+        points = random_points(network, count, seed).reshape(count, -1)
+        # regions far out (seen from the origin, cones of the network without biases)
+        points = torch.cat([points, 100 * points, 10_000 * points])
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        unit = torch.rand(count, len(lower), generator=generator, dtype=torch.float64)
+        points = torch.from_numpy(lower) + unit * torch.from_numpy(upper - lower)
+    if data is not None and homogeneous:
+        points = torch.cat([torch.as_tensor(data).double().reshape(-1, points.shape[1])[:count],
+                            points])
+    jac = jacobians(network, points.reshape(-1, *network.input_shape))
+    if row is not None:
+        jac = jac[:, row : row + 1]
+    values, _ = induced_norms(jac, norm)
+    best = points[int(values.argmax())].numpy()
+    return pattern_at(layers, best), best
+
+
+def _alternating_pattern(layers, output, norm: str, seed: int, restarts: int = 32):
+    """For one hidden layer whose patterns are all realized: alternate between the best
+    pattern for a fixed (output row, input direction) — ``z_g = [coefficient_g > 0]``, the
+    objective being linear in ``z`` — and the best row and direction for a fixed pattern,
+    from random patterns; returns the best pattern found (a local maximum)."""
+    (layer,) = layers
+    rng = np.random.default_rng(seed)
+    first, last = layer.gate @ layer.weight, output[0] @ layer.relu
+    best, best_value = None, -1.0
+    for _ in range(restarts):
+        z, value = (rng.random(layer.gate.shape[0]) < 0.5).astype(float), -1.0
+        for _ in range(50):
+            jac = pattern_jacobian(layers, output, [z])
+            current = _operator_norm(jac, norm)
+            if current <= value * (1 + 1e-12):
+                break
+            value = current
+            if norm == "inf":
+                row = int(np.abs(jac).sum(axis=1).argmax())
+                covector, direction = np.eye(jac.shape[0])[row], np.sign(jac[row])
+            else:
+                column = int(np.abs(jac).sum(axis=0).argmax())
+                covector, direction = np.sign(jac[:, column]), np.eye(jac.shape[1])[column]
+            z = ((covector @ last) * (first @ direction) > 0).astype(float)
+        if value > best_value:
+            best, best_value = [z], value
+    return best
+
+
+def _initial_solution(encoding: _Encoding, layers, output, pattern, point, homogeneous,
+                      norm: str):
+    """A partial MIP solution (x, t, s, z, selectors) for the pattern at ``point``."""
+    jac = pattern_jacobian(layers, output, pattern)
+    scale = max(1.0, float(np.abs(point).max())) if homogeneous else 1.0
+    if norm == "inf":
+        best = int(np.abs(jac).sum(axis=1).argmax())
+        tangent = np.sign(jac[best])
+        tangent[tangent == 0] = 1.0
+    else:
+        best = int(np.abs(jac).sum(axis=0).argmax())
+        tangent = np.zeros(jac.shape[1])
+        tangent[best] = 1.0
+    index = [encoding.x, encoding.t, encoding.s, *encoding.patterns]
+    values = [point / scale, [1.0 / scale], tangent, *pattern]
+    if encoding.faces is not None and encoding.faces.size:
+        n, face = len(point), np.zeros(encoding.faces.size)
+        if scale == 1.0:
+            face[0] = 1.0
+        else:
+            j = int(np.abs(point).argmax())
+            face[1 + j if point[j] > 0 else 1 + n + j] = 1.0
+        index.append(encoding.faces)
+        values.append(face)
+    if encoding.selectors.size and norm == "inf":
+        index.append(encoding.selectors)
+        values.append(np.eye(jac.shape[0])[best])
+    elif encoding.selectors.size:
+        index.append(encoding.selectors)
+        values.append((jac @ tangent >= 0).astype(float))
+    encoding.model.highs.setSolution(len(np.concatenate(index)),
+                                     np.concatenate(index).astype(np.int32),
+                                     np.concatenate(values).astype(float))
+
+
+# --------------------------------------------------------------------------------------
+# the method
+
+
+def _domain(network: Network, extra: dict):
+    """``(box, homogeneous, description)`` from the options."""
+    n = network.in_features
+    if "box" in extra:
+        lower, upper = (torch.as_tensor(b, dtype=torch.float64).reshape(-1).numpy()
+                        for b in extra["box"])
+        description = "box given in extra['box']"
+    elif "center" in extra:
+        center = torch.as_tensor(extra["center"], dtype=torch.float64).reshape(-1).numpy()
+        radius = float(extra.get("radius", 1.0))
+        if not radius > 0:
+            raise InvalidArgumentError(f"exact-mip: radius must be positive, got {radius}")
+        lower, upper = center - radius, center + radius
+        description = f"l-inf ball of radius {radius:g} around extra['center']"
+    else:
+        box = (-np.ones(n), np.ones(n))
+        return box, True, ("R^n: the homogenized network t f(x/t) over [-1,1]^n x [0,1] "
+                           "meets every activation region")
+    if lower.shape != (n,) or upper.shape != (n,) or np.any(lower > upper):
+        raise InvalidArgumentError(
+            f"exact-mip: the box must be two vectors of {n} entries with lower <= upper")
+    return (lower, upper), False, description
+
+
+def _empty_core(layers, pattern, binaries, box, homogeneous: bool):
+    """A part of a pattern whose region is already empty: the shortest prefix of layers with
+    no interior, its last layer's gates pruned one by one while the region stays empty.
+    Returns the binaries and their values for a no-good cut."""
+    depth = next(k for k in range(1, len(layers) + 1)
+                 if _interior_point(layers[:k], pattern[:k], box, homogeneous) is None)
+    mask = np.ones(pattern[depth - 1].size, dtype=bool)
+    for gate in range(mask.size):
+        mask[gate] = False
+        if _interior_point(layers[:depth], pattern[:depth], box, homogeneous, mask) is not None:
+            mask[gate] = True
+    index = np.concatenate([*binaries[: depth - 1], binaries[depth - 1][mask]])
+    values = np.concatenate([*pattern[: depth - 1], pattern[depth - 1][mask]])
+    return index, values
+
+
+def _better(best: Witness | None, witness: Witness | None) -> Witness | None:
+    if witness is None or (best is not None and best.value >= witness.value):
+        return best
+    return witness
+
+
+def _fits(network: Network) -> str | None:
+    """Whether the network is a chain of piecewise-linear activations with at most
+    :data:`MAX_GATES` gates (counted without materializing the layers)."""
+    if not network.is_chain():
+        return "the network has residual joins (not a chain)"
+    gates, width = 0, network.in_features
+    for node in network.nodes:
+        if isinstance(node.op, Affine):
+            width = node.op.operator.out_features
+        elif isinstance(node.op, Activation):
+            try:
+                gates += gate_count(node.op, width, node.name)
+            except NotApplicableError as error:
+                return str(error)
+    if gates > MAX_GATES:
+        return f"{gates} activation gates (more than {MAX_GATES} binaries)"
+    return None
+
+
+@register_method("exact-mip", kind="exact", norms=("1", "inf"), fits=_fits)
+def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
+    """Exact l1 / l-inf constant of a piecewise-linear network by MIP (LipMIP, HiGHS)."""
+    started = time.perf_counter()
+    norm, extra = norm_name(options.norm), options.extra
+    if norm not in ("1", "inf"):
+        raise NotApplicableError("the MIP objective is linear for the l1 and l-inf norms only")
+    time_limit = options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT
+    deadline = started + float(time_limit)
+    layers, output = piecewise_linear_chain(network)
+    row = extra.get("output")
+    if row is not None:
+        row = int(row)
+        if not 0 <= row < output[0].shape[0]:
+            raise InvalidArgumentError(
+                f"exact-mip: output {row} out of range (the network has {output[0].shape[0]})")
+        output = (output[0][row : row + 1], output[1][row : row + 1])
+    box, homogeneous, description = _domain(network, extra)
+    tighten = extra.get("tighten", "lp")
+    if tighten not in ("lp", "interval"):
+        raise InvalidArgumentError(f"exact-mip: tighten must be 'lp' or 'interval', got "
+                                   f"{tighten!r}")
+    encoding = _encode(layers, output, norm, box, homogeneous, tighten == "lp",
+                       started + 0.3 * float(time_limit), int(extra.get("threads", 1)),
+                       options.seed)
+    seconds_model = time.perf_counter() - started
+    search_pattern, search_point = _search_pattern(network, layers, box, homogeneous, norm,
+                                                   row, options.seed, options.data)
+    candidates = [search_pattern]
+    if homogeneous and not _needs_faces(layers) and layers:
+        alternating = _alternating_pattern(layers, output, norm, options.seed)
+        candidates.append(alternating)
+        found = _interior_point(layers, alternating, box, homogeneous)
+        if found is not None and (
+                _operator_norm(pattern_jacobian(layers, output, alternating), norm)
+                > _operator_norm(pattern_jacobian(layers, output, search_pattern), norm)):
+            search_pattern, search_point = alternating, found[0]
+    highs = encoding.model.highs
+    for index in encoding.model.binary:
+        highs.changeColsIntegrality(len(index), index, np.ones(len(index), np.uint8))
+    highs.changeColsCost(encoding.model.size, np.arange(encoding.model.size, dtype=np.int32),
+                         np.zeros(encoding.model.size))
+    highs.changeColCost(encoding.objective, 1.0)
+    highs.changeObjectiveSense(highspy.ObjSense.kMaximize)
+    highs.setOptionValue("mip_rel_gap", _RELATIVE_GAP)
+    highs.setOptionValue("mip_abs_gap", 1e-9)
+    highs.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.01))
+    if "node_limit" in extra:
+        highs.setOptionValue("mip_max_nodes", int(extra["node_limit"]))
+    best = None
+    for pattern in candidates:
+        best = _better(best, verify(network, layers, output, pattern, box, homogeneous, norm,
+                                    row))
+    cuts = nodes = 0
+    while True:
+        if best is not None:
+            _initial_solution(encoding, layers, output, best.pattern, best.point, homogeneous,
+                              norm)
+        else:
+            _initial_solution(encoding, layers, output, search_pattern, search_point,
+                              homogeneous, norm)
+        highs.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.01))
+        highs.run()
+        status, info = highs.getModelStatus(), highs.getInfo()
+        nodes += int(info.mip_node_count)
+        # the objective variable's propagated bound is proven too (before the root LP ends)
+        upper = min(float(info.mip_dual_bound),
+                    float(encoding.model.upper[encoding.objective]))
+        if status == highspy.HighsModelStatus.kOptimal:
+            upper = max(upper, float(info.objective_function_value))
+        if info.primal_solution_status != 2:  # no incumbent
+            break
+        solution = np.asarray(highs.getSolution().col_value)
+        pattern = [np.round(solution[z]) for z in encoding.patterns]
+        witness = verify(network, layers, output, pattern, box, homogeneous, norm, row)
+        best = _better(best, witness)
+        if (witness is not None or status != highspy.HighsModelStatus.kOptimal
+                or cuts >= _MAX_CUTS or time.perf_counter() > deadline):
+            break
+        # the optimum's pattern has no interior point: cut off its empty core (every pattern
+        # that contains it is empty too) and solve again; the bound stays valid for every
+        # pattern realized by an open set
+        index, values = _empty_core(layers, pattern, encoding.patterns, box, homogeneous)
+        encoding.model.rows([(np.where(values > 0.5, -1.0, 1.0)[None, :], index)],
+                            [1.0 - float(values.sum())], [np.inf])
+        cuts += 1
+    seconds = time.perf_counter() - started
+    details = {
+        "domain": description,
+        "mip_status": highs.modelStatusToString(status),
+        "upper": upper,
+        "nodes": nodes,
+        "cuts": cuts,
+        "binaries": int(sum(np.sum(encoding.model.upper[z] > encoding.model.lower[z])
+                            for z in encoding.patterns)),
+        "gates": int(sum(z.size for z in encoding.patterns)),
+        "tighten": tighten,
+        "tightening_lps": encoding.lps,
+        "seconds_model": seconds_model,
+        "output": row,
+    }
+    lower_value = best.value if best is not None else 0.0
+    if best is not None:
+        details["witness"] = {"x": torch.from_numpy(best.point).reshape(network.input_shape),
+                              "pattern": [p.astype(int).tolist() for p in best.pattern],
+                              "margin": best.margin}
+    tolerance = _RELATIVE_GAP * max(lower_value, 1e-12) + 1e-9
+    if best is not None and upper < lower_value - 10 * tolerance:
+        raise LipkitError(f"exact-mip: the MIP bound {upper:.9g} is below its own witness "
+                          f"{lower_value:.9g}")
+    gap = (upper - lower_value) / lower_value if lower_value > 0 else math.inf
+    details["gap"] = gap
+    if (status == highspy.HighsModelStatus.kOptimal and best is not None
+            and upper - lower_value <= 10 * tolerance):
+        return Bound(lower_value, "exact", norm, "exact-mip", seconds, details=details)
+    if status == highspy.HighsModelStatus.kOptimal:
+        reason = "optimal, but the optimal pattern's region has no interior (no witness)"
+    else:
+        reason = details["mip_status"].lower()
+    status_text = f"ok: {reason}, gap {gap:.3g}" if math.isfinite(gap) else f"ok: {reason}"
+    bounds = [Bound(upper, "upper", norm, "exact-mip", seconds, status_text, details)]
+    if best is not None:
+        bounds.append(Bound(lower_value, "lower", norm, "exact-mip", seconds, status_text,
+                            details))
+    return bounds

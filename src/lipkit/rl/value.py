@@ -1,0 +1,60 @@
+"""Value-estimation error of a transition model (Asadi, Misra & Littman, 2018, value bounds).
+
+The value of an open-loop action sequence ``a_0..a_{H-1}`` from a start state ``s`` is
+``V(s) = sum_{t<H} gamma^t alive_t r(s_t, a_t)`` (``alive_t`` is 0 after the first terminal
+state); the model's estimate ``V_hat(s)`` is the same sum along the model's rollout with the
+same known reward. The error reported is ``mean_s |V_hat(s) - V(s)|`` over the start
+states, next to ``mean_s |V(s)|`` for scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def discounted_values(environment, states: np.ndarray, actions: np.ndarray,
+                      discount: float) -> np.ndarray:
+    """``V(s)`` of each trajectory in ``states`` ``(H + 1, N, d)`` under ``actions`` ``(H, k)``."""
+    states = torch.as_tensor(states, dtype=torch.float64)
+    values = torch.zeros(states.shape[1], dtype=torch.float64)
+    alive = torch.ones(states.shape[1], dtype=torch.bool)
+    for step, action in enumerate(torch.as_tensor(actions, dtype=torch.float64)):
+        reward = environment.reward(states[step], action.expand(states.shape[1], -1))
+        values += discount**step * alive * reward
+        alive &= ~environment.terminated(states[step + 1])
+    return values.numpy()
+
+
+@dataclass
+class ValueEstimationError:
+    """Mean absolute value error and the mean absolute true value (for scale)."""
+
+    mean_absolute_error: float
+    mean_absolute_value: float
+    discount: float
+
+    def to_dict(self) -> dict:
+        return {"mean_absolute_error": self.mean_absolute_error,
+                "mean_absolute_value": self.mean_absolute_value, "discount": self.discount}
+
+
+def value_estimation_error(environment, rollouts, discount: float = 0.99) -> ValueEstimationError:
+    """``mean_s |V_hat(s) - V(s)|`` from :class:`~lipkit.rl.compounding.Rollouts`.
+
+    Example:
+        >>> import numpy as np
+        >>> from lipkit.rl.compounding import Rollouts
+        >>> from lipkit.rl.environment import LinearSystem
+        >>> system = LinearSystem(np.eye(1), np.eye(1))
+        >>> true = np.ones((3, 2, 1)); model = 2 * np.ones((3, 2, 1))
+        >>> error = value_estimation_error(system, Rollouts(true, model, np.zeros((2, 1))), 0.5)
+        >>> error.mean_absolute_error  # rewards -1 vs -4, twice: 3 + 0.5 * 3
+        4.5
+    """
+    true = discounted_values(environment, rollouts.true, rollouts.actions, discount)
+    predicted = discounted_values(environment, rollouts.model, rollouts.actions, discount)
+    return ValueEstimationError(float(np.abs(predicted - true).mean()), float(np.abs(true).mean()),
+                       discount)

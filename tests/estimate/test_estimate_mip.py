@@ -1,0 +1,229 @@
+"""exact-mip: the MIP's value against independent oracles (breakpoint enumeration, closed
+forms), every other method's bounds, its own witness, and its anytime bracket."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from lipkit.errors import InvalidArgumentError
+from lipkit.estimate import METHODS, Options, estimate, load_network
+from lipkit.estimate.network import NotApplicableError
+from lipkit.estimate.witness import jacobians
+from lipkit.nn import GroupSort, MaxMin
+
+from .conftest import random_mlp
+
+LOWER = ("lower-jacobian", "lower-adversarial")  # the lower bounds with l1 / l-inf norms
+UPPER = ("naive", "autolip", "lp-jacobian")  # the upper bounds with l1 / l-inf norms
+
+
+def mip(network, norm, time_limit=60, **extra):
+    result = METHODS["exact-mip"].function(network, Options(norm=norm, time_limit=time_limit,
+                                                            extra=extra))
+    return result if isinstance(result, list) else [result]
+
+
+def exact_value(network, norm, **extra):
+    bounds = mip(network, norm, **extra)
+    assert [b.kind for b in bounds] == ["exact"], [(b.kind, b.status) for b in bounds]
+    return bounds[0]
+
+
+def induced(jac, norm):
+    """||J||_{p->p}: largest row l1 norm (inf), largest column l1 norm (1)."""
+    return float(jac.abs().sum(dim=1 if norm == "inf" else 0).max())
+
+
+def breakpoint_constant(model, norm, interval=None):
+    """The exact constant of a one-hidden-layer net on a 1-D input, independently: the
+    function is affine between the breakpoints of its activations, so the constant is the
+    largest Jacobian norm (by autograd on the torch model) at a point of every piece."""
+    first, activation = model[0], model[1]
+    w, b = first.weight.detach()[:, 0], first.bias.detach()
+    if isinstance(activation, GroupSort):  # pairs cross where their pre-activations agree
+        w, b = w[0::2] - w[1::2], b[0::2] - b[1::2]
+    kinks = sorted(float(-bj / wj) for wj, bj in zip(w, b, strict=True) if wj != 0)
+    low, high = interval if interval else (min(kinks, default=0) - 1, max(kinks, default=0) + 1)
+    edges = [low, *(k for k in kinks if low < k < high), high]
+    points = torch.tensor([(a + c) / 2 for a, c in itertools.pairwise(edges)
+                           if c > a], dtype=torch.float64).reshape(-1, 1)
+    with torch.enable_grad():
+        jac = torch.stack([torch.autograd.functional.jacobian(model, p.reshape(1, 1))
+                           .reshape(-1, 1) for p in points])
+    return max(induced(j, norm) for j in jac)
+
+
+def one_hidden_layer(width, outputs, activation, seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(1, width), activation, nn.Linear(width, outputs)).double()
+
+
+@pytest.mark.parametrize("norm", ["inf", "1"])
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.LeakyReLU(0.2), MaxMin()],
+                         ids=["relu", "leaky", "maxmin"])
+def test_one_hidden_layer_1d_input_equals_breakpoint_enumeration(norm, activation):
+    for seed in range(3):
+        model = one_hidden_layer(8, 3, activation, seed)
+        network = load_network(model)
+        expected = breakpoint_constant(model, norm)
+        bound = exact_value(network, norm)
+        assert math.isclose(bound.value, expected, rel_tol=1e-7), (seed, bound.value, expected)
+        # local: an interval around a point sees only the pieces inside it
+        center, radius = 0.3 * seed - 0.2, 0.4
+        expected = breakpoint_constant(model, norm, (center - radius, center + radius))
+        bound = exact_value(network, norm, center=torch.tensor([center]), radius=radius)
+        assert math.isclose(bound.value, expected, rel_tol=1e-7), (seed, bound.value, expected)
+        assert abs(float(bound.details["witness"]["x"][0]) - center) <= radius
+
+
+def _check_witness(network, bound, norm, row=None):
+    point = bound.details["witness"]["x"].reshape(1, *network.input_shape)
+    jac = jacobians(network, point)[0]
+    if row is not None:
+        jac = jac[row : row + 1]
+    assert math.isclose(induced(jac, norm), bound.value, rel_tol=1e-9), (
+        induced(jac, norm), bound.value)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), widths=st.lists(st.integers(2, 6), min_size=1, max_size=2),
+       outputs=st.integers(1, 3), norm=st.sampled_from(["inf", "1"]))
+def test_every_lower_below_exact_below_every_upper(seed, widths, outputs, norm):
+    network = load_network(random_mlp([2, *widths, outputs], seed=seed))
+    bound = exact_value(network, norm)
+    _check_witness(network, bound, norm)
+    # the MIP's proven bound agrees with its witness
+    assert bound.details["upper"] <= bound.value * (1 + 1e-5) + 1e-9
+    # an independent lower oracle: the Jacobian on a dense grid over [-8, 8]^2
+    axis = torch.linspace(-8, 8, 161, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis)
+    jac = jacobians(network, grid)
+    grid_max = float(jac.abs().sum(dim=2 if norm == "inf" else 1).max())
+    assert grid_max <= bound.value * (1 + 1e-9), (grid_max, bound.value)
+    for name in UPPER:
+        upper = METHODS[name].function(network, Options(norm=norm)).value
+        assert bound.value <= upper * (1 + 1e-9), (name, upper, bound.value)
+    for name in LOWER:
+        lower = METHODS[name].function(network, Options(norm=norm, extra={"steps": 20})).value
+        assert lower <= bound.value * (1 + 1e-7), (name, lower, bound.value)
+
+
+@pytest.mark.parametrize("norm", ["inf", "1"])
+def test_linear_network_equals_the_induced_norm(norm):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 3)).double()
+    weight = model[1].weight @ model[0].weight
+    bound = exact_value(load_network(model), norm)
+    assert math.isclose(bound.value, induced(weight.detach(), norm), rel_tol=1e-9)
+
+
+def test_chosen_output_and_deeper_witness():
+    network = load_network(random_mlp([3, 7, 5, 3], seed=11))
+    whole = exact_value(network, "inf")
+    _check_witness(network, whole, "inf")
+    rows = [exact_value(network, "inf", output=i) for i in range(3)]
+    for i, bound in enumerate(rows):
+        _check_witness(network, bound, "inf", row=i)
+    # ||J||_inf is the largest row's l1 norm: the maximum over outputs of each row's constant
+    assert math.isclose(whole.value, max(b.value for b in rows), rel_tol=1e-6)
+
+
+def test_anytime_bracket_contains_the_exact_value():
+    network = load_network(random_mlp([3, 6, 6, 2], seed=5))
+    exact = exact_value(network, "inf").value
+    bracketed = 0
+    for limit in (0, 1, 5):
+        bounds = mip(network, "inf", node_limit=limit, tighten="interval")
+        kinds = [b.kind for b in bounds]
+        if kinds == ["exact"]:
+            assert math.isclose(bounds[0].value, exact, rel_tol=1e-6)
+            continue
+        bracketed += 1
+        assert kinds == ["upper", "lower"], kinds
+        upper, lower = bounds
+        assert lower.value <= exact * (1 + 1e-9) and exact <= upper.value * (1 + 1e-6), (
+            lower.value, exact, upper.value)
+        assert upper.usable and lower.usable and upper.status.startswith("ok: ")
+        _check_witness(network, lower, "inf")
+    assert bracketed, "every node limit solved the MIP: the bracket was never exercised"
+
+
+def test_report_takes_both_ends_of_a_bracket():
+    model = random_mlp([3, 6, 6, 2], seed=5)
+    report = estimate(model, methods=["exact-mip", "naive"], norm="inf", node_limit=0,
+                      tighten="interval")
+    mip_bounds = [b for b in report.bounds if b.method == "exact-mip"]
+    assert [b.kind for b in mip_bounds] == ["upper", "lower"]
+    low, high = report.interval
+    assert low == mip_bounds[1].value
+    assert high == min(mip_bounds[0].value, report.bounds[-1].value)
+    assert report.consistent
+
+
+def test_not_applicable_and_bad_arguments():
+    network = load_network(random_mlp([2, 4, 1], seed=0))
+    report = estimate(network, methods=["exact-mip"], norm=2)
+    assert report.bounds[0].status.startswith("not applicable")
+    tanh = load_network(random_mlp([2, 4, 1], activation=nn.Tanh, seed=0))
+    assert "not piecewise linear" in METHODS["exact-mip"].fits(tanh)
+    sort4 = load_network(nn.Sequential(nn.Linear(2, 8), GroupSort(4), nn.Linear(8, 1)))
+    assert "groups of 4" in METHODS["exact-mip"].fits(sort4)
+    wide = load_network(nn.Sequential(nn.Linear(2, 2001), nn.ReLU(), nn.Linear(2001, 1)))
+    assert "2001 activation gates" in METHODS["exact-mip"].fits(wide)
+    with pytest.raises(NotApplicableError):
+        mip(tanh, "inf")
+    with pytest.raises(InvalidArgumentError, match="output 3 out of range"):
+        mip(network, "inf", output=3)
+    with pytest.raises(InvalidArgumentError, match="box"):
+        mip(network, "inf", box=(np.zeros(3), np.ones(3)))
+    with pytest.raises(InvalidArgumentError, match="radius"):
+        mip(network, "inf", center=torch.zeros(2), radius=0.0)
+
+
+def test_cli_estimate_with_exact_mip(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lipkit.cli import app
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(),
+                          nn.Linear(5, 2)).eval()
+    path = tmp_path / "mlp.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    runner = CliRunner()
+    result = runner.invoke(app, ["estimate", str(path), "--method", "exact-mip", "--norm",
+                                 "linf", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # nothing but the report on stdout (HiGHS is silent)
+    (bound,) = report["bounds"]
+    assert bound["kind"] == "exact" and report["interval"]["lower_method"] == "exact-mip"
+    expected = exact_value(load_network(model), "inf").value
+    assert math.isclose(bound["value"], expected, rel_tol=1e-9)
+    assert report["interval"]["lower"] == report["interval"]["upper"] == bound["value"]
+    result = runner.invoke(app, ["estimate", str(path), "--method", "exact-mip", "--norm",
+                                 "l1"])
+    assert result.exit_code == 0 and "exact-mip" in result.output and "exact" in result.output
+
+
+@pytest.mark.parametrize(("widths", "seed"), [([2, 4, 4, 1], 2), ([2, 3, 3, 3, 1], 0)])
+def test_patterns_without_interior_are_cut_and_the_value_stays_exact(widths, seed):
+    # deeper nets: the MIP's first optimum sits where whole layers vanish (t = 0 in the
+    # homogenized domain); the method cuts those patterns off and still proves the constant
+    network = load_network(random_mlp(widths, seed=seed))
+    bound = exact_value(network, "inf")
+    assert bound.details["cuts"] >= 1
+    _check_witness(network, bound, "inf")
+    # a lower oracle over grids at several scales: no region's Jacobian exceeds the value
+    axis = torch.linspace(-1, 1, 121, dtype=torch.float64)
+    grid = torch.cat([scale * torch.cartesian_prod(axis, axis) for scale in (1, 10, 1000)])
+    grid_max = float(jacobians(network, grid).abs().sum(dim=2).max())
+    assert grid_max <= bound.value * (1 + 1e-9), (grid_max, bound.value)
