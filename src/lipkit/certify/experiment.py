@@ -1,0 +1,287 @@
+"""Runs behind ``lipkit certify``: train and certify a preset, or certify a user's model.
+
+:func:`train_and_certify` writes one output folder: ``metrics.json`` (clean accuracy, VRA
+and PGD accuracy at each eps, broken certificates, the guaranteed L and the best lower bound
+on L that ``lipkit.estimate`` finds), ``model.onnx`` (the exported plain model, checked with
+onnxruntime), ``report.md``, ``certified_accuracy.png``, ``checkpoint.pt`` (atomic, for
+resume) and, for MLPs, ``model.safetensors`` (the plain weights). :func:`load_classifier`
+reads a model a user brings without executing it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lipkit.certify.accuracy import certified_accuracy, plot_certified_accuracy
+from lipkit.certify.presets import lipschitz_convnet, lipschitz_mlp
+from lipkit.certify.train import TrainingConfig, train_certified
+from lipkit.errors import InvalidArgumentError, LipkitError, UnknownMethodError
+from lipkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+MODELS = ("mlp", "convnet")
+DATASETS = ("digits",)
+# peak learning rate, offset and temperature of the benchmark recipe (issue 8, section 5)
+DEFAULT_LOSS_OPTIONS = {"margin-ce": {"offset": 2.12, "temperature": 0.25},
+                        "hkr": {"alpha": 50.0, "min_margin": 1.0},
+                        "hinge": {"min_margin": 1.0}, "gloro": {"eps": 0.5}, "ce": {}}
+
+
+def load_data(name: str, flat: bool = True, seed: int = 0):
+    """A named data set split 80/20 (stratified, ``random_state=seed``), or a safetensors
+    file holding ``x_train, y_train, x_test, y_test`` (or just ``x, y`` for certifying)."""
+    from lipkit.data import load_digits
+
+    if name == "digits":
+        return load_digits(test_fraction=0.2, seed=seed, flat=flat)
+    path = Path(name)
+    if path.suffix == ".safetensors" and path.is_file():
+        from types import SimpleNamespace
+
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(path))
+        except Exception as error:
+            raise InvalidArgumentError(f"{path}: not a readable safetensors file "
+                                       f"({type(error).__name__})") from None
+        if {"x", "y"} <= set(tensors):
+            tensors = {"x_train": tensors["x"][:0], "y_train": tensors["y"][:0],
+                       "x_test": tensors["x"], "y_test": tensors["y"]}
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(tensors)
+        if missing:
+            raise InvalidArgumentError(f"{path}: missing tensors {sorted(missing)} (expected "
+                                       "x_train, y_train, x_test, y_test or x, y)")
+        data = SimpleNamespace(**{k: tensors[k] for k in ("x_train", "y_train", "x_test",
+                                                          "y_test")})
+        for key in ("x_train", "x_test"):
+            setattr(data, key, getattr(data, key).float())
+        for key in ("y_train", "y_test"):
+            setattr(data, key, getattr(data, key).long())
+        if len(data.x_test) != len(data.y_test) or len(data.x_train) != len(data.y_train):
+            raise InvalidArgumentError(f"{path}: inputs and labels differ in length")
+        return data
+    raise InvalidArgumentError(f"unknown data '{name}'; choose from: {', '.join(DATASETS)}, "
+                               "or a .safetensors file with x, y tensors")
+
+
+def build_model(model: str, data, layer: str, last: str, size: str = "medium") -> nn.Module:
+    """A preset for the data's input shape and number of classes."""
+    classes = int(torch.cat([data.y_train, data.y_test]).max()) + 1
+    shape = tuple(data.x_train.shape[1:])
+    if model == "mlp":
+        return nn.Sequential(nn.Flatten(), *lipschitz_mlp(math.prod(shape), classes, size,
+                                                          layer, last)) if len(shape) > 1 \
+            else lipschitz_mlp(shape[0], classes, size, layer, last)
+    if model == "convnet":
+        if len(shape) != 3:
+            raise InvalidArgumentError(f"a convnet needs image inputs (C, H, W), got {shape}")
+        return lipschitz_convnet(shape[0], shape[1], classes, size, layer, last)
+    raise UnknownMethodError("model", model, MODELS)
+
+
+def train_and_certify(out: str | Path, data_name: str = "digits", model_name: str = "mlp",
+                      size: str = "medium", layer: str = "bjorck", last: str = "orthonormal",
+                      config: TrainingConfig | None = None, eps=(0.1, 0.3, 0.5, 1.0),
+                      norm="2", form: str = "pairwise",
+                      progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train a preset on the data and write the output folder (module docstring)."""
+    out = Path(out)
+    config = config or TrainingConfig()
+    if config.loss_options is None:
+        config.loss_options = dict(DEFAULT_LOSS_OPTIONS.get(config.loss, {}))
+    data = load_data(data_name, flat=model_name == "mlp")
+    if len(data.x_train) == 0:
+        raise InvalidArgumentError("the data has no training split")
+    torch.manual_seed(config.seed)
+    model = build_model(model_name, data, layer, last, size)
+    model(data.x_train[:2])  # record convolution input sizes
+
+    def evaluate(model):
+        with torch.no_grad():
+            return {"test_accuracy": float((model(data.x_test).argmax(1) == data.y_test)
+                                           .float().mean())}
+
+    started = time.perf_counter()
+    history = train_certified(
+        model, data.x_train, data.y_train, config, checkpoint=out / "checkpoint.pt",
+        progress=None if progress is None else
+        (lambda epoch, row: progress(epoch, config.epochs, row)), evaluate=evaluate)
+    certification = certified_accuracy(model, data.x_test, data.y_test, list(eps), norm, form,
+                                       seed=config.seed)
+    lower = _lower_bound(model, data.x_test)
+    onnx_difference = write_onnx(model, data.x_test[:64], out / "model.onnx")
+    if model_name == "mlp":  # a dense chain that `lipkit certify check` reads back
+        from safetensors.torch import save
+
+        from lipkit.nn import export
+
+        state = {k: v.contiguous() for k, v in export(model).state_dict().items()}
+        atomic_write_bytes(out / "model.safetensors", save(state))
+    metrics = {
+        "data": data_name, "model": model_name, "size": size, "layer": layer, "last": last,
+        "training": asdict(config), "train_seconds": history["seconds"],
+        "total_seconds": time.perf_counter() - started, "history": history["epochs"],
+        **certification.to_dict(),
+        "lipschitz_guaranteed": certification.constants.whole,
+        "lipschitz_lower": lower,
+        "lipschitz_gap": certification.constants.whole / lower["value"]
+        if lower["value"] > 0 else "inf",
+        "onnx_max_abs_difference": onnx_difference,
+    }
+    atomic_write_json(out / "metrics.json", _finite(metrics))
+    plot_certified_accuracy({f"{model_name}/{layer}/{config.loss}": certification},
+                            out / "certified_accuracy.png")
+    atomic_write_text(out / "report.md", _report(metrics))
+    return metrics
+
+
+def _lower_bound(model: nn.Module, x: torch.Tensor) -> dict:
+    """The best lower bound on ``||f||_L`` (a witnessed ratio) lipkit.estimate finds, or
+    value 0 with the reason when it cannot import the model."""
+    from lipkit.estimate import estimate
+
+    try:
+        report = estimate(model, methods=["lower-jacobian", "lower-adversarial"],
+                          data=x[:256], input_shape=tuple(x.shape[1:]))
+    except LipkitError as error:
+        return {"value": 0.0, "method": None, "status": str(error)}
+    best = report.lower
+    return {"value": best.value if best else 0.0, "method": best.method if best else None,
+            "status": "ok" if best else "no lower bound found"}
+
+
+def write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> float:
+    """Export the plain model to ONNX (atomically) and return the largest difference between
+    onnxruntime's outputs and torch's on ``example``."""
+    from lipkit.nn import export
+
+    plain = export(model).float().eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the tracer's notes on MaxMin's shape check
+        warnings.simplefilter("ignore")
+        torch.onnx.export(plain, (example[:1],), buffer, dynamo=False, input_names=["x"],
+                          output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    atomic_write_bytes(path, buffer.getvalue())
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (outputs,) = session.run(None, {"x": example.float().numpy()})
+    with torch.no_grad():
+        expected = plain(example.float())
+    return float((torch.from_numpy(outputs) - expected).abs().max())
+
+
+def load_classifier(path: str | Path, activation: str = "maxmin"):
+    """A user's classifier, read as data: an ONNX file (imported into a
+    :class:`lipkit.estimate.Network`), or a state dict of a dense chain (``.pt`` / ``.pth``
+    loaded with ``weights_only=True``, or ``.safetensors``) with keys ``<index>.weight`` /
+    ``<index>.bias``, rebuilt as Linear layers with ``activation`` between them."""
+    from lipkit.estimate import load_network
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidArgumentError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return load_network(path)
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif suffix in (".pt", ".pth"):
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        else:
+            raise InvalidArgumentError(f"{path}: unsupported model file '{suffix}'; lipkit "
+                                       "reads .onnx, .pt/.pth state dicts and .safetensors")
+    except LipkitError:
+        raise
+    except Exception as error:
+        raise InvalidArgumentError(f"{path}: not a readable model file "
+                                   f"({type(error).__name__})") from None
+    return _dense_chain(state, path, activation)
+
+
+def _dense_chain(state, path: Path, activation: str) -> nn.Sequential:
+    from lipkit.nn import MaxMin
+
+    activations = {"maxmin": MaxMin, "relu": nn.ReLU, "tanh": nn.Tanh}
+    if activation not in activations:
+        raise UnknownMethodError("activation", activation, activations)
+    if not isinstance(state, dict) or not state:
+        raise InvalidArgumentError(f"{path}: expected a state dict of tensors")
+    layers: dict[int, dict] = {}
+    for key, value in state.items():
+        match = re.fullmatch(r"(?:.*\.)?(\d+)\.(weight|bias)", str(key))
+        if match is None or not isinstance(value, torch.Tensor):
+            raise InvalidArgumentError(f"{path}: unexpected entry '{key}' (expected "
+                                       "<index>.weight / <index>.bias of dense layers)")
+        layers.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    modules: list[nn.Module] = []
+    for position, index in enumerate(sorted(layers)):
+        weight = layers[index].get("weight")
+        if weight is None or weight.ndim != 2:
+            raise InvalidArgumentError(f"{path}: layer {index} has no 2-D weight")
+        bias = layers[index].get("bias")
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            if bias is not None:
+                linear.bias.copy_(bias)
+        if position:
+            modules.append(activations[activation]())
+        modules.append(linear)
+    for first, second in zip(modules[::2], modules[2::2], strict=False):
+        if first.out_features != second.in_features:
+            raise InvalidArgumentError(f"{path}: layer sizes do not chain "
+                                       f"({first.out_features} -> {second.in_features})")
+    return nn.Sequential(*modules).eval()
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _report(metrics: dict) -> str:
+    rows = []
+    for eps, vra in metrics["certified_accuracy"].items():
+        pgd = metrics["pgd_accuracy"][eps] if metrics["pgd_accuracy"] else math.nan
+        rows.append(f"| {eps} | {vra:.3f} | {pgd:.3f} |")
+    constants = metrics["constants"]
+    lower = metrics["lipschitz_lower"]
+    return "\n".join([
+        "# lipkit certify report", "",
+        f"{metrics['model']} ({metrics['size']}, {metrics['layer']} layers, "
+        f"{metrics['last']} last layer) on {metrics['data']}, loss {metrics['training']['loss']}"
+        f" {metrics['training']['loss_options']}, {metrics['training']['epochs']} epochs "
+        f"({metrics['train_seconds']:.1f} s).", "",
+        f"Clean accuracy: **{metrics['clean_accuracy']:.3f}**. Certificates: the "
+        f"{metrics['form']} form in l{metrics['norm']}, constants from "
+        f"`{constants['source']}` (||f||_L <= {constants['whole']:.4f}); the best lower bound "
+        f"lipkit.estimate found is {lower['value']:.4f} ({lower['method']}).", "",
+        "| eps | certified accuracy (VRA, lower bound) | PGD accuracy (upper bound) |",
+        "|---|---|---|", *rows, "",
+        f"Certificates broken by PGD inside their radius: l2 "
+        f"{metrics['broken_certificates']['2']}, l-inf {metrics['broken_certificates']['inf']}"
+        " (0 for sound certificates).", "",
+        f"`model.onnx`: plain operators, onnxruntime agrees with torch to "
+        f"{metrics['onnx_max_abs_difference']:.1e}.", "",
+        "![certified accuracy](certified_accuracy.png)", "",
+    ])
