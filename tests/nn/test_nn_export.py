@@ -121,7 +121,8 @@ def test_lipkit_layer_classes_become_torch_classes(layer, kind, shape):
     plain = export(layer)
     assert type(plain) is kind
     assert not plain._forward_pre_hooks, "lipkit's input-size hook was kept"
-    torch.testing.assert_close(plain(x), layer(x), rtol=1e-6, atol=1e-6)
+    # float32: the parametrized layer recomputes its weight (BCOP: ~1e-6 rounding apart)
+    torch.testing.assert_close(plain(x), layer(x), rtol=1e-5, atol=1e-5)
     assert type(layer) is not kind and parametrize.is_parametrized(layer)
 
 
