@@ -251,7 +251,7 @@ def rl(
     except (LipkitError, FloatingPointError, OSError) as error:
         fail(str(error))
     if as_json:
-        from lipkit.rl.experiment import json_safe
+        from lipkit.io import json_safe
 
         typer.echo(json.dumps(json_safe(metrics), indent=2, default=str))
         return

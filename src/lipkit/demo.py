@@ -40,7 +40,13 @@ from torch import nn
 
 from lipkit import __version__
 from lipkit.data import load_digits
-from lipkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, save_figure
+from lipkit.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    json_safe,
+    save_figure,
+)
 from lipkit.nn import MaxMin, export, lipschitz_bound, make_lipschitz
 
 
@@ -612,16 +618,6 @@ def run_demo(out_dir: str | Path = "lipkit-demo", seed: int = 0, quick: bool = F
     for section in sections:
         lines += [f"## {section.title}", "", section.markdown, ""]
     atomic_write_text(out_dir / "report.md", "\n".join(lines))
-    atomic_write_json(out_dir / "metrics.json", _finite(metrics))
+    atomic_write_json(out_dir / "metrics.json", json_safe(metrics))
     return metrics
 
-
-def _finite(value):
-    """JSON has no NaN/inf: write them as strings."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value

@@ -7,6 +7,7 @@ A file is written next to its destination under a temporary name and moved into 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -36,6 +37,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN / infinity written as a string (JSON has neither), recursively
+    through dicts, lists and tuples; keys become strings.
+
+    Example:
+        >>> json_safe({"gap": float("inf"), 1: [0.5, float("nan")]})
+        {'gap': 'inf', '1': [0.5, 'nan']}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def atomic_write_json(path: str | os.PathLike, value: Any) -> Path:

@@ -26,7 +26,7 @@ from lipkit.certify.accuracy import certified_accuracy, plot_certified_accuracy
 from lipkit.certify.presets import lipschitz_convnet, lipschitz_mlp
 from lipkit.certify.train import TrainingConfig, train_certified
 from lipkit.errors import InvalidArgumentError, LipkitError, UnknownMethodError
-from lipkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lipkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_safe
 
 MODELS = ("mlp", "convnet")
 DATASETS = ("digits",)
@@ -138,7 +138,7 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
         if lower["value"] > 0 else "inf",
         "onnx_max_abs_difference": onnx_difference,
     }
-    atomic_write_json(out / "metrics.json", _finite(metrics))
+    atomic_write_json(out / "metrics.json", json_safe(metrics))
     plot_certified_accuracy({f"{model_name}/{layer}/{config.loss}": certification},
                             out / "certified_accuracy.png")
     atomic_write_text(out / "report.md", _report(metrics))
@@ -248,15 +248,6 @@ def _dense_chain(state, path: Path, activation: str) -> nn.Sequential:
                                        f"({first.out_features} -> {second.in_features})")
     return nn.Sequential(*modules).eval()
 
-
-def _finite(value):
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def _report(metrics: dict) -> str:

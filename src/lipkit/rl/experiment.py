@@ -9,7 +9,6 @@ Writes ``metrics.json``, PNGs and ``report.md`` into the output folder, each ato
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from lipkit.errors import InvalidArgumentError, check_positive
-from lipkit.io import atomic_write_json, atomic_write_text, save_figure
+from lipkit.io import atomic_write_json, atomic_write_text, json_safe, save_figure
 from lipkit.nn import export
 from lipkit.rl.compounding import compounding_error, rollout
 from lipkit.rl.environment import make_environment
@@ -289,13 +288,3 @@ def _plot_returns(metrics: dict, path: Path) -> str:
     plt.close(figure)
     return path.name
 
-
-def json_safe(value):
-    """JSON has no NaN/inf: write them as strings."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
