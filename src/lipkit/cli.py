@@ -330,7 +330,9 @@ def gan(
     """Train a WGAN / Lipschitz GAN on toy data; write checkpoint, metrics.json and plots."""
     import torch
 
+    from lipkit.errors import UnknownMethodError
     from lipkit.gan import GanConfig, train_gan
+    from lipkit.gan.trainer import DATASETS
 
     if threads < 1:
         fail(f"--threads must be >= 1, got {threads}")
@@ -343,6 +345,9 @@ def gan(
                        eval_every=eval_every, eval_samples=eval_samples,
                        checkpoint_every=checkpoint_every)
     try:
+        config.check()  # bad input fails before a progress bar is drawn
+        if config.data not in DATASETS:
+            raise UnknownMethodError("GAN data set", config.data, DATASETS)
         if as_json:
             result = train_gan(config, out, resume=resume)
         else:
