@@ -283,6 +283,10 @@ class Activation:
         if self.kind == "groupsort":
             size = self.params["group_size"]
             grouped = x.unflatten(1, (x.shape[1] // size, size))
+            if size == 2:  # MaxMin: max / min is much faster than sort
+                first, second = grouped.unbind(2)
+                return torch.stack((torch.maximum(first, second), torch.minimum(first, second)),
+                                   dim=2).flatten(1, 2)
             return grouped.sort(dim=2, descending=True).values.flatten(1, 2)
         return _ELEMENTWISE[self.kind][0](x)
 
