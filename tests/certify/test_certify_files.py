@@ -71,10 +71,10 @@ def test_train_one_epoch_and_check_the_onnx_model(kind, model, tmp_path):
     assert checked["constants"]["source"].startswith("lipkit.estimate:")
     assert checked["broken_certificates"] == {"2": 0, "inf": 0}
     assert abs(checked["clean_accuracy"] - trained["clean_accuracy"]) < 1e-6
-    if model == "mlp":  # the imported bound is the construction's to rounding: same VRA
-        assert checked["constants"]["whole"] == pytest.approx(
-            trained["constants"]["whole"], rel=1e-5)
-        assert checked["certified_accuracy"] == pytest.approx(trained["certified_accuracy"])
+    # the imported model's proven bound is the construction's to rounding: the same VRA
+    assert checked["constants"]["whole"] == pytest.approx(trained["constants"]["whole"],
+                                                          rel=1e-5)
+    assert checked["certified_accuracy"] == pytest.approx(trained["certified_accuracy"])
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
