@@ -493,8 +493,9 @@ def _eps_list(text: str) -> list[float]:
 def certify_train(
     out: Annotated[Path, typer.Option(help="Output folder (resumes from its checkpoint).")] = Path(
         "lipkit-certify"),
-    data: Annotated[str, typer.Option(help="digits, or a .safetensors file with x_train, "
-                                      "y_train, x_test, y_test.")] = "digits",
+    data: Annotated[str, typer.Option(help="digits; mnist:DIR, fashion-mnist:DIR (idx files) "
+                                      "or cifar10:DIR (binary batches); or a .safetensors "
+                                      "file with x_train, y_train, x_test, y_test.")] = "digits",
     model: Annotated[str, typer.Option(help="Preset: mlp or convnet.")] = "mlp",
     size: Annotated[str, typer.Option(help="small, medium or large.")] = "medium",
     layer: Annotated[str, typer.Option(help="Layer method: bjorck, orthogonal, aol, spectral, "
@@ -582,8 +583,9 @@ def _print_certification(metrics: dict) -> None:
 def certify_check(
     model: Annotated[Path, typer.Argument(help="A model: .onnx, or a dense-chain state dict "
                                           "(.pt/.pth, read with weights_only; .safetensors).")],
-    data: Annotated[str, typer.Option(help="digits (its 20 % test split), or a .safetensors "
-                                      "file with x, y tensors.")] = "digits",
+    data: Annotated[str, typer.Option(help="digits (its 20 % test split); the test set of "
+                                      "mnist:DIR, fashion-mnist:DIR or cifar10:DIR; or a "
+                                      ".safetensors file with x, y tensors.")] = "digits",
     eps: Annotated[str, typer.Option(help="Radii, comma-separated.")] = "0.1,0.3,0.5,1.0",
     norm: Annotated[str, typer.Option(help="Perturbation norm: 2 or inf.")] = "2",
     form: Annotated[str, typer.Option(help="Certificate: pairwise, per-logit or global.")] = (
@@ -599,13 +601,13 @@ def certify_check(
 ) -> None:
     """Certify a model you bring: VRA at each eps, PGD accuracy, broken certificates."""
     from lipkit.certify import certified_accuracy, logit_constants
-    from lipkit.certify.experiment import load_classifier, load_data
+    from lipkit.certify.experiment import fit_inputs, load_classifier, load_data
 
     radii = _eps_list(eps)
     try:
         classifier = load_classifier(model, activation)
         dataset = load_data(data)
-        x = dataset.x_test
+        x = fit_inputs(classifier, dataset.x_test)
         constants = logit_constants(classifier, methods=method or None)
         result = certified_accuracy(classifier, x, dataset.y_test, radii, norm, form,
                                     constants=constants, attack=attack, seed=seed)

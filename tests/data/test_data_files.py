@@ -108,3 +108,18 @@ def test_image_folder_errors_name_the_file(tmp_path):
     (tmp_path / "c.png").write_bytes(b"not a png")
     with pytest.raises(LipkitError, match=r"c\.png"):
         load_image_folder(tmp_path, size=(4, 4))
+
+
+def test_corrupt_gzip_and_labels_outside_0_9_are_named(tmp_path):
+    _write_mnist(tmp_path, gz=True)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    good = labels.read_bytes()
+    labels.write_bytes(gzip.compress(_idx(np.array([1, 2, 12, 3, 4], np.uint8))))
+    with pytest.raises(InvalidArgumentError, match=r"label 12 of item 2 is outside 0-9") as error:
+        load_mnist(tmp_path)
+    assert str(labels) in str(error.value)
+    for broken in (good[:len(good) // 2], good[:10] + b"\xff" * 8 + good[18:]):
+        labels.write_bytes(broken)
+        with pytest.raises(LipkitError, match="cannot read idx file") as error:
+            load_mnist(tmp_path)
+        assert str(labels) in str(error.value) and "\n" not in str(error.value)

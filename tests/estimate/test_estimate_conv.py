@@ -70,3 +70,24 @@ def test_large_conv_net_dense_methods_say_why_operator_methods_run():
     for name in ("seqlip", "compositional", "lipsdp-neuron"):
         status = bounds[name].status
         assert status.startswith("not applicable") and "dense matrix" in status, status
+
+
+@pytest.mark.parametrize(("conv", "size"), [
+    (nn.Conv2d(4, 6, 2, stride=2), (7, 6)),  # 2x2 windows of stride 2; a row left unread
+    (nn.Conv2d(4, 6, 2, stride=3, dilation=2, groups=2, padding=1), (8, 8)),
+    (nn.Conv2d(2, 2, 3, stride=3, padding=1, padding_mode="reflect"), (6, 6)),
+    (nn.Conv1d(3, 5, 2, stride=2), (8,)),
+])
+def test_disjoint_windows_bound_the_strided_convolution_tightly(conv, size):
+    torch.manual_seed(4)
+    conv = conv.double()
+    network = load_network(conv, (conv.in_channels, *size))
+    operator = network.nodes[0].op.operator
+    exact = float(torch.linalg.matrix_norm(operator.matrix(), ord=2))
+    bound = operator.norm(2)
+    assert exact <= bound * (1 + 1e-12)
+    if conv.padding_mode == "zeros":  # every window holds a full copy of W_g: equality
+        assert bound == pytest.approx(exact, rel=1e-9)
+    # 2x2 average pooling of stride 2: exactly 1/2, where the stride-1 bound gives 1
+    pool = load_network(nn.AvgPool2d(2), (3, 6, 6)).nodes[0].op.operator
+    assert pool.norm(2) == pytest.approx(0.5, rel=1e-12)

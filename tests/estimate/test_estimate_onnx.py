@@ -20,6 +20,7 @@ from lipkit.errors import InvalidArgumentError, UnsupportedModuleError
 from lipkit.estimate.importers import import_module, load_network
 from lipkit.estimate.importers.onnx_file import import_onnx
 from lipkit.estimate.network import Activation, Add, Affine, Convolution, Diagonal
+from lipkit.nn import FullSort, GroupSort, MaxMin
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}  # float32 (torch, onnxruntime) vs float64
 
@@ -499,3 +500,102 @@ def test_weights_in_an_external_data_file(tmp_path):
     x = inputs((5,))
     with torch.no_grad():
         torch.testing.assert_close(import_onnx(path)(x), model(x).double(), **TOLERANCE)
+
+
+# -- GroupSort, as torch exports lipkit's MaxMin / GroupSort / FullSort ------------------------
+def _group_sizes(network):
+    return [n.op.params["group_size"] for n in network.nodes
+            if isinstance(n.op, Activation) and n.op.kind == "groupsort"]
+
+
+def _preset_convnet():
+    from lipkit.certify import lipschitz_convnet
+    from lipkit.nn import export as plain
+
+    torch.manual_seed(3)
+    model = lipschitz_convnet(2, 8, 3, "small")
+    model(torch.rand(2, 2, 8, 8))  # record the convolutions' input sizes
+    return plain(model)
+
+
+def _preset_mlp():
+    from lipkit.certify import lipschitz_mlp
+    from lipkit.nn import export as plain
+
+    torch.manual_seed(2)
+    return plain(lipschitz_mlp(6, 3, hidden=(8, 4)))
+
+
+@pytest.mark.parametrize(("build", "input_shape", "sizes", "fx"), [
+    (lambda: nn.Sequential(nn.Linear(6, 8), GroupSort(4), nn.Linear(8, 8), FullSort(),
+                           nn.Linear(8, 3)), (6,), [4, 8], True),
+    (_preset_convnet, (2, 8, 8), [2, 2, 2], False),  # MaxMin on channels of feature maps
+    (lambda: nn.Sequential(nn.Conv2d(2, 4, 3), MaxMin(dim=-1), nn.Flatten(), nn.Linear(64, 3)),
+     (2, 6, 6), [2], False),  # MaxMin along the width
+])
+def test_exported_groupsort_is_the_same_function(build, input_shape, sizes, fx, tmp_path):
+    torch.manual_seed(0)
+    network = check_same_function(build(), input_shape, tmp_path / "groupsort.onnx", fx=fx)
+    assert _group_sizes(network) == sizes
+
+
+def test_preset_mlp_imports_as_a_plain_chain(tmp_path):
+    network = check_same_function(_preset_mlp(), (6,), tmp_path / "mlp.onnx")
+    assert _group_sizes(network) == [2, 2]
+    # Gemm, MaxMin, Gemm, MaxMin, Gemm: the exporter's reshapes around MaxMin cancel out
+    assert network.is_chain() and len(network.nodes) == 5
+
+
+def _maxmin_nodes(order=("max", "min"), opset: int = 17):
+    squeeze = {"axes": [1]} if opset < 13 else {}
+    inputs = (lambda name, *rest: [name, *rest]) if opset >= 13 else (lambda name, *_: [name])
+    nodes = [helper.make_node("Split", inputs("x", "halves"), ["a", "b"], name="split", axis=1,
+                              **({"split": [1, 1]} if opset < 13 else {})),
+             helper.make_node("Squeeze", inputs("a", "axes"), ["a1"], name="sq_a", **squeeze),
+             helper.make_node("Squeeze", inputs("b", "axes"), ["b1"], name="sq_b", **squeeze),
+             helper.make_node("Max", ["a1", "b1"], ["max"], name="max"),
+             helper.make_node("Min", ["b1", "a1"], ["min"], name="min"),
+             helper.make_node("Unsqueeze", inputs(order[0], "axes"), ["u0"], name="un_0",
+                              **squeeze),
+             helper.make_node("Unsqueeze", inputs(order[1], "axes"), ["u1"], name="un_1",
+                              **squeeze),
+             helper.make_node("Concat", ["u0", "u1"], ["y"], name="concat", axis=1)]
+    if opset >= 13:
+        nodes = [constant("halves", np.array([1, 1], dtype=np.int64)),
+                 constant("axes", np.array([1], dtype=np.int64)), *nodes]
+    return nodes
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_handmade_maxmin_pattern(opset, tmp_path):
+    path = save(_maxmin_nodes(opset=opset), {}, (2,), ["N", 2], tmp_path / "maxmin.onnx",
+                opset=opset)
+    network = check_against_onnxruntime(path, (2,))
+    assert _group_sizes(network) == [2] and len(network.nodes) == 1
+
+
+@pytest.mark.parametrize(("nodes", "input_shape", "node", "operator", "reason"), [
+    (_maxmin_nodes(order=("min", "max")), (2,), "concat", "Concat", "Max then Min"),
+    ([helper.make_node("Relu", ["x"], ["r"], name="relu"),
+      helper.make_node("Max", ["x", "r"], ["y"], name="max")], (2,), "max", "Max",
+     "only inside MaxMin"),
+    ([constant("k", np.array([2], dtype=np.int64)),
+      helper.make_node("TopK", ["x", "k"], ["y", "i"], name="topk", axis=1)], (4,), "topk",
+     "TopK", "TopK of 2 of 4 values"),
+    ([constant("parts", np.array([1, 1, 1], dtype=np.int64)),
+      helper.make_node("Split", ["x", "parts"], ["a", "b", "c"], name="split", axis=1),
+      helper.make_node("Max", ["a", "b"], ["y"], name="max")], (3,), "split", "Split",
+     "a Split of 3 values"),
+    ([constant("halves", np.array([1, 1], dtype=np.int64)),
+      helper.make_node("Split", ["x", "halves"], ["a", "b"], name="split", axis=1),
+      helper.make_node("Relu", ["a"], ["y"], name="relu")], (2,), "relu", "Relu",
+     "reads a part of Split 'split'"),
+])
+def test_lookalikes_of_maxmin_are_named_errors(nodes, input_shape, node, operator, reason,
+                                               tmp_path):
+    path = save(nodes, {}, input_shape, ["N", "M"], tmp_path / "lookalike.onnx")
+    with pytest.raises(UnsupportedModuleError) as error:
+        import_onnx(path)
+    message = str(error.value)
+    assert error.value.path == node and f"ONNX {operator}" in message and reason in message
+    assert "\n" not in message

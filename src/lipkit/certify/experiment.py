@@ -29,7 +29,7 @@ from lipkit.errors import InvalidArgumentError, LipkitError, UnknownMethodError
 from lipkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_safe
 
 MODELS = ("mlp", "convnet")
-DATASETS = ("digits",)
+DATASETS = ("digits", "mnist:DIR", "fashion-mnist:DIR", "cifar10:DIR")
 # peak learning rate, offset and temperature of the benchmark recipe (issue 8, section 5)
 DEFAULT_LOSS_OPTIONS = {"margin-ce": {"offset": 2.12, "temperature": 0.25},
                         "hkr": {"alpha": 50.0, "min_margin": 1.0},
@@ -37,12 +37,22 @@ DEFAULT_LOSS_OPTIONS = {"margin-ce": {"offset": 2.12, "temperature": 0.25},
 
 
 def load_data(name: str, flat: bool = True, seed: int = 0):
-    """A named data set split 80/20 (stratified, ``random_state=seed``), or a safetensors
-    file holding ``x_train, y_train, x_test, y_test`` (or just ``x, y`` for certifying)."""
-    from lipkit.data import load_digits
+    """A data set: ``digits`` split 80/20 (stratified, ``random_state=seed``); the files a
+    user has, with their own train / test split: ``mnist:DIR`` or ``fashion-mnist:DIR`` (the
+    four idx files, :func:`lipkit.data.load_mnist`), ``cifar10:DIR`` (the binary batches,
+    :func:`lipkit.data.load_cifar10`); or a safetensors file holding ``x_train, y_train,
+    x_test, y_test`` (or just ``x, y`` for certifying). ``flat``: images as vectors."""
+    from lipkit.data import load_cifar10, load_digits, load_mnist
 
     if name == "digits":
         return load_digits(test_fraction=0.2, seed=seed, flat=flat)
+    kind, _, folder = name.partition(":")
+    loaders = {"mnist": load_mnist, "fashion-mnist": load_mnist, "cifar10": load_cifar10}
+    if kind in loaders and folder:
+        data = loaders[kind](folder)
+        if flat:
+            data = data._replace(x_train=data.x_train.flatten(1), x_test=data.x_test.flatten(1))
+        return data
     path = Path(name)
     if path.suffix == ".safetensors" and path.is_file():
         from types import SimpleNamespace
@@ -74,6 +84,24 @@ def load_data(name: str, flat: bool = True, seed: int = 0):
                                "or a .safetensors file with x, y tensors")
 
 
+def fit_inputs(classifier, x: torch.Tensor) -> torch.Tensor:
+    """``x`` reshaped to the input shape ``classifier`` reads (an imported network's, or the
+    first dense layer's), when the sizes agree: images for a convnet, vectors for an MLP."""
+    from lipkit.estimate import Network
+
+    if isinstance(classifier, Network):
+        shape = classifier.input_shape
+    else:
+        first = next((m for m in classifier.modules() if isinstance(m, nn.Linear)), None)
+        shape = None if first is None else (first.in_features,)
+    if shape is None or tuple(x.shape[1:]) == tuple(shape):
+        return x
+    if math.prod(x.shape[1:]) != math.prod(shape):
+        raise InvalidArgumentError(f"the data's inputs of shape {tuple(x.shape[1:])} do not fit "
+                                   f"the model's input of shape {tuple(shape)}")
+    return x.reshape(len(x), *shape)
+
+
 def build_model(model: str, data, layer: str, last: str, size: str = "medium") -> nn.Module:
     """A preset for the data's input shape and number of classes."""
     classes = int(torch.cat([data.y_train, data.y_test]).max()) + 1
@@ -85,6 +113,8 @@ def build_model(model: str, data, layer: str, last: str, size: str = "medium") -
     if model == "convnet":
         if len(shape) != 3:
             raise InvalidArgumentError(f"a convnet needs image inputs (C, H, W), got {shape}")
+        if shape[1] != shape[2]:
+            raise InvalidArgumentError(f"the convnet presets take square images, got {shape}")
         return lipschitz_convnet(shape[0], shape[1], classes, size, layer, last)
     raise UnknownMethodError("model", model, MODELS)
 
@@ -118,8 +148,8 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
         (lambda epoch, row: progress(epoch, config.epochs, row)), evaluate=evaluate)
     certification = certified_accuracy(model, data.x_test, data.y_test, list(eps), norm, form,
                                        seed=config.seed)
-    lower = _lower_bound(model, data.x_test)
     onnx_difference = write_onnx(model, data.x_test[:64], out / "model.onnx")
+    lower = _lower_bound(model, data.x_test, out / "model.onnx")
     if model_name == "mlp":  # a dense chain that `lipkit certify check` reads back
         from safetensors.torch import save
 
@@ -145,14 +175,19 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
     return metrics
 
 
-def _lower_bound(model: nn.Module, x: torch.Tensor) -> dict:
-    """The best lower bound on ``||f||_L`` (a witnessed ratio) lipkit.estimate finds, or
-    value 0 with the reason when it cannot import the model."""
-    from lipkit.estimate import estimate
+def _lower_bound(model: nn.Module, x: torch.Tensor, onnx_path: Path) -> dict:
+    """The best lower bound on ``||f||_L`` (a witnessed ratio) lipkit.estimate finds, on the
+    torch model or else on its ONNX export, or value 0 with the reason when it cannot import
+    either."""
+    from lipkit.estimate import estimate, load_network
 
     try:
-        report = estimate(model, methods=["lower-jacobian", "lower-adversarial"],
-                          data=x[:256], input_shape=tuple(x.shape[1:]))
+        try:
+            network = load_network(model, tuple(x.shape[1:]))
+        except LipkitError:  # MaxMin on feature maps: the ONNX importer reads it
+            network = load_network(onnx_path)
+        report = estimate(network, methods=["lower-jacobian", "lower-adversarial"],
+                          data=x[:256])
     except LipkitError as error:
         return {"value": 0.0, "method": None, "status": str(error)}
     best = report.lower

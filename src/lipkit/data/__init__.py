@@ -5,13 +5,17 @@
   distributions of WGAN-GP with the paper's parameters.
 - :func:`load_image_folder`: a local folder of images (class sub-folders optional).
 - :func:`load_mnist`, :func:`load_idx`: MNIST-style idx files a user already has.
+- :func:`load_cifar10`, :func:`load_cifar10_batch`: the binary version of CIFAR-10 a user
+  already has (never unpickled).
 """
 
+from lipkit.data.cifar import CifarSplit, load_cifar10, load_cifar10_batch
 from lipkit.data.digits import load_digits
 from lipkit.data.images import ImageSet, load_image_folder
 from lipkit.data.mnist import MnistSplit, load_idx, load_mnist
 from lipkit.data.toys import TOYS, eight_gaussians, sample_toy, swiss_roll, twenty_five_gaussians
 
-__all__ = ["TOYS", "ImageSet", "MnistSplit", "eight_gaussians", "load_digits",
-           "load_idx", "load_image_folder", "load_mnist", "sample_toy", "swiss_roll",
+__all__ = ["TOYS", "CifarSplit", "ImageSet", "MnistSplit", "eight_gaussians",
+           "load_cifar10", "load_cifar10_batch", "load_digits", "load_idx",
+           "load_image_folder", "load_mnist", "sample_toy", "swiss_roll",
            "twenty_five_gaussians"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,7 +41,7 @@ def load_idx(path: str | Path) -> torch.Tensor:
         raw = path.read_bytes()
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise LipkitError(f"cannot read idx file {path}: {error}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _TYPES:
         raise InvalidArgumentError(f"{path} is not an idx file (bad magic number "
@@ -72,6 +73,10 @@ def load_mnist(folder: str | Path) -> MnistSplit:
 
     Looks for ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
     and ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``). Pixels are scaled to [0, 1].
+
+    Raises:
+        LipkitError: a missing folder or file, a corrupt or truncated file, images and labels
+            that do not match, or a label outside 0-9 (the message names the file).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -79,7 +84,12 @@ def load_mnist(folder: str | Path) -> MnistSplit:
     parts = []
     for split in ("train", "t10k"):
         images = load_idx(_find(folder, f"{split}-images-idx3-ubyte"))
-        labels = load_idx(_find(folder, f"{split}-labels-idx1-ubyte"))
+        labels_path = _find(folder, f"{split}-labels-idx1-ubyte")
+        labels = load_idx(labels_path)
+        bad = ((labels < 0) | (labels > 9)).nonzero().flatten() if labels.ndim == 1 else []
+        if len(bad):
+            raise InvalidArgumentError(f"{labels_path}: label {int(labels[bad[0]])} of item "
+                                       f"{int(bad[0])} is outside 0-9")
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise InvalidArgumentError(
                 f"{folder}: {split} images of shape {tuple(images.shape)} do not match labels "

@@ -128,12 +128,31 @@ class Convolution(LinearOperator):
     def apply(self, x):
         return self.geometry.apply(x, self.weight)
 
+    def _disjoint_windows_norm(self) -> float:
+        """``max_g ||W_g||_2`` (``W_g``: group ``g``'s kernel as an ``out x (in * taps)``
+        matrix) when no two windows overlap (stride >= the dilated kernel's extent, as in
+        2x2 pooling of stride 2), else inf. Each padded input is then read by one tap of one
+        window: the operator is the padding map followed by a block-diagonal matrix of
+        copies of the ``W_g`` (rows and columns permuted), so its l2 norm is at most
+        ``max_g ||W_g||_2`` times the padding map's norm (equality when a window fits)."""
+        geometry = self.geometry
+        kernel = self.weight.shape[2:]
+        if geometry.padding_mode == "circular" or any(
+                s < d * (k - 1) + 1 for s, d, k in zip(geometry.stride, geometry.dilation,
+                                                       kernel, strict=True)):
+            return math.inf
+        blocks = self.weight.reshape(geometry.groups, self.weight.shape[0] // geometry.groups,
+                                     -1)
+        padding = geometry._padding_norm() if any(map(any, geometry.padding)) else 1.0
+        return float(torch.linalg.matrix_norm(blocks, ord=2).max()) * padding
+
     def adjoint(self, y):
         return self.geometry.apply_adjoint(y, self.weight)
 
     def norm(self, p: float = 2) -> float:
         if p == 2:
-            return conv_operator_norm_upper(self.weight, self.geometry)
+            return min(conv_operator_norm_upper(self.weight, self.geometry),
+                       self._disjoint_windows_norm())
         if self.in_features * self.out_features <= 4_000_000:
             return _induced_norm(self.matrix(), p)
         # a row (an output) sums |K| over at most all taps of its group's input channels;
@@ -283,6 +302,10 @@ class Activation:
         if self.kind == "groupsort":
             size = self.params["group_size"]
             grouped = x.unflatten(1, (x.shape[1] // size, size))
+            if size == 2:  # MaxMin: max / min is much faster than sort
+                first, second = grouped.unbind(2)
+                return torch.stack((torch.maximum(first, second), torch.minimum(first, second)),
+                                   dim=2).flatten(1, 2)
             return grouped.sort(dim=2, descending=True).values.flatten(1, 2)
         return _ELEMENTWISE[self.kind][0](x)
 

@@ -17,9 +17,14 @@ translated in their (topological) order, the ones the output does not depend on 
 - joins: ``Add`` / ``Sub`` / ``Sum`` of tensors computed from the input (residual joins);
 - activations: ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Softplus``, ``Elu``
   (``alpha=1``), ``Gelu`` (exact), and ``x * Sigmoid(x)`` (SiLU, as PyTorch exports it);
+- GroupSort, as PyTorch exports lipkit's: a descending ``TopK`` over a whole axis (GroupSort,
+  FullSort), and MaxMin's ``Split`` of an axis of size 2 into halves, (``Squeeze``,) ``Max``
+  and ``Min`` of the halves, (``Unsqueeze``,) ``Concat`` of max then min on that axis. Both
+  sort groups along one axis: the tensor is viewed with that axis last of the first
+  dimension, where the description's GroupSort sorts consecutive groups;
 - shapes: ``Flatten``, ``Reshape``, ``Squeeze``, ``Unsqueeze`` (the batch dimension kept in
-  front), ``Transpose`` (a permutation of the non-batch dimensions), ``Identity``,
-  ``Dropout`` (the identity at inference);
+  front; consecutive reshapes are one), ``Transpose`` (a permutation of the non-batch
+  dimensions), ``Identity``, ``Dropout`` (the identity at inference);
 - constants: initializers, ``Constant`` nodes, and the shape arithmetic exporters emit on
   them (``Shape``, ``Gather``, ``Slice``, ``Concat``, ``Reshape``, ``Transpose``, ``Cast``,
   arithmetic, ...), folded with numpy. ``Shape`` of a computed tensor stands for the batch
@@ -126,6 +131,18 @@ class _PendingPad:
     mode: str  # a ConvGeometry padding mode
 
 
+@dataclass
+class _Half:
+    """A pending value inside MaxMin's exported pattern: a half of a Split (``part`` 0 or 1),
+    or the Max / Min of the two halves (``part`` "max" / "min")."""
+
+    label: str  # the Split's label
+    source: str  # the split value
+    axis: int  # the split axis, without the batch dimension
+    part: int | str
+    squeezed: bool  # the split axis (of size 1) removed
+
+
 class _Translator:
     def __init__(self, model, path: Path, input_shape):
         self.graph = model.graph
@@ -138,6 +155,7 @@ class _Translator:
         self.values: dict[str, tuple[int, tuple[int, ...]]] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.pads: dict[str, _PendingPad] = {}
+        self.halves: dict[str, _Half] = {}
         # value name -> the value a Sigmoid read (to recognise x * sigmoid(x))
         self.sigmoid_inputs: dict[str, str] = {}
         self.static_batch: int | None = None
@@ -254,7 +272,8 @@ class _Translator:
 
     def translate_step(self, step: _Step) -> None:
         for name in step.inputs:
-            if name and not (name in self.values or name in self.constants or name in self.pads):
+            if name and not (name in self.values or name in self.constants or name in self.pads
+                             or name in self.halves):
                 raise self.unsupported(
                     step, f"reads '{name}', which no supported node produces"
                 )
@@ -279,13 +298,18 @@ class _Translator:
     # -- inputs and outputs ------------------------------------------------------------
     def is_tensor(self, step: _Step, position: int) -> bool:
         return position < len(step.inputs) and (step.inputs[position] in self.values
-                                                or step.inputs[position] in self.pads)
+                                                or step.inputs[position] in self.pads
+                                                or step.inputs[position] in self.halves)
 
     def tensor(self, step: _Step, position: int = 0) -> tuple[int, tuple[int, ...]]:
         """A computed input: (index of its Network node, shape without batch)."""
         name = step.inputs[position] if position < len(step.inputs) else ""
         if name in self.values:
             return self.values[name]
+        if name in self.halves:
+            raise self.unsupported(step, f"reads a part of Split '{self.halves[name].label}'; "
+                                         "lipkit reads a Split of a computed tensor only as "
+                                         "MaxMin (Split in halves, Max and Min, Concat)")
         if name in self.pads:
             raise self.unsupported(step, f"reads the output of Pad '{self.pads[name].label}'; "
                                          "lipkit folds a Pad only into a following Conv or "
@@ -337,10 +361,22 @@ class _Translator:
 
     def reshape(self, step: _Step, index: int, shape, out_shape) -> None:
         out_shape = tuple(int(s) for s in out_shape)
-        if out_shape == tuple(shape):
-            self.values[step.outputs[0]] = (index, out_shape)
-        else:
-            self.affine(step, Reshape(shape, out_shape), None, index)
+        self.values[step.outputs[0]] = (self.reshaped(step.label, index, shape, out_shape),
+                                        out_shape)
+
+    def reshaped(self, label: str, index: int, shape, out_shape) -> int:
+        """The index of a node holding the tensor ``index`` reshaped to ``out_shape``; a
+        reshape of a reshape is one reshape of the first one's input (or that input)."""
+        out_shape, shape = tuple(out_shape), tuple(shape)
+        if index >= 0:
+            op = self.nodes[index].op
+            if (isinstance(op, Affine) and isinstance(op.operator, Reshape)
+                    and op.bias is None):
+                index, shape = self.nodes[index].inputs[0], op.operator.in_shape
+        if out_shape == shape:
+            return index
+        self.nodes.append(Node(label, Affine(Reshape(shape, out_shape)), [index]))
+        return len(self.nodes) - 1
 
     def broadcast(self, step: _Step, constant: np.ndarray, shape) -> np.ndarray:
         """A constant broadcast to a computed tensor's shape (never growing it)."""
@@ -705,10 +741,13 @@ class _Translator:
         self.reshape(step, index, shape, rest)
 
     def squeeze(self, step: _Step, unsqueeze: bool = False) -> None:
-        index, shape = self.tensor(step, 0)
         axes = step.attribute("axes")
         if axes is None:
             axes = self.constant(step, 1)
+        if step.inputs[0] in self.halves:
+            self.squeeze_half(step, axes, unsqueeze)
+            return
+        index, shape = self.tensor(step, 0)
         rank = len(shape) + 1 + (0 if axes is None or not unsqueeze else np.size(axes))
         if axes is None:  # squeeze every non-batch dimension of size 1
             self.reshape(step, index, shape, [s for s in shape if s != 1])
@@ -739,6 +778,85 @@ class _Translator:
             self.values[step.outputs[0]] = (index, shape)
         else:
             self.affine(step, Permute(dims, shape), None, index)
+
+    # -- GroupSort (see the module docstring) -------------------------------------------
+    def group_sort(self, step: _Step, index: int, shape, axis: int) -> None:
+        """Sort each group of the values along the non-batch ``axis`` in descending order."""
+        size = shape[axis]
+        merged = (math.prod(shape[:axis + 1]), *shape[axis + 1:])
+        index = self.reshaped(step.label + "_groups", index, shape, merged)
+        activation = Activation("groupsort", params={"group_size": size})
+        self.nodes.append(Node(step.label, activation, [index]))
+        self.reshape(step, len(self.nodes) - 1, merged, shape)
+
+    def top_k(self, step: _Step) -> None:
+        index, shape = self.tensor(step, 0)
+        k = step.attribute("k") if self.opset < 10 else self.constant(step, 1)
+        k = int(np.asarray(k).reshape(-1)[0])
+        axis = self.axis(step, step.attribute("axis", -1), len(shape) + 1)
+        if not step.attribute("largest", 1) or not step.attribute("sorted", 1):
+            raise self.unsupported(step, "lipkit reads TopK as a descending sort (GroupSort): "
+                                         "largest=1, sorted=1")
+        if k != shape[axis]:
+            raise self.unsupported(step, f"TopK of {k} of {shape[axis]} values (lipkit reads "
+                                         "TopK over a whole axis, as GroupSort)")
+        self.group_sort(step, index, shape, axis)
+
+    def axis(self, step: _Step, axis, rank: int) -> int:
+        """A non-batch axis (counted without the batch dimension) from an ONNX axis."""
+        axis = int(axis) + rank if int(axis) < 0 else int(axis)
+        if not 0 < axis < rank:
+            raise self.unsupported(step, f"axis {axis} is the batch dimension or out of range")
+        return axis - 1
+
+    def split(self, step: _Step) -> None:
+        _, shape = self.tensor(step, 0)
+        axis = self.axis(step, step.attribute("axis", 0), len(shape) + 1)
+        sizes = step.attribute("split") if self.opset < 13 else self.constant(step, 1)
+        sizes = [shape[axis] // len(step.outputs)] * len(step.outputs) if sizes is None \
+            else [int(s) for s in np.ravel(sizes)]
+        if len(step.outputs) != 2 or sizes != [1, 1] or shape[axis] != 2:
+            raise self.unsupported(step, f"a Split of {shape[axis]} values in {sizes} (lipkit "
+                                         "reads a Split of a computed tensor only as MaxMin: "
+                                         "an axis of size 2 in halves)")
+        for part, name in enumerate(step.outputs):
+            self.halves[name] = _Half(step.label, step.inputs[0], axis, part, False)
+
+    def squeeze_half(self, step: _Step, axes, unsqueeze: bool) -> None:
+        half = self.halves[step.inputs[0]]
+        rank = len(self.values[half.source][1]) + 1
+        axes = [int(a) + rank if int(a) < 0 else int(a) for a in np.ravel(axes)]
+        if axes != [half.axis + 1] or half.squeezed != unsqueeze:
+            raise self.unsupported(step, f"axes {axes} of a part of Split '{half.label}' (lipkit "
+                                         "reads it only as MaxMin)")
+        self.halves[step.outputs[0]] = _Half(half.label, half.source, half.axis, half.part,
+                                             not unsqueeze)
+
+    def extreme(self, step: _Step) -> None:
+        """Max / Min of the halves of one Split (the rest of MaxMin's pattern waits)."""
+        halves = [self.halves.get(name) for name in step.inputs]
+        if (len(halves) != 2 or None in halves or {h.part for h in halves} != {0, 1}
+                or len({(h.source, h.axis, h.squeezed) for h in halves}) != 1):
+            raise self.unsupported(step, f"{step.op} of tensors computed from the input (lipkit "
+                                         "reads Max and Min only inside MaxMin, of the halves "
+                                         "of one Split)")
+        first = halves[0]
+        self.halves[step.outputs[0]] = _Half(first.label, first.source, first.axis,
+                                             step.op.lower(), first.squeezed)
+
+    def concat(self, step: _Step) -> None:
+        """MaxMin's last step: the Max then the Min of a Split's halves, on its axis."""
+        halves = [self.halves.get(name) for name in step.inputs]
+        if (len(halves) == 2 and None not in halves and [h.part for h in halves] == ["max", "min"]
+                and len({(h.source, h.axis) for h in halves}) == 1
+                and not any(h.squeezed for h in halves)):
+            index, shape = self.values[halves[0].source]
+            if self.axis(step, step.attribute("axis"), len(shape) + 1) == halves[0].axis:
+                self.group_sort(step, index, shape, halves[0].axis)
+                return
+        raise self.unsupported(step, "Concat of tensors computed from the input (lipkit reads "
+                                     "it only as the end of MaxMin: Max then Min of a Split's "
+                                     "halves, on the split axis)")
 
     def shape(self, step: _Step) -> None:
         """Shape of a computed tensor, with the batch size as a marker (see module doc)."""
@@ -777,6 +895,11 @@ _HANDLERS = {
     "Unsqueeze": lambda self, step: self.squeeze(step, unsqueeze=True),
     "Transpose": _Translator.transpose,
     "Shape": _Translator.shape,
+    "TopK": _Translator.top_k,
+    "Split": _Translator.split,
+    "Max": _Translator.extreme,
+    "Min": _Translator.extreme,
+    "Concat": _Translator.concat,
 }
 
 
@@ -891,6 +1014,9 @@ _FOLDERS = {
     "Neg": _fold_arithmetic(np.negative),
     "Sqrt": _fold_arithmetic(np.sqrt),
     "Reciprocal": _fold_arithmetic(np.reciprocal),
+    "Mod": lambda t, s: _fold_arithmetic(np.fmod if s.attribute("fmod", 0) else np.mod)(t, s),
+    "Max": _fold_arithmetic(lambda *values: np.maximum.reduce(np.broadcast_arrays(*values))),
+    "Min": _fold_arithmetic(lambda *values: np.minimum.reduce(np.broadcast_arrays(*values))),
 }
 
 
