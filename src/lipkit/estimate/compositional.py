@@ -64,7 +64,7 @@ import torch
 
 from lipkit.estimate.bound import Bound
 from lipkit.estimate.lipsdp import _gamma, prove_negative_definite
-from lipkit.estimate.network import DTYPE, Network, NotApplicableError, dense_size_reason
+from lipkit.estimate.network import DTYPE, Network, dense_chain
 from lipkit.estimate.registry import Options, register_method
 
 _MAX_ENTRIES = 16_000_000  # a layer's dense entries worth materializing
@@ -78,13 +78,9 @@ class Uncertified(Exception):  # noqa: N818 - a result, not an error of the call
 
 
 def _fits(network: Network) -> str | None:
-    reason = dense_size_reason(network, _MAX_ENTRIES)
+    layers, reason = dense_chain(network, _MAX_ENTRIES)
     if reason is not None:
         return reason
-    try:
-        layers = network.chain()
-    except NotApplicableError as error:
-        return str(error)
     for index, layer in enumerate(layers[:-1]):
         if layer.weight.shape[0] > _MAX_WIDTH:
             return (f"hidden layer {index + 1} has {layer.weight.shape[0]} neurons: the "

@@ -47,7 +47,7 @@ import scipy.sparse
 
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.lipsdp import _gamma
-from lipkit.estimate.network import Network, NotApplicableError, dense_size_reason
+from lipkit.estimate.network import Network, dense_chain
 from lipkit.estimate.registry import Options, register_method
 
 _MAX_ENTRIES = 4_000_000
@@ -67,13 +67,9 @@ def _chain(network: Network, norm: str):
 
 
 def _fits(network: Network) -> str | None:
-    reason = dense_size_reason(network, _MAX_ENTRIES)
+    layers, reason = dense_chain(network, _MAX_ENTRIES)
     if reason is not None:
         return reason
-    try:
-        layers = network.chain()
-    except NotApplicableError as error:
-        return str(error)
     rows = min(layers[-1].weight.shape[0], layers[0].weight.shape[1])
     if rows > MAX_PROGRAMS:
         return f"one LP per output (l-inf) or input (l1): more than {MAX_PROGRAMS}"

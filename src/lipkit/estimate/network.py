@@ -355,6 +355,18 @@ def dense_size_reason(network: Network, max_entries: int) -> str | None:
     return None
 
 
+
+def dense_chain(network: Network, max_entries: int) -> tuple[list | None, str | None]:
+    """``(network.chain(), None)`` when the network is a chain whose operators fit in dense
+    matrices of at most ``max_entries`` entries, else ``(None, why not)``."""
+    reason = dense_size_reason(network, max_entries)
+    if reason is not None:
+        return None, reason
+    try:
+        return network.chain(), None
+    except NotApplicableError as error:
+        return None, str(error)
+
 @dataclass(eq=False)
 class Network:
     """A feed-forward network description (see the module docstring)."""

@@ -23,18 +23,14 @@ import time
 import torch
 
 from lipkit.estimate.bound import Bound
-from lipkit.estimate.network import NotApplicableError, dense_size_reason
+from lipkit.estimate.network import dense_chain
 from lipkit.estimate.registry import Options, register_method
 
 
 def _chain_fits(network) -> str | None:
-    reason = dense_size_reason(network, 4_000_000)
+    layers, reason = dense_chain(network, 4_000_000)
     if reason is not None:
         return reason
-    try:
-        layers = network.chain()
-    except NotApplicableError as error:
-        return str(error)
     if any(layer.weight.shape[0] * layer.weight.shape[1] > 4_000_000 for layer in layers):
         return "a merged layer has more than 4M entries"
     return None
