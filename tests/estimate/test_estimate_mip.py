@@ -227,3 +227,46 @@ def test_patterns_without_interior_are_cut_and_the_value_stays_exact(widths, see
     grid = torch.cat([scale * torch.cartesian_prod(axis, axis) for scale in (1, 10, 1000)])
     grid_max = float(jacobians(network, grid).abs().sum(dim=2).max())
     assert grid_max <= bound.value * (1 + 1e-9), (grid_max, bound.value)
+
+
+@pytest.mark.parametrize("norm", ["inf", "1"])
+@pytest.mark.parametrize("activation", [nn.ReLU, lambda: nn.LeakyReLU(0.2), MaxMin])
+def test_vertex_tangent_bounds_contain_every_patterns_tangent(norm, activation):
+    """The tangent bounds from the unit ball's vertices hold for random points of the ball
+    and random patterns (free gates) or patterns agreeing with the fixed gates."""
+    from lipkit.estimate.mip import TangentBounds, piecewise_linear_chain, tangent_vertices
+
+    network = load_network(random_mlp([5, 6, 6, 4, 3], activation=activation, seed=1))
+    layers, output = piecewise_linear_chain(network)
+    vertices = tangent_vertices(5, norm)
+    assert vertices.shape == ((5, 16) if norm == "inf" else (5, 5))
+    rng = np.random.default_rng(0)
+    directions = rng.uniform(-1, 1, (5, 2000))
+    if norm == "1":  # points of the l1 ball, some of them on its boundary
+        directions /= np.abs(directions).sum(axis=0) * rng.uniform(1, 2, 2000)
+    directions[:, :32] = rng.choice([-1.0, 1.0], (5, 32)) if norm == "inf" else \
+        directions[:, :32] / np.abs(directions[:, :32]).sum(axis=0)
+    for fixing in (False, True):
+        bounds, tangent = TangentBounds(vertices), directions
+        for layer in layers:
+            gates = layer.gate.shape[0]
+            fixed = np.where(rng.random(gates) < 0.5, rng.integers(0, 2, gates), np.nan) \
+                if fixing else np.full(gates, np.nan)
+            low, high = bounds.bounds(layer.weight)
+            v = layer.weight @ tangent
+            assert np.all(low[:, None] <= v) and np.all(v <= high[:, None])
+            low, high = bounds.bounds(layer.gate @ layer.weight)
+            e = layer.gate @ v
+            assert np.all(low[:, None] <= e) and np.all(e <= high[:, None])
+            z = np.where(np.isnan(fixed)[:, None], rng.integers(0, 2, e.shape), fixed[:, None])
+            tangent = layer.keep @ v + layer.relu @ (z * e)
+            bounds.step(layer, fixed)
+        low, high = bounds.bounds(output[0])
+        y = output[0] @ tangent
+        assert np.all(low[:, None] <= y) and np.all(y <= high[:, None])
+        # attained: the first layer's bounds are exact over the ball
+        if not fixing:
+            exact = np.abs(layers[0].weight).sum(axis=1) if norm == "inf" else \
+                np.abs(layers[0].weight).max(axis=1)
+            assert np.allclose(TangentBounds(vertices).bounds(layers[0].weight)[1], exact,
+                               rtol=1e-5)

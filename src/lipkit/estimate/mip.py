@@ -43,6 +43,12 @@ is dropped.
 programs over the relaxation of the layers before (``extra["tighten"] = "lp"``, the default;
 ``"interval"`` skips them), each widened by ``1e-6`` relative so that the LP solver's
 tolerance never cuts off a feasible point. Gates whose bounds do not straddle 0 are fixed.
+The tangent's bounds (the big-M constants of the products ``z * (G v)``) are first taken over
+the vertices of the unit ball (:class:`TangentBounds`: for a fixed pattern the tangent is
+linear in ``s``, so its extremes are at vertices, and from a vertex the first layer is exact),
+for the l1 ball always and for the l-inf ball up to ``2 MAX_VERTICES`` vertices (``n <= 13``):
+over all patterns the second layer's gate inputs are then exact, where plain intervals (and the
+LPs over the relaxation) count every first-layer unit at its worst sign independently.
 
 **Witness and proof.** A pattern is checked by a linear program that finds the point deepest
 inside its activation region (largest margin from every gate's hyperplane; in the global case
@@ -245,6 +251,11 @@ class _Model:
         self.lower[index], self.upper[index] = lower, upper
         self.highs.changeColsBounds(len(index), index, self.lower[index], self.upper[index])
 
+    def intersect(self, index, lower, upper) -> None:
+        """Tightens the bounds of ``index`` to ``[lower, upper]`` where that is tighter."""
+        self.set_bounds(index, np.maximum(self.lower[index], lower),
+                        np.minimum(self.upper[index], upper))
+
     def rows(self, blocks, lower, upper) -> None:
         """Rows ``lower <= sum_b M_b x[idx_b] <= upper``."""
         count = len(lower)
@@ -321,6 +332,55 @@ def _needs_faces(layers) -> bool:
     return bool(np.linalg.matrix_rank(gates) < gates.shape[0])
 
 
+MAX_VERTICES = 4096  # tangent vertices (half of the l-inf ball's) enumerated for the bounds
+
+
+def tangent_vertices(n: int, norm: str) -> np.ndarray | None:
+    """Half of the vertices of the unit ``p``-ball in ``R^n`` (one of each pair ``+-s``), as
+    columns; ``None`` when there are more than :data:`MAX_VERTICES`."""
+    if norm == "1":
+        return np.eye(n)
+    if n - 1 > math.log2(MAX_VERTICES):
+        return None
+    signs = (np.arange(2 ** max(n - 1, 0))[None, :] >> np.arange(n - 1)[:, None]) & 1
+    return np.vstack([np.ones((1, signs.shape[1])), 1.0 - 2.0 * signs]) if n else None
+
+
+def _vertex_interval(matrix: np.ndarray, low: np.ndarray, high: np.ndarray):
+    """Per-vertex intervals of ``matrix @ u`` from those of ``u`` (columns: vertices)."""
+    positive, negative = np.clip(matrix, 0, None), np.clip(matrix, None, 0)
+    return positive @ low + negative @ high, positive @ high + negative @ low
+
+
+class TangentBounds:
+    """Bounds on the tangent of every pattern by interval propagation from each vertex of the
+    unit ball: for a fixed pattern the tangent is linear in ``s``, so its extremes over the
+    ball are at vertices, and from a vertex the first layer is exact (interval propagation
+    starts from a point); ``-s`` gives the negated values, so half the vertices suffice.
+    ``low, high``: (width, vertices) per-vertex intervals of the current layer's tangent."""
+
+    def __init__(self, vertices: np.ndarray):
+        self.low, self.high = vertices, vertices
+
+    def bounds(self, matrix: np.ndarray):
+        """``(lower, upper)`` of ``matrix @ tangent`` over every vertex and pattern."""
+        low, high = _vertex_interval(matrix, self.low, self.high)
+        return _widen(np.minimum(low.min(axis=1), -high.max(axis=1)),
+                      np.maximum(high.max(axis=1), -low.min(axis=1)))
+
+    def step(self, layer: PiecewiseLayer, fixed: np.ndarray) -> None:
+        """Through the layer ``v -> P v + Q (z * G v)``, ``v = W tangent`` (``fixed``: the
+        gates' values, nan for free ones: ``z * e`` is then between 0 and ``e``)."""
+        v_low, v_high = _vertex_interval(layer.weight, self.low, self.high)
+        e_low, e_high = _vertex_interval(layer.gate, v_low, v_high)
+        on, free = (fixed == 1.0)[:, None], np.isnan(fixed)[:, None]
+        w_low = np.where(on, e_low, np.where(free, np.minimum(e_low, 0.0), 0.0))
+        w_high = np.where(on, e_high, np.where(free, np.maximum(e_high, 0.0), 0.0))
+        keep_low, keep_high = _vertex_interval(layer.keep, v_low, v_high)
+        relu_low, relu_high = _vertex_interval(layer.relu, w_low, w_high)
+        self.low, self.high = keep_low + relu_low, keep_high + relu_high
+
+
 def _gate_fix(low, high) -> np.ndarray:
     return np.where(low >= 0, 1.0, np.where(high <= 0, 0.0, np.nan))
 
@@ -355,14 +415,20 @@ def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
     # one hidden layer with full-rank gates: every pattern is realized, the input plays no
     # part (its constraints would only slow the solver down)
     free = homogeneous and not _needs_faces(layers)
+    vertices = tangent_vertices(n, norm)
+    by_vertex = TangentBounds(vertices) if vertices is not None else None
     for depth, layer in enumerate(layers):
         v = model.define([(layer.weight @ m, i) for m, i in tangent])
+        if by_vertex is not None:
+            model.intersect(v, *by_vertex.bounds(layer.weight))
         if depth == 0 and norm == "1":  # over the l1 ball, W s ranges over +-max_j |W_ij|
             model.set_bounds(v, *_widen(-np.abs(layer.weight).max(axis=1, initial=0.0),
                                         np.abs(layer.weight).max(axis=1, initial=0.0)))
         gates = layer.gate.shape[0]
         identity = gates == v.size and np.array_equal(layer.gate, np.eye(v.size))
         e = v if identity else model.define([(layer.gate, v)])
+        if by_vertex is not None and not identity:
+            model.intersect(e, *by_vertex.bounds(layer.gate @ layer.weight))
         # the first layer's interval bounds are exact over a box (not through a gate G)
         exact = depth == 0 and identity
         eye, inf = np.eye(gates), np.full(gates, np.inf)
@@ -378,6 +444,8 @@ def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
         if tighten and not exact:
             lps += model.tighten(e[np.isnan(fixed)], deadline)
         z = model.binaries(fixed)
+        if by_vertex is not None:
+            by_vertex.step(layer, fixed)
         patterns.append(z)
         if not free:
             ld, ud = model.lower[d], model.upper[d]
@@ -397,6 +465,8 @@ def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
         tangent = [(layer.keep, v), (layer.relu, w)]
     weight = output[0]
     y = model.define([(weight @ m, i) for m, i in tangent])
+    if by_vertex is not None:
+        model.intersect(y, *by_vertex.bounds(weight))
     m = y.size
     if m > 1 and tighten:
         lps += model.tighten(y, deadline)
