@@ -48,7 +48,8 @@ the vertices of the unit ball (:class:`TangentBounds`: for a fixed pattern the t
 linear in ``s``, so its extremes are at vertices, and from a vertex the first layer is exact),
 for the l1 ball always and for the l-inf ball up to ``2 MAX_VERTICES`` vertices (``n <= 13``):
 over all patterns the second layer's gate inputs are then exact, where plain intervals (and the
-LPs over the relaxation) count every first-layer unit at its worst sign independently.
+LPs over the relaxation) count every first-layer unit at its worst sign independently
+(``extra["vertex_bounds"] = False`` skips them, for comparison).
 
 **Witness and proof.** A pattern is checked by a linear program that finds the point deepest
 inside its activation region (largest margin from every gate's hyperplane; in the global case
@@ -386,7 +387,7 @@ def _gate_fix(low, high) -> np.ndarray:
 
 
 def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
-            deadline: float, threads: int, seed: int) -> _Encoding:
+            deadline: float, threads: int, seed: int, vertex_bounds: bool = True) -> _Encoding:
     model, lps = _Model(threads, seed), 0
     lower, upper = box
     n = len(lower)
@@ -415,7 +416,7 @@ def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
     # one hidden layer with full-rank gates: every pattern is realized, the input plays no
     # part (its constraints would only slow the solver down)
     free = homogeneous and not _needs_faces(layers)
-    vertices = tangent_vertices(n, norm)
+    vertices = tangent_vertices(n, norm) if vertex_bounds else None
     by_vertex = TangentBounds(vertices) if vertices is not None else None
     for depth, layer in enumerate(layers):
         v = model.define([(layer.weight @ m, i) for m, i in tangent])
@@ -795,7 +796,7 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
                                    f"{tighten!r}")
     encoding = _encode(layers, output, norm, box, homogeneous, tighten == "lp",
                        started + 0.3 * float(time_limit), int(extra.get("threads", 1)),
-                       options.seed)
+                       options.seed, bool(extra.get("vertex_bounds", True)))
     seconds_model = time.perf_counter() - started
     search_pattern, search_point = _search_pattern(network, layers, box, homogeneous, norm,
                                                    row, options.seed, options.data)
