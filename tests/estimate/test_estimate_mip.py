@@ -232,8 +232,9 @@ def test_patterns_without_interior_are_cut_and_the_value_stays_exact(widths, see
 @pytest.mark.parametrize("norm", ["inf", "1"])
 @pytest.mark.parametrize("activation", [nn.ReLU, lambda: nn.LeakyReLU(0.2), MaxMin])
 def test_vertex_tangent_bounds_contain_every_patterns_tangent(norm, activation):
-    """The tangent bounds from the unit ball's vertices hold for random points of the ball
-    and random patterns (free gates) or patterns agreeing with the fixed gates."""
+    """The tangent bounds from the unit ball's vertices (intervals, and the last layer's
+    linear relaxation for the output) hold for random points of the ball and random patterns
+    (free gates) or patterns agreeing with the fixed gates."""
     from lipkit.estimate.mip import TangentBounds, piecewise_linear_chain, tangent_vertices
 
     network = load_network(random_mlp([5, 6, 6, 4, 3], activation=activation, seed=1))
@@ -261,9 +262,9 @@ def test_vertex_tangent_bounds_contain_every_patterns_tangent(norm, activation):
             z = np.where(np.isnan(fixed)[:, None], rng.integers(0, 2, e.shape), fixed[:, None])
             tangent = layer.keep @ v + layer.relu @ (z * e)
             bounds.step(layer, fixed)
-        low, high = bounds.bounds(output[0])
         y = output[0] @ tangent
-        assert np.all(low[:, None] <= y) and np.all(y <= high[:, None])
+        for low, high in (bounds.bounds(output[0]), bounds.output_bounds(output[0])):
+            assert np.all(low[:, None] <= y) and np.all(y <= high[:, None])
         # attained: the first layer's bounds are exact over the ball
         if not fixing:
             exact = np.abs(layers[0].weight).sum(axis=1) if norm == "inf" else \

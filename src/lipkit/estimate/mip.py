@@ -48,8 +48,10 @@ the vertices of the unit ball (:class:`TangentBounds`: for a fixed pattern the t
 linear in ``s``, so its extremes are at vertices, and from a vertex the first layer is exact),
 for the l1 ball always and for the l-inf ball up to ``2 MAX_VERTICES`` vertices (``n <= 13``):
 over all patterns the second layer's gate inputs are then exact, where plain intervals (and the
-LPs over the relaxation) count every first-layer unit at its worst sign independently
-(``extra["vertex_bounds"] = False`` skips them, for comparison).
+LPs over the relaxation) count every first-layer unit at its worst sign independently. The
+output's bounds (the objective's) relax the last layer's products linearly per vertex
+(:meth:`TangentBounds.output_bounds`). ``extra["vertex_bounds"] = False`` skips all this,
+for comparison.
 
 **Witness and proof.** A pattern is checked by a linear program that finds the point deepest
 inside its activation region (largest margin from every gate's hyperplane; in the global case
@@ -362,6 +364,7 @@ class TangentBounds:
 
     def __init__(self, vertices: np.ndarray):
         self.low, self.high = vertices, vertices
+        self.last = None
 
     def bounds(self, matrix: np.ndarray):
         """``(lower, upper)`` of ``matrix @ tangent`` over every vertex and pattern."""
@@ -379,7 +382,42 @@ class TangentBounds:
         w_high = np.where(on, e_high, np.where(free, np.maximum(e_high, 0.0), 0.0))
         keep_low, keep_high = _vertex_interval(layer.keep, v_low, v_high)
         relu_low, relu_high = _vertex_interval(layer.relu, w_low, w_high)
+        self.last = (layer, fixed, self.low, self.high)
         self.low, self.high = keep_low + relu_low, keep_high + relu_high
+
+    def output_bounds(self, weight: np.ndarray):
+        """``(lower, upper)`` of ``weight @ tangent`` after the last :meth:`step`, the last
+        layer relaxed linearly instead of by intervals: per vertex, a free ``z * e`` lies
+        between the chords of ``min(0, e)`` and ``max(0, e)`` over ``[le, ue]``, so the output
+        is bounded by a linear function of the layer's input, maximized over its box."""
+        layer, fixed, low, high = self.last
+        v_low, v_high = _vertex_interval(layer.weight, low, high)
+        le, ue = _vertex_interval(layer.gate, v_low, v_high)  # (gates, vertices)
+        straddle = (le < 0) & (ue > 0)
+        span = np.where(straddle, ue - le, 1.0)
+        free = np.isnan(fixed)[:, None]
+        on = (fixed == 1.0)[:, None] | (free & (le >= 0))  # z e <= e, and >= 0 for free
+        # upper: z e <= up_slope e + up_shift; lower: z e >= low_slope e + low_shift
+        up_slope = np.where(on, 1.0, np.where(free & straddle, ue / span, 0.0))
+        up_shift = np.where(free & straddle, -ue * le / span, 0.0)
+        off = (fixed == 0.0)[:, None] | (free & (le >= 0))
+        low_slope = np.where(off, 0.0, np.where(free & straddle, -le / span, 1.0))
+        low_shift = np.where(free & straddle, le * ue / span, 0.0)
+        direct, through = weight @ layer.keep, weight @ layer.relu  # (m, n), (m, gates)
+        bounds = []
+        for sign in (1.0, -1.0):  # the largest of sign * output, per vertex
+            coefficient = sign * through[:, :, None]  # (m, gates, vertices)
+            slope = np.where(coefficient > 0, up_slope, low_slope)
+            shift = np.where(coefficient > 0, up_shift, low_shift)
+            linear = sign * direct[:, None, :] + np.einsum(
+                "mgv,gn->mvn", coefficient * slope, layer.gate)  # on v: (m, vertices, n)
+            linear = linear @ layer.weight  # on the layer's input
+            bounds.append((np.clip(linear, 0, None) * high.T[None]).sum(axis=2)
+                          + (np.clip(linear, None, 0) * low.T[None]).sum(axis=2)
+                          + (coefficient * shift).sum(axis=1))
+        top, bottom = bounds  # max y and max -y per vertex; -s mirrors them
+        return _widen(-np.maximum(bottom.max(axis=1), top.max(axis=1)),
+                      np.maximum(top.max(axis=1), bottom.max(axis=1)))
 
 
 def _gate_fix(low, high) -> np.ndarray:
@@ -468,6 +506,8 @@ def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
     y = model.define([(weight @ m, i) for m, i in tangent])
     if by_vertex is not None:
         model.intersect(y, *by_vertex.bounds(weight))
+        if layers:
+            model.intersect(y, *by_vertex.output_bounds(weight))
     m = y.size
     if m > 1 and tighten:
         lps += model.tighten(y, deadline)
