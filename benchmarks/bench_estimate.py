@@ -50,7 +50,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from lipkit.estimate import estimate, load_network
 from lipkit.estimate.lipsdp import MAX_NEURONS, split_chain
 from lipkit.estimate.network import Network
 from lipkit.nn import export, make_lipschitz
+from revision import lipkit_revision
 
 try:  # the peer, benchmarked where it is installed (benchmarks/constraints-bench.txt)
     import eclipse_nn
@@ -794,18 +794,6 @@ def print_summary(console: Console, results: dict[str, list[Row]]) -> None:
                   "limit; LipSDP: uncertified)")
 
 
-def _revision() -> str | None:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "src/lipkit"], capture_output=True, text=True,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
 
 def machine(threads: int) -> dict:
     from importlib.metadata import PackageNotFoundError, version
@@ -824,7 +812,8 @@ def machine(threads: int) -> dict:
         except PackageNotFoundError:
             versions[package] = None
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "lipkit": _revision(), **versions,
+            "python": platform.python_version(), "lipkit": lipkit_revision(),
+            **versions,
             "thread_pools": [{k: pool.get(k) for k in ("internal_api", "num_threads",
                                                         "filepath")}
                              for pool in threadpool_info()]}

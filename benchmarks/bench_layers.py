@@ -40,12 +40,10 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -54,6 +52,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 import lipkit.nn as lnn
+from revision import lipkit_revision
 
 try:  # an optional peer, benchmarked only where it is installed
     import deel.torchlip as torchlip
@@ -374,19 +373,6 @@ def run_case(case: Case, device: torch.device, steps: int, warmup: int, chunk: i
 
 
 # -- report -------------------------------------------------------------------------------
-def _lipkit_revision() -> str | None:
-    """The lipkit commit benchmarked, marked "+dirty" when src/lipkit/nn has local edits."""
-    root = Path(lnn.__file__).resolve().parents[3]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "src/lipkit/nn"], capture_output=True, text=True,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
 
 def _machine() -> dict:
     cpu = platform.processor() or platform.machine()
@@ -400,7 +386,7 @@ def _machine() -> dict:
         "cpu": cpu,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "lipkit": _lipkit_revision(),
+        "lipkit": lipkit_revision("src/lipkit/nn"),
         "deel-torchlip": getattr(torchlip, "__version__", None) if torchlip else None,
         "threads": torch.get_num_threads(),
     }
