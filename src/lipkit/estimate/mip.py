@@ -562,6 +562,8 @@ def pattern_jacobian(layers, output, pattern) -> np.ndarray:
 def _operator_norm(jac: np.ndarray, norm: str) -> float:
     if jac.size == 0:
         return 0.0
+    if norm == "2":
+        return float(np.linalg.norm(jac, ord=2))
     return float(np.abs(jac).sum(axis=1 if norm == "inf" else 0).max())
 
 
@@ -633,7 +635,7 @@ def _interior_point(layers, pattern, box, homogeneous: bool, last: np.ndarray | 
 
 
 def verify(network: Network, layers, output, pattern, box, homogeneous: bool, norm: str,
-           row: int | None) -> Witness | None:
+           row: int | None, method: str = "exact-mip") -> Witness | None:
     """The pattern's witness, checked by autograd; ``None`` when its region is empty.
 
     Raises LipkitError when the Jacobian by autograd at the interior point differs from the
@@ -651,7 +653,7 @@ def verify(network: Network, layers, output, pattern, box, homogeneous: bool, no
     scale = 1.0 + np.abs(expected).max(initial=0.0)
     if not np.allclose(observed, expected, rtol=1e-7, atol=1e-9 * scale):
         raise LipkitError(
-            "exact-mip: the Jacobian by autograd at the witness differs from the activation "
+            f"{method}: the Jacobian by autograd at the witness differs from the activation "
             f"pattern's (largest difference {np.abs(observed - expected).max():.3g})")
     return Witness(point, pattern, _operator_norm(expected, norm), margin)
 
@@ -747,7 +749,7 @@ def _initial_solution(encoding: _Encoding, layers, output, pattern, point, homog
 # the method
 
 
-def _domain(network: Network, extra: dict):
+def _domain(network: Network, extra: dict, method: str = "exact-mip"):
     """``(box, homogeneous, description)`` from the options."""
     n = network.in_features
     if "box" in extra:
@@ -758,7 +760,7 @@ def _domain(network: Network, extra: dict):
         center = torch.as_tensor(extra["center"], dtype=torch.float64).reshape(-1).numpy()
         radius = float(extra.get("radius", 1.0))
         if not radius > 0:
-            raise InvalidArgumentError(f"exact-mip: radius must be positive, got {radius}")
+            raise InvalidArgumentError(f"{method}: radius must be positive, got {radius}")
         lower, upper = center - radius, center + radius
         description = f"l-inf ball of radius {radius:g} around extra['center']"
     else:
@@ -767,7 +769,7 @@ def _domain(network: Network, extra: dict):
                            "meets every activation region")
     if lower.shape != (n,) or upper.shape != (n,) or np.any(lower > upper):
         raise InvalidArgumentError(
-            f"exact-mip: the box must be two vectors of {n} entries with lower <= upper")
+            f"{method}: the box must be two vectors of {n} entries with lower <= upper")
     return (lower, upper), False, description
 
 
