@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from onnx import helper
 from torch import nn
 
@@ -83,6 +85,36 @@ def test_operator_norms_bound_the_materialized_matrix(name):
     # what a large operator uses instead: the convolution's l1 / l-inf norms, swapped
     assert operator.convolution.norm(1) >= rows * (1 - 1e-12)
     assert operator.convolution.norm(math.inf) >= columns * (1 - 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), dims=st.sampled_from([1, 2]), groups=st.integers(1, 2),
+       kernel=st.integers(1, 3), stride=st.integers(1, 3), dilation=st.integers(1, 2),
+       padding=st.integers(0, 2), size=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_random_transposed_convolutions(data, dims, groups, kernel, stride, dilation, padding,
+                                        size, seed):
+    output_padding = data.draw(st.integers(0, max(stride, dilation) - 1), label="out pad")
+    full = (size - 1) * stride + dilation * (kernel - 1) + 1
+    assume(full - 2 * padding + output_padding >= 1)
+    torch.manual_seed(seed)
+    module = (nn.ConvTranspose1d, nn.ConvTranspose2d)[dims - 1](
+        groups * data.draw(st.integers(1, 2), label="in per group"),
+        groups * data.draw(st.integers(1, 2), label="out per group"), kernel, stride, padding,
+        output_padding, groups, dilation=dilation).double()
+    shape = (module.in_channels, *(size,) * dims)
+    operator = load_network(module, shape).nodes[0].op.operator
+    x = torch.randn(2, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        expected = module(x) - module.bias.reshape(-1, *([1] * dims))
+    torch.testing.assert_close(operator.apply(x), expected, atol=1e-12, rtol=1e-12)
+    matrix = operator.matrix()
+    y = torch.randn(2, *operator.out_shape, dtype=torch.float64)
+    torch.testing.assert_close(operator.adjoint(y).reshape(2, -1), y.reshape(2, -1) @ matrix,
+                               atol=1e-12, rtol=1e-12)
+    exact = float(torch.linalg.matrix_norm(matrix, ord=2))
+    assert exact <= operator.norm(2) * (1 + 1e-12)
+    assert float(matrix.abs().sum(1).max()) <= operator.convolution.norm(1) * (1 + 1e-12)
+    assert float(matrix.abs().sum(0).max()) <= operator.convolution.norm(math.inf) * (1 + 1e-12)
 
 
 def test_large_operator_norms_are_sound_without_the_dense_matrix():
