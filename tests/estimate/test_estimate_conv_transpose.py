@@ -16,6 +16,7 @@ from lipkit.errors import UnsupportedModuleError
 from lipkit.estimate import estimate, load_network
 from lipkit.estimate.importers.onnx_file import import_onnx
 from lipkit.estimate.network import Affine, TransposedConvolution
+from lipkit.estimate.witness import jacobians
 
 from .test_estimate_onnx import (
     TOLERANCE,
@@ -287,3 +288,21 @@ def test_large_conv_transpose_dense_methods_say_why_operator_methods_run():
     for name in ("seqlip", "compositional", "lipsdp-neuron"):
         status = bounds[name].status
         assert status.startswith("not applicable") and "'0'" in status, status
+
+
+def test_decoder_jacobians_in_forward_mode_and_its_bounds():
+    # more outputs than inputs: witness.jacobians takes one forward-mode pass per input
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Unflatten(1, (3, 1, 1)), nn.ConvTranspose2d(3, 4, 3), nn.Tanh(),
+                          nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1),
+                          nn.LeakyReLU(0.1)).double()
+    network = load_network(model, (3,))
+    assert network.out_features > network.in_features
+    points = torch.randn(5, 3, dtype=torch.float64)
+    expected = torch.stack([torch.autograd.functional.jacobian(
+        lambda v: model(v[None]).flatten(), point) for point in points])
+    torch.testing.assert_close(jacobians(network, points), expected, atol=1e-12, rtol=1e-12)
+    report = estimate(network, methods=["naive", "autolip", "compositional", "lower-jacobian"])
+    values = {b.method: b.value for b in report.bounds}
+    for name in ("naive", "autolip", "compositional"):
+        assert values[name] >= values["lower-jacobian"] * (1 - 1e-9), (name, values)

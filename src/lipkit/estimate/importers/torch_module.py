@@ -5,9 +5,9 @@ additions, flatten / reshape, functional activations), then each graph node is t
 dense, convolutional and transposed convolutional layers (``nn.ConvTranspose1d/2d/3d``;
 lipkit's constrained layers contribute their current constrained weight), activations,
 BatchNorm in eval mode (a per-channel affine map), average pooling (a depthwise
-convolution), flatten / reshape, ``+`` between two branches (a residual join) and adding or
-multiplying by constants. Anything else is an error naming
-the node and its type. The model is evaluated in eval mode: BatchNorm uses its running
+convolution), flatten / unflatten / reshape, ``+`` between two branches (a residual join)
+and adding or multiplying by constants. Anything else is an error naming the node and its
+type. The model is evaluated in eval mode: BatchNorm uses its running
 statistics and dropout is the identity.
 """
 
@@ -204,6 +204,13 @@ class _Translator:
             end = module.end_dim - 1 if module.end_dim > 0 else module.end_dim
             flat = list(shape[:start]) + [-1] + (list(shape[end + 1:]) if end != -1 else [])
             out_shape = torch.zeros(shape).reshape(*flat).shape
+            self.affine(node, Reshape(shape, tuple(out_shape)), None, index)
+        elif isinstance(module, nn.Unflatten):
+            if module.dim == 0 or -module.dim > len(shape):
+                raise UnsupportedModuleError(path, module, f"unflattens dimension {module.dim} "
+                                                           f"of a batch of shape {shape}")
+            dim = module.dim - 1 if module.dim > 0 else module.dim
+            out_shape = torch.zeros(shape).unflatten(dim, module.unflattened_size).shape
             self.affine(node, Reshape(shape, tuple(out_shape)), None, index)
         elif isinstance(module, nn.AvgPool1d | nn.AvgPool2d | ScaledAvgPool2d):
             self.average_pool(node, module, index, shape)
