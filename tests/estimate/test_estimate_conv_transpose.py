@@ -306,3 +306,11 @@ def test_decoder_jacobians_in_forward_mode_and_its_bounds():
     values = {b.method: b.value for b in report.bounds}
     for name in ("naive", "autolip", "compositional"):
         assert values[name] >= values["lower-jacobian"] * (1 - 1e-9), (name, values)
+
+
+@pytest.mark.parametrize("dim", [0, 2, -3])
+def test_unflatten_of_the_batch_or_a_missing_dimension_is_an_error(dim):
+    with pytest.raises(UnsupportedModuleError, match=r"'0'.*unflattens dimension"):
+        load_network(nn.Sequential(nn.Unflatten(dim, (2, 3))), (6,))
+    unflattened = load_network(nn.Sequential(nn.Unflatten(-1, (2, 3))), (6,))
+    assert unflattened.nodes[0].op.operator.out_shape == (2, 3)

@@ -206,7 +206,7 @@ class _Translator:
             out_shape = torch.zeros(shape).reshape(*flat).shape
             self.affine(node, Reshape(shape, tuple(out_shape)), None, index)
         elif isinstance(module, nn.Unflatten):
-            if module.dim == 0 or -module.dim > len(shape):
+            if module.dim == 0 or abs(module.dim) > len(shape):
                 raise UnsupportedModuleError(path, module, f"unflattens dimension {module.dim} "
                                                            f"of a batch of shape {shape}")
             dim = module.dim - 1 if module.dim > 0 else module.dim
