@@ -226,8 +226,10 @@ class TransposedConvolution(LinearOperator):
             self.in_shape[1:], self.stride, self.dilation, kernel, strict=True))
         spatial = tuple(f - b - a + o for f, (b, a), o in zip(
             full, self.padding, self.output_padding, strict=True))
-        if min(spatial) < 1 or min(min(pair) for pair in self.padding) < 0 or min(
-                self.output_padding) < 0:
+        if min(min(pair) for pair in self.padding) < 0 or min(self.output_padding) < 0:
+            raise InvalidArgumentError(f"negative padding {self.padding} or output_padding "
+                                       f"{self.output_padding}")
+        if min(spatial) < 1:
             raise InvalidArgumentError(
                 f"padding {self.padding} and output_padding {self.output_padding} leave no "
                 f"output of the {full} full transposed convolution")
