@@ -193,6 +193,16 @@ class TransposedConvolution(LinearOperator):
     ``||A||_2 = ||A^T||_2 <= ||C||_2`` (the DFT bound on the torus of size ``F``, the same
     torus as the convolution ``A^T`` read with its padding), and ``||A||_inf <= ||C||_1``,
     ``||A||_1 <= ||C||_inf``.
+
+    Example (nearest-neighbour upsampling by 2: each sample copied twice, norm ``sqrt(2)``):
+        >>> import torch
+        >>> up = TransposedConvolution(torch.ones(1, 1, 2), stride=(2,), padding=((0, 0),),
+        ...                            output_padding=(0,), dilation=(1,), groups=1,
+        ...                            in_shape=(1, 3))
+        >>> up.apply(torch.tensor([[[1.0, 2.0, 3.0]]], dtype=torch.float64))
+        tensor([[[1., 1., 2., 2., 3., 3.]]], dtype=torch.float64)
+        >>> round(up.norm(2) ** 2, 9), up.norm(float("inf")), up.norm(1)
+        (2.0, 1.0, 2.0)
     """
 
     weight: torch.Tensor
