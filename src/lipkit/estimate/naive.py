@@ -5,13 +5,13 @@ network's graph, every node's constant (with respect to the network input) is it
 constant times its input's, and a residual join adds the constants of its branches.
 
 - ``naive``: each node's own certified constant — operator norms of affine maps
-  (exact for matrices, the sound DFT bound for convolutions), the largest slope of an
-  activation — multiplied along the graph.
+  (exact for matrices, the sound DFT bound for convolutions and transposed convolutions),
+  the largest slope of an activation — multiplied along the graph.
 - ``autolip``: AutoLip's graph algorithm, with the norms certified (the paper's power
   iteration estimates from below, which does not give an upper bound) and runs of
   consecutive affine maps merged before taking the norm, ``||A_2 A_1|| <= ||A_2|| ||A_1||``:
   dense products are multiplied out, a per-channel scaling (folded BatchNorm) is folded into
-  the preceding convolution's kernel, reshapes disappear.
+  the preceding (transposed) convolution's kernel, reshapes disappear.
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ from lipkit.estimate.network import (
     Matrix,
     Network,
     Reshape,
+    TransposedConvolution,
 )
 from lipkit.estimate.registry import Options, register_method
 
 _DENSE_LIMIT = 4_000_000  # entries of a merged matrix worth materializing
+# bounded as operators (the DFT bound), never merged into dense products
+_CONVOLUTIONS = (Convolution, TransposedConvolution)
 
 
 def compose(network: Network, affine_constant, runs: list[list[int]] | None = None) -> float:
@@ -100,15 +103,12 @@ def merged_norm(operators: list[LinearOperator], p: float) -> float:
         if isinstance(operator, Reshape):
             continue
         last = merged[-1] if merged else None
-        if (isinstance(operator, Diagonal) and isinstance(last, Convolution)
+        if (isinstance(operator, Diagonal) and isinstance(last, _CONVOLUTIONS)
                 and _per_channel(operator)):
-            scale = operator.scale.reshape(operator.scale.shape[0], -1)[:, 0]
-            shape = (-1, *([1] * (last.weight.ndim - 1)))
-            merged[-1] = Convolution(last.weight * scale.reshape(shape), last.geometry,
-                                     last.in_shape)
+            merged[-1] = last.scaled(operator.scale.reshape(operator.scale.shape[0], -1)[:, 0])
             continue
-        if (last is not None and not isinstance(last, Convolution)
-                and not isinstance(operator, Convolution)
+        if (last is not None and not isinstance(last, _CONVOLUTIONS)
+                and not isinstance(operator, _CONVOLUTIONS)
                 and operator.out_features * last.in_features <= _DENSE_LIMIT):
             merged[-1] = Matrix(operator.matrix() @ last.matrix(), last.in_shape,
                                 operator.out_shape)

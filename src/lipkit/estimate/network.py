@@ -6,6 +6,7 @@ each reading the outputs of earlier nodes (index ``-1`` is the network's input):
 
 - :class:`Affine`: ``x -> A x + b`` with ``A`` a :class:`LinearOperator` —
   :class:`Matrix` (dense), :class:`Convolution` (with its geometry and input shape),
+  :class:`TransposedConvolution` (``ConvTranspose``: a convolution's adjoint),
   :class:`Diagonal` (folded BatchNorm, input normalization), :class:`Reshape` (flatten),
   :class:`Permute` (transpose);
 - :class:`Activation`: an elementwise nonlinearity with its slope range ``[alpha, beta]``
@@ -28,6 +29,9 @@ import torch.nn.functional as F
 
 from lipkit.errors import InvalidArgumentError, LipkitError
 from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
+
+_CONV_TRANSPOSE_FUNCTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d,
+                             3: F.conv_transpose3d}
 
 DTYPE = torch.float64
 
@@ -149,6 +153,11 @@ class Convolution(LinearOperator):
     def adjoint(self, y):
         return self.geometry.apply_adjoint(y, self.weight)
 
+    def scaled(self, scale: torch.Tensor) -> Convolution:
+        """The operator followed by scaling output channel ``c`` by ``scale[c]``."""
+        shape = (-1, *([1] * (self.weight.ndim - 1)))
+        return Convolution(self.weight * scale.reshape(shape), self.geometry, self.in_shape)
+
     def norm(self, p: float = 2) -> float:
         if p == 2:
             return min(conv_operator_norm_upper(self.weight, self.geometry),
@@ -162,6 +171,116 @@ class Convolution(LinearOperator):
         if p == math.inf:
             return float(absolute.flatten(1).sum(dim=1).max()) * padding
         return float(absolute.transpose(0, 1).flatten(1).sum(dim=1).max()) * padding
+
+
+def _flat_pads(pairs) -> list[int]:
+    """``(before, after)`` pairs per spatial dimension as ``F.pad`` wants them (last first)."""
+    return [value for pair in reversed(pairs) for value in pair]
+
+
+@dataclass(eq=False)
+class TransposedConvolution(LinearOperator):
+    """A transposed convolution (no bias) on inputs of ``in_shape = (channels, *spatial)``,
+    as ``nn.ConvTranspose1d/2d/3d`` and ONNX ``ConvTranspose`` compute it.
+
+    ``weight`` has torch's layout ``(in_channels, out_channels / groups, *kernel)``. Per
+    spatial dimension, the full transposed convolution of an input of size ``n`` has
+    ``F = (n - 1) s + d (k - 1) + 1`` outputs; the operator keeps those from ``before`` to
+    ``F - after + output_padding - 1`` (``padding[i] = (before, after)``; zeros past
+    ``F - 1``), ``F - before - after + output_padding`` samples. The full transposed
+    convolution is the adjoint of the convolution ``C`` (same weight, stride, dilation,
+    groups, no padding) on inputs of size ``F``, and the crop has norm 1, so
+    ``||A||_2 = ||A^T||_2 <= ||C||_2`` (the DFT bound on the torus of size ``F``, the same
+    torus as the convolution ``A^T`` read with its padding), and ``||A||_inf <= ||C||_1``,
+    ``||A||_1 <= ||C||_inf``.
+
+    Example (nearest-neighbour upsampling by 2: each sample copied twice, norm ``sqrt(2)``):
+        >>> import torch
+        >>> up = TransposedConvolution(torch.ones(1, 1, 2), stride=(2,), padding=((0, 0),),
+        ...                            output_padding=(0,), dilation=(1,), groups=1,
+        ...                            in_shape=(1, 3))
+        >>> up.apply(torch.tensor([[[1.0, 2.0, 3.0]]], dtype=torch.float64))
+        tensor([[[1., 1., 2., 2., 3., 3.]]], dtype=torch.float64)
+        >>> round(up.norm(2) ** 2, 9), up.norm(float("inf")), up.norm(1)
+        (2.0, 1.0, 2.0)
+    """
+
+    weight: torch.Tensor
+    stride: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    output_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...] = None
+
+    def __post_init__(self):
+        self.weight = self.weight.detach().to(DTYPE)
+        self.in_shape = tuple(self.in_shape)
+        dims = self.weight.ndim - 2
+        self.stride, self.dilation = tuple(self.stride), tuple(self.dilation)
+        self.padding = tuple((int(b), int(a)) for b, a in self.padding)
+        self.output_padding = tuple(self.output_padding)
+        if not (len(self.in_shape) == len(self.stride) + 1 == len(self.dilation) + 1 ==
+                len(self.padding) + 1 == len(self.output_padding) + 1 == dims + 1):
+            raise InvalidArgumentError(
+                f"a transposed convolution of weight {tuple(self.weight.shape)} on inputs of "
+                f"shape {self.in_shape} needs {dims} strides, paddings, output paddings and "
+                "dilations")
+        if self.in_shape[0] != self.weight.shape[0] or self.weight.shape[0] % self.groups:
+            raise InvalidArgumentError(
+                f"{self.in_shape[0]} input channels do not fit a transposed-convolution weight "
+                f"of shape {tuple(self.weight.shape)} with groups={self.groups}")
+        kernel = self.weight.shape[2:]
+        full = tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(
+            self.in_shape[1:], self.stride, self.dilation, kernel, strict=True))
+        spatial = tuple(f - b - a + o for f, (b, a), o in zip(
+            full, self.padding, self.output_padding, strict=True))
+        if min(min(pair) for pair in self.padding) < 0 or min(self.output_padding) < 0:
+            raise InvalidArgumentError(f"negative padding {self.padding} or output_padding "
+                                       f"{self.output_padding}")
+        if min(spatial) < 1:
+            raise InvalidArgumentError(
+                f"padding {self.padding} and output_padding {self.output_padding} leave no "
+                f"output of the {full} full transposed convolution")
+        channels = self.weight.shape[1] * self.groups
+        if self.out_shape is None:
+            self.out_shape = (channels, *spatial)
+        # the convolution C whose adjoint is the full transposed convolution
+        geometry = ConvGeometry(dims, self.stride, ((0, 0),) * dims, self.dilation,
+                                self.groups, "zeros", full)
+        self.convolution = Convolution(self.weight, geometry, (channels, *full))
+        # F.pad of the full output: crop ``before``, crop ``after`` and append the output
+        # padding (negative entries crop)
+        self._crop = _flat_pads([(-b, o - a) for (b, a), o in zip(
+            self.padding, self.output_padding, strict=True)])
+
+    def apply(self, x):
+        full = _CONV_TRANSPOSE_FUNCTIONS[len(self.stride)](
+            x, self.weight, None, self.stride, 0, 0, self.groups, self.dilation)
+        return F.pad(full, self._crop) if any(self._crop) else full
+
+    def adjoint(self, y):
+        padded = F.pad(y, [-c for c in self._crop]) if any(self._crop) else y
+        return self.convolution.apply(padded)
+
+    def norm(self, p: float = 2) -> float:
+        if p == 2:
+            return self.convolution.norm(2)
+        if self.in_features * self.out_features <= 4_000_000:
+            return _induced_norm(self.matrix(), p)
+        if p == math.inf:
+            return self.convolution.norm(1)
+        return self.convolution.norm(math.inf)
+
+    def scaled(self, scale: torch.Tensor) -> TransposedConvolution:
+        """The operator followed by scaling output channel ``c`` by ``scale[c]``."""
+        groups = self.groups
+        shape = (groups, 1, self.weight.shape[1], *([1] * (self.weight.ndim - 2)))
+        weight = self.weight.reshape(groups, -1, *self.weight.shape[1:]) * scale.reshape(shape)
+        return TransposedConvolution(weight.reshape(self.weight.shape), self.stride,
+                                     self.padding, self.output_padding, self.dilation, groups,
+                                     self.in_shape)
 
 
 @dataclass(eq=False)

@@ -24,10 +24,19 @@ def vector_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
 def jacobians(network: Network, x: torch.Tensor) -> torch.Tensor:
     """The Jacobians ``(batch, out_features, in_features)`` at the points of a batch.
 
-    One reverse pass per output (the usual case: few outputs), batched over the points.
+    One reverse pass per output (the usual case: few outputs), or one forward-mode pass per
+    input where there are more outputs (decoders, generators), batched over the points.
     """
+    x = x.detach().to(DTYPE)
+    if network.out_features > network.in_features:
+        basis = torch.eye(network.in_features, dtype=DTYPE).reshape(-1, *x.shape[1:])
+        columns = []
+        for direction in basis:
+            _, column = torch.func.jvp(network.forward, (x,), (direction.expand_as(x),))
+            columns.append(column.flatten(1))
+        return torch.stack(columns, dim=2)
     with torch.enable_grad():
-        x = x.detach().to(DTYPE).requires_grad_(True)
+        x = x.requires_grad_(True)
         y = network.forward(x).flatten(1)
         rows = []
         for k in range(y.shape[1]):

@@ -10,7 +10,9 @@ translated in their (topological) order, the ones the output does not depend on 
 - convolutions: ``Conv`` (1-D to 3-D; ``pads``, ``strides``, ``dilations``, ``group``,
   ``auto_pad``), ``AveragePool`` and ``GlobalAveragePool`` (depthwise convolutions of
   weight ``1/k``), a ``Pad`` folded into the ``Conv`` / ``AveragePool`` that reads it (zero,
-  reflect, edge and wrap padding, as ``ConvGeometry``'s padding modes);
+  reflect, edge and wrap padding, as ``ConvGeometry``'s padding modes); ``ConvTranspose``
+  (1-D to 3-D; ``pads``, ``strides``, ``dilations``, ``group``, ``output_padding``, and
+  ``output_shape`` / ``auto_pad`` as the specification derives pads from them);
 - per-element affine maps: ``BatchNormalization`` (inference: running statistics), ``Add`` /
   ``Sub`` of a constant, ``Mul`` / ``Div`` by a constant, ``Neg`` (input normalization
   ``(x - mean) / std`` becomes one diagonal node);
@@ -61,6 +63,7 @@ from lipkit.estimate.network import (
     Node,
     Permute,
     Reshape,
+    TransposedConvolution,
 )
 from lipkit.nn.operator_norm import ConvGeometry
 
@@ -484,6 +487,64 @@ class _Translator:
             bias = bias.reshape(-1, *([1] * dims))
         self.affine(step, convolution, bias, index)
 
+    def conv_transpose(self, step: _Step) -> None:
+        """``ConvTranspose``: the crop of the full transposed convolution is ``pads``, or
+        derived from ``output_shape`` / ``auto_pad=SAME_*`` as the ONNX specification says."""
+        index, shape = self.tensor(step, 0)
+        weight = self.floats(step, 1)
+        dims = weight.ndim - 2
+        if dims not in (1, 2, 3) or len(shape) != dims + 1:
+            raise self.invalid(step, f"a weight of shape {weight.shape} on features of shape "
+                                     f"{shape}")
+        groups = int(step.attribute("group", 1))
+        if shape[0] != weight.shape[0] or weight.shape[0] % groups:
+            raise self.invalid(step, f"{shape[0]} input channels do not fit a weight of shape "
+                                     f"{weight.shape} with group={groups}")
+        kernel = tuple(weight.shape[2:])
+        if tuple(step.attribute("kernel_shape", kernel)) != kernel:
+            raise self.invalid(step, f"kernel_shape {step.attribute('kernel_shape')} differs "
+                                     f"from the weight's {kernel}")
+        stride = tuple(int(s) for s in step.attribute("strides", (1,) * dims))
+        dilation = tuple(int(d) for d in step.attribute("dilations", (1,) * dims))
+        output_padding = tuple(int(o) for o in step.attribute("output_padding", (0,) * dims))
+        if not len(stride) == len(dilation) == len(output_padding) == dims:
+            raise self.invalid(step, f"strides {stride}, dilations {dilation} and "
+                                     f"output_padding {output_padding} for {dims} dimensions")
+        auto_pad = step.attribute("auto_pad", "NOTSET") or "NOTSET"
+        if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+            raise self.invalid(step, f"unknown auto_pad {auto_pad!r}")
+        output_shape = step.attribute("output_shape")
+        if output_shape is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            output_shape = [n * s for n, s in zip(shape[1:], stride, strict=True)]
+        if output_shape is not None:
+            output_shape = [int(o) for o in output_shape][-dims:]
+            padding = []
+            for n, k, s, d, o, out in zip(shape[1:], kernel, stride, dilation, output_padding,
+                                          output_shape, strict=True):
+                total = (n - 1) * s + d * (k - 1) + 1 + o - out
+                if total < 0:
+                    raise self.unsupported(step, f"output_shape {output_shape} is larger than "
+                                                 "the transposed convolution's output")
+                small, large = total // 2, total - total // 2
+                padding.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
+        elif auto_pad == "VALID":
+            padding = [(0, 0)] * dims
+        else:
+            pads = [int(p) for p in step.attribute("pads", (0,) * (2 * dims))]
+            if len(pads) != 2 * dims or min(pads) < 0:
+                raise self.unsupported(step, f"pads {pads} (lipkit reads {2 * dims} "
+                                             "non-negative pads)")
+            padding = [(pads[i], pads[i + dims]) for i in range(dims)]
+        try:
+            operator = TransposedConvolution(torch.as_tensor(weight), stride, padding,
+                                             output_padding, dilation, groups, shape)
+        except InvalidArgumentError as error:
+            raise self.invalid(step, str(error)) from None
+        bias = self.floats(step, 2)
+        if bias is not None:
+            bias = bias.reshape(-1, *([1] * dims))
+        self.affine(step, operator, bias, index)
+
     def geometry(self, step: _Step, shape, kernel, groups: int, pad: _PendingPad | None,
                  count_include_pad: bool = True) -> ConvGeometry:
         """The ConvGeometry of a Conv / AveragePool: its own padding plus a folded Pad's."""
@@ -870,6 +931,7 @@ _HANDLERS = {
     "Gemm": _Translator.gemm,
     "MatMul": _Translator.matmul,
     "Conv": _Translator.conv,
+    "ConvTranspose": _Translator.conv_transpose,
     "Pad": _Translator.pad,
     "AveragePool": _Translator.average_pool,
     "GlobalAveragePool": _Translator.global_average_pool,

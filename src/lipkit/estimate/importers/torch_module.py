@@ -2,11 +2,12 @@
 
 The model is traced with ``torch.fx`` (``nn.Sequential`` and models with residual
 additions, flatten / reshape, functional activations), then each graph node is translated:
-dense and convolutional layers (lipkit's constrained layers contribute their current
-constrained weight), activations, BatchNorm in eval mode (a per-channel affine map),
-average pooling (a depthwise convolution), flatten / reshape, ``+`` between two branches
-(a residual join) and adding or multiplying by constants. Anything else is an error naming
-the node and its type. The model is evaluated in eval mode: BatchNorm uses its running
+dense, convolutional and transposed convolutional layers (``nn.ConvTranspose1d/2d/3d``;
+lipkit's constrained layers contribute their current constrained weight), activations,
+BatchNorm in eval mode (a per-channel affine map), average pooling (a depthwise
+convolution), flatten / unflatten / reshape, ``+`` between two branches (a residual join)
+and adding or multiplying by constants. Anything else is an error naming the node and its
+type. The model is evaluated in eval mode: BatchNorm uses its running
 statistics and dropout is the identity.
 """
 
@@ -32,6 +33,7 @@ from lipkit.estimate.network import (
     Network,
     Node,
     Reshape,
+    TransposedConvolution,
 )
 from lipkit.nn.activation import GroupSort
 from lipkit.nn.operator_norm import ConvGeometry
@@ -54,7 +56,8 @@ class _Tracer(torch.fx.Tracer):
     """Keeps lipkit's and torch's layers as leaves (parametrized layers included)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d | GroupSort |
+        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d |
+                      nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d | GroupSort |
                       ScaledAvgPool2d | L2NormPool2d):
             return True
         return super().is_leaf_module(module, qualified_name)
@@ -171,6 +174,8 @@ class _Translator:
             bias = None if module.bias is None else module.bias.reshape(
                 -1, *([1] * (len(shape) - 1)))
             self.affine(node, convolution, bias, index)
+        elif isinstance(module, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+            self.transposed_convolution(node, module, index, shape)
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             if module.running_var is None:
                 raise UnsupportedModuleError(path, module, "BatchNorm without running statistics")
@@ -200,11 +205,38 @@ class _Translator:
             flat = list(shape[:start]) + [-1] + (list(shape[end + 1:]) if end != -1 else [])
             out_shape = torch.zeros(shape).reshape(*flat).shape
             self.affine(node, Reshape(shape, tuple(out_shape)), None, index)
+        elif isinstance(module, nn.Unflatten):
+            if module.dim == 0 or abs(module.dim) > len(shape):
+                raise UnsupportedModuleError(path, module, f"unflattens dimension {module.dim} "
+                                                           f"of a batch of shape {shape}")
+            dim = module.dim - 1 if module.dim > 0 else module.dim
+            out_shape = torch.zeros(shape).unflatten(dim, module.unflattened_size).shape
+            self.affine(node, Reshape(shape, tuple(out_shape)), None, index)
         elif isinstance(module, nn.AvgPool1d | nn.AvgPool2d | ScaledAvgPool2d):
             self.average_pool(node, module, index, shape)
         else:
             raise UnsupportedModuleError(path, module, "no translation into the network "
                                                        "description exists for this module")
+
+    def transposed_convolution(self, node, module, index, shape) -> None:
+        path = node.target
+        dims = len(module.kernel_size)
+        if len(node.args) > 1 or node.kwargs:
+            raise UnsupportedModuleError(path, module, "called with output_size (lipkit reads "
+                                                       "output_padding from the module)")
+        if module.padding_mode != "zeros":
+            raise UnsupportedModuleError(path, module,
+                                         f"padding_mode {module.padding_mode!r} (torch "
+                                         "computes transposed convolutions with zeros only)")
+        if len(shape) != dims + 1 or shape[0] != module.in_channels:
+            raise UnsupportedModuleError(
+                path, module, f"expects {module.in_channels} channels and {dims} spatial "
+                              f"dimensions, gets shape {shape}")
+        operator_ = TransposedConvolution(
+            module.weight, module.stride, tuple((p, p) for p in module.padding),
+            module.output_padding, module.dilation, module.groups, shape)
+        bias = None if module.bias is None else module.bias.reshape(-1, *([1] * dims))
+        self.affine(node, operator_, bias, index)
 
     def average_pool(self, node, module, index, shape) -> None:
         dims = len(shape) - 1
