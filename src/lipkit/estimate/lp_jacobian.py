@@ -39,20 +39,23 @@ decreasing order of it until the best LP bound so far reaches the next row's int
 interval bounds, and the status says so (``"ok: 256 LPs reached; ..."``).
 
 **Local bounds.** With ``extra["center"]`` and ``extra["radius"]`` (an l-infinity ball,
-radius 1 by default) or ``extra["box"] = (lower, upper)`` — the options exact-mip reads — the
-bound is on the local constant over that box, ``sup ||f(x) - f(y)|| / ||x - y||`` for ``x, y``
-in it, and ``details["domain"]`` says so (``"R^n ..."`` for the global bound). Interval
-propagation in float64, rounded outwards, bounds every pre-activation over the box
-(:func:`pre_activation_bounds`); a ReLU / LeakyReLU / identity neuron whose bounds do not
-straddle 0 is stable, its slope fixed to its side's (``0`` or ``1`` for ReLU), the others keep
-``[alpha, beta]`` (:func:`local_slopes`; ``details["stable_neurons"]``). The same LP then
-runs with these per-neuron boxes. Sound because ``f(x) - f(y) = W_L S_{L-1} ... S_1 W_1 (x - y)``
-with ``S_k`` the diagonal of the activations' secant slopes between the two points' pre-
-activations, which lie in the narrowed boxes (a neuron with both pre-activations on one side
-of 0 has its side's secant slope). Smooth activations (tanh, sigmoid, GELU, ...) keep their
-global slope range: their secant slopes over an interval are not set by its ends (their
-bounds still pass through, by their ends when monotone, else by the slope range). With every
-neuron stable the bound is ``||J(x_0)||`` up to rounding, the exact local constant.
+radius 1 by default) or ``extra["box"] = (lower, upper)`` (the options exact-mip reads), the
+bound is on the local constant over that box, ``sup ||f(x) - f(y)|| / ||x - y||`` over ``x, y``
+in it, and ``details["domain"]`` says so (``"R^n ..."`` for the global bound). Every
+pre-activation is bounded over the box (:func:`pre_activation_bounds`) by the tighter of
+interval propagation and of linear bounds in the input carried forward layer by layer
+(symbolic intervals: Wang et al., USENIX Security 2018; the forward form of CROWN, Zhang et
+al., NeurIPS 2018), in float64 with every rounding error moved outwards. A ReLU, LeakyReLU or
+identity neuron whose bounds do not straddle 0 is stable: its slope is fixed to its side's
+(``0`` or ``1`` for ReLU); the others keep ``[alpha, beta]`` (:func:`local_slopes`;
+``details["stable_neurons"]`` counts the fixed ones). The same LP then runs with these
+per-neuron boxes. Sound because ``f(x) - f(y) = W_L S_{L-1} ... S_1 W_1 (x - y)`` with ``S_k``
+the diagonal of the activations' secant slopes between the two points' pre-activations, which
+lie in the narrowed boxes (a neuron with both pre-activations on one side of 0 has its side's
+slope). Smooth activations (tanh, sigmoid, GELU, ...) keep their global slope range: their
+secant slopes over an interval are not set by its ends (their bounds still pass through, by
+their ends when monotone, else by the slope range). With every neuron stable the bound is
+``||J(x_0)||`` up to rounding: the exact local constant.
 """
 
 from __future__ import annotations
@@ -124,24 +127,104 @@ def _domain(network: Network, extra: dict):
 
 def pre_activation_bounds(layers, lower, upper) -> list[tuple[np.ndarray, np.ndarray]]:
     """Sound bounds ``(low, high)`` on every hidden layer's pre-activations over the box
-    ``lower <= x <= upper``, by interval propagation in float64 rounded outwards (centre /
-    radius through ``W``, plus ``gamma_n`` times the absolute sums; activations by their ends
-    when monotone, else by their slope range)."""
+    ``lower <= x <= upper``: per neuron the tighter of interval propagation and of linear
+    bounds in the input (:func:`_linear_step`), both in float64 rounded outwards."""
+    box = _Box(lower, upper)
+    post = (lower, upper)  # interval bounds on the layer's input
+    linear = (np.eye(lower.size), np.zeros(lower.size), np.eye(lower.size),
+              np.zeros(lower.size))  # the same as linear functions of x: (A, c) below, above
     bounds = []
     for layer in layers[:-1]:
         weight = layer.weight.detach().numpy()
         bias = np.zeros(weight.shape[0]) if layer.bias is None else \
             layer.bias.detach().numpy().reshape(-1)
-        centre = (lower + upper) / 2
-        radius = np.nextafter(np.maximum(upper - centre, centre - lower), math.inf)
-        middle, spread = weight @ centre + bias, np.abs(weight) @ radius
-        error = _gamma(weight.shape[1] + 3) * (np.abs(weight) @ (np.abs(centre) + radius)
-                                               + np.abs(bias))
-        low, high = middle - spread - error, middle + spread + error
+        low, high = _Box(*post).affine(weight, bias)
+        linear = _linear_affine(weight, bias, linear, box.reach)
+        low = np.maximum(low, box.minimum(*linear[:2]))
+        high = np.minimum(high, -box.minimum(-linear[2], -linear[3]))
         low, high = low - _SLACK * np.abs(low), high + _SLACK * np.abs(high)
         bounds.append((low, high))
-        lower, upper = _activation_interval(layer.activation, low, high)
+        post = _activation_interval(layer.activation, low, high)
+        linear = _linear_step(layer.activation, low, high, linear, post, box.reach)
     return bounds
+
+
+class _Box:
+    """The box ``lower <= x <= upper`` with its centre and radius, rounded outwards."""
+
+    def __init__(self, lower, upper):
+        self.centre = (lower + upper) / 2
+        self.radius = np.nextafter(np.maximum(upper - self.centre, self.centre - lower),
+                                   math.inf)
+        self.reach = np.maximum(np.abs(lower), np.abs(upper))
+
+    def affine(self, weight, bias):
+        """Bounds on ``weight @ x + bias`` over the box (interval arithmetic)."""
+        middle = weight @ self.centre + bias
+        spread = np.abs(weight) @ self.radius
+        error = _gamma(weight.shape[1] + 3) * (
+            np.abs(weight) @ (np.abs(self.centre) + self.radius) + np.abs(bias))
+        return middle - spread - error, middle + spread + error
+
+    def minimum(self, matrix, constant):
+        """A lower bound on ``matrix @ x + constant`` over the box."""
+        low, _ = self.affine(matrix, constant)
+        return np.nextafter(low, -math.inf)
+
+
+def _linear_affine(weight, bias, linear, reach):
+    """Linear bounds ``(A, c)`` below and above on ``weight @ a + bias`` from those on
+    ``a``, each valid for the float values stored: the rounding of the products, bounded by
+    ``gamma_n`` of the absolute sums over the box, moves the constants outwards."""
+    low_a, low_c, high_a, high_c = linear
+    positive, negative = np.maximum(weight, 0.0), np.minimum(weight, 0.0)
+    new_low_a = positive @ low_a + negative @ high_a
+    new_high_a = positive @ high_a + negative @ low_a
+    new_low_c = positive @ low_c + negative @ high_c + bias
+    new_high_c = positive @ high_c + negative @ low_c + bias
+    error = _gamma(weight.shape[1] + 3) * (
+        (np.abs(weight) @ (np.abs(low_a) + np.abs(high_a))) @ reach
+        + np.abs(weight) @ (np.abs(low_c) + np.abs(high_c)) + np.abs(bias))
+    return (new_low_a, np.nextafter(new_low_c - error, -math.inf),
+            new_high_a, np.nextafter(new_high_c + error, math.inf))
+
+
+def _linear_step(activation, low, high, linear, post, reach):
+    """Linear bounds in the input on ``phi(z)`` from those on ``z`` (in ``[low, high]``): for
+    ReLU / LeakyReLU / the identity (one breakpoint at 0, slopes ``p`` below and ``q`` above)
+    the exact line on a stable neuron, else the chord over ``[low, high]`` on the convex side
+    and the line ``lambda z`` (``lambda`` the slope of the longer side) on the other (symbolic
+    intervals, Wang et al. 2018; the forward form of CROWN / DeepPoly); other activations:
+    the constants ``post``."""
+    sides = _side_slopes(activation)
+    size = low.size
+    if sides is None:
+        zero = np.zeros((size, reach.size))
+        return zero, post[0].copy(), zero.copy(), post[1].copy()
+    p, q = sides
+    lam = np.where(high >= -low, q, p)  # the slope of the longer side
+    width = np.where(high > low, high - low, 1.0)
+    chord = (q * high - p * low) / width
+    offset = p * low - chord * low
+    margin = 1e-12 * (np.abs(chord) * (np.abs(low) + np.abs(high)) + abs(p) * np.abs(low)
+                      + abs(q) * np.abs(high)) + 1e-300
+    straddles = (low < 0) & (high > 0)
+    fixed = np.where(high <= 0, p, q)  # stable: phi(z) = p z or q z
+    convex = q >= p
+    slope_low = np.where(straddles, chord if not convex else lam, fixed)
+    slope_high = np.where(straddles, lam if not convex else chord, fixed)
+    offset_low = np.where(straddles & (not convex), offset - margin, 0.0)
+    offset_high = np.where(straddles & convex, offset + margin, 0.0)
+    low_a, low_c, high_a, high_c = linear
+    # slope * z: the lower bound of z where the slope is >= 0, its upper bound elsewhere
+    below_a = np.where((slope_low >= 0)[:, None], low_a, high_a) * slope_low[:, None]
+    below_c = np.where(slope_low >= 0, low_c, high_c) * slope_low + offset_low
+    above_a = np.where((slope_high >= 0)[:, None], high_a, low_a) * slope_high[:, None]
+    above_c = np.where(slope_high >= 0, high_c, low_c) * slope_high + offset_high
+    error_low = _gamma(3) * (np.abs(below_a) @ reach + np.abs(below_c) + np.abs(offset_low))
+    error_high = _gamma(3) * (np.abs(above_a) @ reach + np.abs(above_c) + np.abs(offset_high))
+    return (below_a, np.nextafter(below_c - error_low, -math.inf),
+            above_a, np.nextafter(above_c + error_high, math.inf))
 
 
 _MINIMUM = {"gelu": -0.1701, "silu": -0.2785}  # their global minima, rounded down
