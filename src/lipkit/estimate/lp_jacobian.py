@@ -472,7 +472,23 @@ def interval_bound(weights, slopes, row: int) -> float:
 
 @register_method("lp-jacobian", kind="upper", norms=("inf", "1"), fits=_fits)
 def lp_jacobian(network: Network, options: Options | None = None) -> Bound:
-    """LP relaxation of the Jacobian over the slope box (LipLP-style), proven by its dual."""
+    """LP relaxation of the Jacobian over the slope box (LipLP-style), proven by its dual.
+
+    Global, or local over ``extra["box"]`` / ``extra["center"]`` and ``extra["radius"]``
+    (see the module docstring).
+
+    Example:
+        >>> import torch
+        >>> from lipkit.estimate import estimate
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(8, 1)).double()
+        >>> whole = estimate(model, methods=["lp-jacobian"], norm="inf").bounds[0]
+        >>> near = estimate(model, methods=["lp-jacobian"], norm="inf",
+        ...                 center=torch.zeros(2), radius=0.1).bounds[0]
+        >>> near.value <= whole.value, near.details["domain"]
+        (True, "l-inf ball of radius 0.1 around extra['center']")
+    """
     options = options or Options()
     started = time.perf_counter()
     norm = norm_name(options.norm)
