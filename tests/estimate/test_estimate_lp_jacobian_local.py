@@ -39,7 +39,7 @@ def sampled_constant(network, norm, center, radius):
     return float(induced(jacobians(network, box_points(center, radius)), norm).max())
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(2, 4),
        widths=st.lists(st.integers(2, 8), min_size=1, max_size=3),
        norm=st.sampled_from(["inf", "1"]), radius=st.sampled_from([0.05, 0.3, 1.5]))
