@@ -3,7 +3,8 @@
 A random 10-50-50-1 ReLU MLP (PyTorch's default initialization, seed 0) around a random
 point (standard normal, seed 0), l-infinity balls of several radii: the local LP bound and its
 time, the exact local constant by ``exact-mip`` (same ``center`` / ``radius`` options) and its
-time, the share of stable neurons, the global ``lp-jacobian`` bound, and the ratios. Both
+time (its bracket ``[witness, MIP bound]`` when stopped by the time limit), the share of
+stable neurons, the global ``lp-jacobian`` bound, and the ratios. Both
 norms (l-infinity: the gradient's l1 norm; l1: its largest entry).
 
 Second table: the rows' LPs solved in decreasing order of their interval bounds, stopped once
@@ -57,7 +58,7 @@ def main() -> None:
     table = Table(title=f"local lp-jacobian vs exact-mip, 10-50-50-1 ReLU "
                         f"(lipkit {lipkit_revision()})")
     for column in ("norm", "radius", "stable", "lp-jacobian (s)", "exact-mip (s)",
-                   "lp / exact", "time exact / lp", "global lp", "global / local"):
+                   "lp / exact (or MIP upper)", "time exact / lp", "global lp", "global / local"):
         table.add_column(column, justify="right")
     for norm in ("inf", "1"):
         (global_bound,) = run("lp-jacobian", network, norm)
@@ -66,11 +67,15 @@ def main() -> None:
             exact = run("exact-mip", network, norm, args.time_limit, center=center,
                         radius=radius)
             kinds = {b.kind: b for b in exact}
-            mip = kinds.get("exact") or kinds["upper"]
-            label = "" if "exact" in kinds else " (upper, time limit)"
+            if "exact" in kinds:
+                mip, text = kinds["exact"], f"{kinds['exact'].value:.4g}"
+            else:  # stopped by the time limit: the bracket [witness, MIP bound]
+                mip = kinds["upper"]
+                low = kinds["lower"].value if "lower" in kinds else 0.0
+                text = f"[{low:.4g}, {mip.value:.4g}]"
             table.add_row(norm, f"{radius:g}", local.details["stable_neurons"],
                           f"{local.value:.4g} ({local.seconds:.2f})",
-                          f"{mip.value:.4g}{label} ({mip.seconds:.2f})",
+                          f"{text} ({mip.seconds:.2f})",
                           f"{local.value / mip.value:.3f}",
                           f"{mip.seconds / local.seconds:.1f}",
                           f"{global_bound.value:.4g}",
