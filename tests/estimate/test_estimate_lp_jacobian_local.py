@@ -123,6 +123,25 @@ def test_pre_activation_bounds_contain_every_sampled_pre_activation(activation):
             x = nonlinear(x)
 
 
+def test_linear_bounds_skipped_on_a_large_layer_restart_from_its_intervals(monkeypatch):
+    model = random_mlp([3, 12, 6, 6, 2], seed=9)
+    network = load_network(model)
+    center, radius = torch.tensor([0.2, 0.1, -0.3], dtype=torch.float64), 0.5
+    box = ((center - radius).numpy(), (center + radius).numpy())
+    monkeypatch.setattr(lp, "_MAX_ENTRIES", 0)  # interval propagation only
+    intervals = lp.pre_activation_bounds(network.chain(), *box)
+    monkeypatch.setattr(lp, "_MAX_ENTRIES", 20)  # the 12-wide layer (36 entries) skipped
+    mixed = lp.pre_activation_bounds(network.chain(), *box)
+    x = box_points(center, radius)
+    with torch.no_grad():
+        for index, (part, loose) in enumerate(zip(mixed, intervals, strict=True)):
+            x = model[2 * index](x)
+            assert np.all(x.numpy() >= part[0]) and np.all(x.numpy() <= part[1]), index
+            assert np.all(part[0] >= loose[0] - 1e-12) and np.all(part[1] <= loose[1] + 1e-12)
+            x = model[2 * index + 1](x)
+    assert np.sum(mixed[-1][1] - mixed[-1][0]) < np.sum(intervals[-1][1] - intervals[-1][0])
+
+
 @pytest.mark.parametrize("activation", [nn.SiLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.ELU,
                                         nn.Softplus, lambda: nn.LeakyReLU(3.0)])
 def test_activation_bounds_contain_the_activation_over_each_interval(activation):
@@ -142,6 +161,10 @@ def test_rows_pruned_by_interval_bound_give_the_value_of_all_lps(monkeypatch):
     network = load_network(random_mlp([3, 12, 12, 12], seed=6))
     weights, slopes = lp._chain(network, "inf")
     every = max(lp.row_bound(weights, slopes, row)[0] for row in range(12))
+    intervals = lp.interval_bounds(weights, slopes, chunk=5)  # in blocks: as one row each
+    for row in range(12):
+        single = lp._row_program(weights, slopes, row)[-1]
+        assert abs(intervals[row] - single) <= 1e-12 * single
     bound = run(network, "inf")
     assert bound.value == every and bound.status == "ok"
     assert bound.details["programs"] < 12

@@ -128,7 +128,8 @@ def _domain(network: Network, extra: dict):
 def pre_activation_bounds(layers, lower, upper) -> list[tuple[np.ndarray, np.ndarray]]:
     """Sound bounds ``(low, high)`` on every hidden layer's pre-activations over the box
     ``lower <= x <= upper``: per neuron the tighter of interval propagation and of linear
-    bounds in the input (:func:`_linear_step`), both in float64 rounded outwards."""
+    bounds in the input (:func:`_linear_step`), both in float64 rounded outwards (interval
+    bounds only on a layer whose linear bounds would hold more than ``_MAX_ENTRIES``)."""
     box = _Box(lower, upper)
     post = (lower, upper)  # interval bounds on the layer's input
     linear = (np.eye(lower.size), np.zeros(lower.size), np.eye(lower.size),
@@ -139,13 +140,20 @@ def pre_activation_bounds(layers, lower, upper) -> list[tuple[np.ndarray, np.nda
         bias = np.zeros(weight.shape[0]) if layer.bias is None else \
             layer.bias.detach().numpy().reshape(-1)
         low, high = _Box(*post).affine(weight, bias)
-        linear = _linear_affine(weight, bias, linear, box.reach)
-        low = np.maximum(low, box.minimum(*linear[:2]))
-        high = np.minimum(high, -box.minimum(-linear[2], -linear[3]))
+        if weight.shape[0] * lower.size > _MAX_ENTRIES:  # too large: interval bounds only
+            linear = None
+        else:
+            if linear is None:  # start again from the interval bounds, as constants
+                zero = np.zeros((weight.shape[1], lower.size))
+                linear = (zero, post[0], zero, post[1])
+            linear = _linear_affine(weight, bias, linear, box.reach)
+            low = np.maximum(low, box.minimum(*linear[:2]))
+            high = np.minimum(high, -box.minimum(-linear[2], -linear[3]))
         low, high = low - _SLACK * np.abs(low), high + _SLACK * np.abs(high)
         bounds.append((low, high))
         post = _activation_interval(layer.activation, low, high)
-        linear = _linear_step(layer.activation, low, high, linear, post, box.reach)
+        if linear is not None:
+            linear = _linear_step(layer.activation, low, high, linear, post, box.reach)
     return bounds
 
 
@@ -293,8 +301,9 @@ def _product_interval(low, high, alpha, beta):
     return low - _SLACK * np.abs(low), high + _SLACK * np.abs(high)  # outward rounding
 
 
-def interval_rows(weights, slopes, row: int):
-    """Interval bounds ``(l, u)`` of ``g_k`` (k = L-1 .. 0) and of ``h_k`` for row ``row``."""
+def interval_rows(weights, slopes, row):
+    """Interval bounds ``(l, u)`` of ``g_k`` (k = L-1 .. 0) and of ``h_k`` for row ``row``
+    (an index, or an array of them: one row of bounds each)."""
     g = weights[-1][row].astype(np.float64)
     g_bounds, h_bounds = [(g, g)], []
     low, high = g, g
@@ -302,9 +311,9 @@ def interval_rows(weights, slopes, row: int):
         h_low, h_high = _product_interval(low, high, alpha, beta)
         h_bounds.append((h_low, h_high))
         centre, radius = (h_low + h_high) / 2, (h_high - h_low) / 2
-        middle, spread = weight.T @ centre, np.abs(weight.T) @ radius
+        middle, spread = centre @ weight, radius @ np.abs(weight)
         # outward by the rounding of both products (gamma_n of the absolute sums)
-        error = _gamma(weight.shape[0] + 2) * (np.abs(weight.T) @ (np.abs(centre) + radius))
+        error = _gamma(weight.shape[0] + 2) * ((np.abs(centre) + radius) @ np.abs(weight))
         low, high = middle - spread - error, middle + spread + error
         g_bounds.append((low, high))
     return g_bounds, h_bounds
@@ -463,11 +472,17 @@ def row_bound(weights, slopes, row: int, time_limit: float | None = None) -> tup
     return min(proven, interval_value), interval_value
 
 
-def interval_bound(weights, slopes, row: int) -> float:
-    """The interval bound (step 1) on ``||e_row^T J||_1``: the sum of ``max(|l|, |u|)`` of
-    ``g_0``; it bounds the row's LP from above."""
-    g_low, g_high = interval_rows(weights, slopes, row)[0][-1]
-    return float(np.maximum(np.abs(g_low), np.abs(g_high)).sum())
+def interval_bounds(weights, slopes, chunk: int = 256) -> np.ndarray:
+    """The interval bound (step 1) on ``||e_i^T J||_1`` of every row ``i``: the sum of
+    ``max(|l|, |u|)`` of ``g_0``, an upper bound on the row's LP (rows in blocks of
+    ``chunk``)."""
+    rows = weights[-1].shape[0]
+    values = []
+    for start in range(0, rows, chunk):
+        g_low, g_high = interval_rows(weights, slopes, np.arange(start, min(start + chunk,
+                                                                            rows)))[0][-1]
+        values.append(np.maximum(np.abs(g_low), np.abs(g_high)).sum(axis=1))
+    return np.concatenate(values)
 
 
 @register_method("lp-jacobian", kind="upper", norms=("inf", "1"), fits=_fits)
@@ -505,7 +520,7 @@ def lp_jacobian(network: Network, options: Options | None = None) -> Bound:
         return Bound(value, "upper", norm, "lp-jacobian", time.perf_counter() - started,
                      details={**details, "programs": 0, "interval_bound": value})
     rows = weights[-1].shape[0]
-    intervals = np.array([interval_bound(weights, slopes, row) for row in range(rows)])
+    intervals = interval_bounds(weights, slopes)
     # the rows by decreasing interval bound: once the best LP bound so far reaches the next
     # interval bound, no later row can raise the maximum
     order = np.argsort(-intervals, kind="stable")
