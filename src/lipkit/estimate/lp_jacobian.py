@@ -129,24 +129,22 @@ def pre_activation_bounds(layers, lower, upper) -> list[tuple[np.ndarray, np.nda
     """Sound bounds ``(low, high)`` on every hidden layer's pre-activations over the box
     ``lower <= x <= upper``: per neuron the tighter of interval propagation and of linear
     bounds in the input (:func:`_linear_step`), both in float64 rounded outwards (interval
-    bounds only on a layer whose linear bounds would hold more than ``_MAX_ENTRIES``)."""
+    bounds only from the first layer whose linear bounds would hold more than
+    ``_MAX_ENTRIES`` numbers on)."""
     box = _Box(lower, upper)
     post = (lower, upper)  # interval bounds on the layer's input
-    linear = (np.eye(lower.size), np.zeros(lower.size), np.eye(lower.size),
-              np.zeros(lower.size))  # the same as linear functions of x: (A, c) below, above
+    linear = None  # linear bounds on it in x, (A, c) below and above: none yet
     bounds = []
-    for layer in layers[:-1]:
+    for index, layer in enumerate(layers[:-1]):
         weight = layer.weight.detach().numpy()
         bias = np.zeros(weight.shape[0]) if layer.bias is None else \
             layer.bias.detach().numpy().reshape(-1)
         low, high = _Box(*post).affine(weight, bias)
-        if weight.shape[0] * lower.size > _MAX_ENTRIES:  # too large: interval bounds only
-            linear = None
-        else:
-            if linear is None:  # start again from the interval bounds, as constants
-                zero = np.zeros((weight.shape[1], lower.size))
-                linear = (zero, post[0], zero, post[1])
-            linear = _linear_affine(weight, bias, linear, box.reach)
+        if weight.shape[0] * lower.size > _MAX_ENTRIES or (index > 0 and linear is None):
+            linear = None  # too large (from here on): interval bounds only
+        else:  # the first layer's pre-activations are linear in x, exactly
+            linear = (weight, bias, weight, bias) if index == 0 else \
+                _linear_affine(weight, bias, linear, box.reach)
             low = np.maximum(low, box.minimum(*linear[:2]))
             high = np.minimum(high, -box.minimum(-linear[2], -linear[3]))
         low, high = low - _SLACK * np.abs(low), high + _SLACK * np.abs(high)
