@@ -194,3 +194,6 @@ def test_bad_domains_are_refused_naming_what():
         run(network, "inf", box=(np.zeros(3), np.ones(3)))
     with pytest.raises(InvalidArgumentError, match="box"):
         run(network, "inf", box=(np.ones(2), np.zeros(2)))
+    with pytest.raises(InvalidArgumentError, match="center"):
+        run(network, "inf", center="middle", radius=0.1)
+    assert run(network, "inf", center=None).details["domain"].startswith("R^n")

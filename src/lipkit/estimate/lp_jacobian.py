@@ -41,11 +41,12 @@ interval bounds, and the status says so (``"ok: 256 LPs reached; ..."``).
 **Local bounds.** With ``extra["center"]`` and ``extra["radius"]`` (an l-infinity ball,
 radius 1 by default) or ``extra["box"] = (lower, upper)`` (the options exact-mip reads), the
 bound is on the local constant over that box, ``sup ||f(x) - f(y)|| / ||x - y||`` over ``x, y``
-in it, and ``details["domain"]`` says so (``"R^n ..."`` for the global bound). Every
-pre-activation is bounded over the box (:func:`pre_activation_bounds`) by the tighter of
-interval propagation and of linear bounds in the input carried forward layer by layer
-(symbolic intervals: Wang et al., USENIX Security 2018; the forward form of CROWN, Zhang et
-al., NeurIPS 2018), in float64 with every rounding error moved outwards. A ReLU, LeakyReLU or
+in it, and ``details["domain"]`` says so (``"R^n ..."`` for the global bound; run it alone
+or with exact-mip: the lower-bound methods search everywhere). Every pre-activation is
+bounded over the box (:func:`pre_activation_bounds`) by the tighter of interval propagation
+and of linear bounds in the input carried forward layer by layer (symbolic intervals: Wang
+et al., USENIX Security 2018; the forward form of CROWN, Zhang et al., NeurIPS 2018), in
+float64 with every rounding error moved outwards. A ReLU, LeakyReLU or
 identity neuron whose bounds do not straddle 0 is stable: its slope is fixed to its side's
 (``0`` or ``1`` for ReLU); the others keep ``[alpha, beta]`` (:func:`local_slopes`;
 ``details["stable_neurons"]`` counts the fixed ones). The same LP then runs with these
@@ -102,26 +103,31 @@ def _domain(network: Network, extra: dict):
     """``(lower, upper)`` and its description from ``extra["box"]`` or ``extra["center"]``
     and ``extra["radius"]`` (the options exact-mip reads, default radius 1), or None."""
     n = network.in_features
-    if "box" in extra:
-        lower, upper = (torch.as_tensor(b, dtype=torch.float64).reshape(-1).numpy()
-                        for b in extra["box"])
-        description = "box given in extra['box']"
-    elif "center" in extra:
-        center = torch.as_tensor(extra["center"], dtype=torch.float64).reshape(-1).numpy()
-        radius = float(extra.get("radius", 1.0))
-        if not radius > 0:
-            raise InvalidArgumentError(f"lp-jacobian: radius must be positive, got {radius}")
-        lower, upper = center - radius, center + radius
-        description = f"l-inf ball of radius {radius:g} around extra['center']"
-    else:
-        return None, "R^n (the global slope box of every activation)"
+    try:
+        if extra.get("box") is not None:
+            lower, upper = (torch.as_tensor(b, dtype=torch.float64).reshape(-1).numpy()
+                            for b in extra["box"])
+            description = "box given in extra['box']"
+        elif extra.get("center") is not None:
+            center = torch.as_tensor(extra["center"], dtype=torch.float64).reshape(-1).numpy()
+            radius = float(extra.get("radius", 1.0))
+            if not radius > 0 or not math.isfinite(radius):
+                raise InvalidArgumentError(
+                    f"lp-jacobian: radius must be positive and finite, got {radius}")
+            # the ends rounded outwards: the box contains the ball
+            lower = np.nextafter(center - radius, -math.inf)
+            upper = np.nextafter(center + radius, math.inf)
+            description = f"l-inf ball of radius {radius:g} around extra['center']"
+        else:
+            return None, "R^n (the global slope box of every activation)"
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InvalidArgumentError(f"lp-jacobian: cannot read the box / center: {error}") \
+            from error
     if (lower.shape != (n,) or upper.shape != (n,) or not np.all(lower <= upper)
             or not np.all(np.isfinite(lower)) or not np.all(np.isfinite(upper))):
         raise InvalidArgumentError(
             f"lp-jacobian: the box must be two finite vectors of {n} entries with "
             "lower <= upper")
-    if "center" in extra and "box" not in extra:  # the box's ends, rounded outwards
-        lower, upper = np.nextafter(lower, -math.inf), np.nextafter(upper, math.inf)
     return (lower, upper), description
 
 
