@@ -43,6 +43,7 @@ a rounding-error certificate.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -83,8 +84,7 @@ _BATCH = 256  # boxes branched at once
 def _linear(matrix, lower, upper):
     """Lower / upper affine forms of ``matrix @ v`` from those of ``v`` (batched)."""
     positive, negative = np.clip(matrix, 0, None), np.clip(matrix, None, 0)
-    return (np.einsum("ij,bjk->bik", positive, lower) + np.einsum("ij,bjk->bik", negative, upper),
-            np.einsum("ij,bjk->bik", positive, upper) + np.einsum("ij,bjk->bik", negative, lower))
+    return positive @ lower + negative @ upper, positive @ upper + negative @ lower
 
 
 def _concretize(lower, upper, low, high):
@@ -136,6 +136,13 @@ def gate_ranges(layers, low: np.ndarray, high: np.ndarray):
         relu_l, relu_u = _linear(layer.relu, lower_r, upper_r)
         lower, upper = keep_l + relu_l, keep_u + relu_u
     return ranges
+
+
+@functools.cache
+def _choices(count: int) -> np.ndarray:
+    """Every 0/1 vector of ``count`` entries, one per row."""
+    return np.array(list(itertools.product((0.0, 1.0), repeat=count)),
+                    dtype=float).reshape(2**count, count)
 
 
 def _jacobians(layers, output, patterns) -> np.ndarray:
@@ -285,8 +292,7 @@ class _Bounder:
         self.enumerated += 1
         free = [np.flatnonzero(hi > lo) for lo, hi in zip(z_low, z_high, strict=True)]
         count = sum(len(f) for f in free)
-        choices = np.array(list(itertools.product((0.0, 1.0), repeat=count)), dtype=float)
-        choices = choices.reshape(2**count, count)
+        choices = _choices(count)
         patterns, start = [], 0
         for lo, index in zip(z_low, free, strict=True):
             z = np.repeat(lo[None, :], choices.shape[0], axis=0)
