@@ -91,6 +91,13 @@ def estimate(
     split: Annotated[
         int | None, typer.Option(help="LipSDP: weight matrices per sub-network.")
     ] = None,
+    center: Annotated[
+        str | None, typer.Option(help="Local constant around this input: comma-separated "
+                                 "values or a .npy file (exact-mip, exact-bab, lp-jacobian).")
+    ] = None,
+    radius: Annotated[
+        float | None, typer.Option(help="Radius of the l-inf ball around --center.")
+    ] = None,
 ) -> None:
     """Bound the Lipschitz constant of a network: every method's bound and the interval."""
     from lipkit.estimate import estimate as run_estimate
@@ -107,6 +114,13 @@ def estimate(
             if value < 1:
                 fail(f"--{name} must be a positive integer, got {value}")
             extra[name] = value
+    if radius is not None and center is None:
+        fail("--radius needs --center (the point the local constant is taken around)")
+    if center is not None:
+        extra["center"] = _read_center(center)
+        extra["radius"] = 1.0 if radius is None else radius
+        if not extra["radius"] > 0:
+            fail(f"--radius must be positive, got {radius}")
     try:
         report = _with_progress(
             lambda progress, status: run_estimate(
@@ -128,6 +142,21 @@ def estimate(
     _print_report(report)
     if plot is not None:
         typer.echo(f"plot written to {plot}")
+
+
+def _read_center(text: str):
+    """``--center``: comma-separated numbers, or a ``.npy`` file (read without pickle)."""
+    import numpy as np
+
+    if text.endswith(".npy"):
+        try:
+            return np.load(text, allow_pickle=False).astype(float).reshape(-1)
+        except (OSError, ValueError) as error:
+            fail(f"--center: cannot read {text} as a NumPy array: {error}")
+    try:
+        return np.array([float(part) for part in text.split(",")])
+    except ValueError:
+        fail(f"--center must be numbers separated by commas or a .npy file, got {text!r}")
 
 
 def _with_progress(run, enabled: bool):

@@ -185,3 +185,37 @@ def test_linear_network_and_refusals():
     # (other methods meet it to rounding: a one-hidden-layer net's l2 bounds are tight)
     assert bound.kind == "exact" and report.consistent
     assert all(math.isclose(end, bound.value, rel_tol=1e-12) for end in report.interval)
+
+
+def test_cli_local_constant_by_three_methods(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lipkit.cli import app
+
+    model = random_mlp([2, 8, 8, 1], seed=6).float().eval()
+    path = tmp_path / "mlp.onnx"
+    torch.onnx.export(model, (torch.randn(1, 2),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    np.save(tmp_path / "center.npy", np.array([0.1, -0.2]))
+    runner = CliRunner()
+    values = []
+    for center in ("0.1,-0.2", str(tmp_path / "center.npy")):
+        result = runner.invoke(app, ["estimate", str(path), "-m", "exact-bab", "-m", "exact-mip",
+                                     "-m", "lp-jacobian", "--norm", "inf", "--center", center,
+                                     "--radius", "0.3", "--json"])
+        assert result.exit_code == 0, result.output
+        bounds = {b["method"]: b for b in json.loads(result.stdout)["bounds"]}
+        assert bounds["exact-bab"]["kind"] == bounds["exact-mip"]["kind"] == "exact"
+        assert math.isclose(bounds["exact-bab"]["value"], bounds["exact-mip"]["value"],
+                            rel_tol=1e-6)
+        assert bounds["lp-jacobian"]["value"] >= bounds["exact-bab"]["value"] * (1 - 1e-9)
+        values.append(bounds["exact-bab"]["value"])
+    assert values[0] == values[1]
+    whole = exact("exact-bab", load_network(path), "inf").value
+    assert values[0] <= whole * (1 + 1e-9)
+    result = runner.invoke(app, ["estimate", str(path), "--radius", "0.3"])
+    assert result.exit_code == 2 and "--radius needs --center" in result.output
+    result = runner.invoke(app, ["estimate", str(path), "--center", "a,b"])
+    assert result.exit_code == 2 and "--center must be numbers" in result.output
