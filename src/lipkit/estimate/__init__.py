@@ -9,7 +9,8 @@ Methods (``METHODS``, kebab-case ids): lower bounds with witnesses (``lower-jaco
 ``lower-gradient``, ``lower-adversarial``), cheap upper bounds (``naive``, ``autolip``,
 ``seqlip``, ``compositional`` — layer-by-layer LipSDP-Neuron, tighter than ECLipsE-Fast in
 its time), SDP upper bounds (``lipsdp-*``, sub-networks optionally in worker processes) and
-an LP bound for the l-infinity and l1 norms (``lp-jacobian``), exact l1 / l-inf values by
+an LP bound for the l-infinity and l1 norms (``lp-jacobian``), Shor's SDP relaxation for the
+l-infinity norm of one-hidden-layer networks (``shor``), exact l1 / l-inf values by
 MIP (``exact-mip``) or, for networks with few inputs, by branch and bound over input boxes
 (``exact-bab``, also l2). :func:`lipkit.estimate.plot.plot_report` draws a report as a PNG.
 """
@@ -23,7 +24,7 @@ from lipkit.estimate.registry import METHODS, Options, register_method
 from lipkit.estimate.report import Report, estimate
 
 try:  # the MIP needs highspy (the "all" extra)
-    from lipkit.estimate import bab, mip  # noqa: F401
+    from lipkit.estimate import bab, mip, shor  # noqa: F401
 except ImportError as _error:  # pragma: no cover - depends on the installation
     if "highspy" not in str(_error):
         raise
