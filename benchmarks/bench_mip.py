@@ -9,7 +9,8 @@ the limit shows its bracket's gap (upper / lower - 1).
 
 The goals: a random 10-50-50-1 ReLU MLP (global, and local over l-inf balls of radius 0.05
 and 0.1 around a seeded random point), and the LipSDP reference network 784-50-10 (trained on MNIST,
-no biases; global) with a 300 s limit.
+no biases; global) with a 300 s limit, then ``shor`` (Shor's SDP relaxation) on it: the
+bracket [exact-mip's witness, shor's bound].
 
 Usage:
     python benchmarks/bench_mip.py [--quick] [--time-limit 20] [--json PATH] [--png PATH]
@@ -79,6 +80,13 @@ def measure(name: str, network, time_limit: float, **extra) -> dict:
     }
 
 
+def with_shor(row: dict, network) -> dict:
+    """The goal row with ``shor``'s upper bound (Shor's SDP relaxation) next to the MIP's."""
+    started = time.perf_counter()
+    bound = METHODS["shor"].function(network, Options(norm="inf"))
+    return {**row, "shor": bound.value, "shor_seconds": time.perf_counter() - started}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| network | exact-mip | gap | seconds | binaries (of gates) | nodes | cuts | "
              "naive / upper | lower-jacobian / lower |", "|---|---|---|---|---|---|---|---|---|"]
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     widths = (4, 8) if args.quick else (4, 8, 16, 32)
     depths = (1, 2) if args.quick else (1, 2, 3)
     load = os.getloadavg()[0]
-    sweep, goals = [], []
+    sweep, goals, combined = [], [], []
     started = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("sweep", total=len(widths) * len(depths))
@@ -161,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
                                      center=center, radius=radius))
                 progress.advance(task)
             if MNIST.exists():
-                goals.append(measure("mnist 784-50-10 global", load_network(MNIST), 300.0))
+                mnist = load_network(MNIST)
+                goals.append(measure("mnist 784-50-10 global", mnist, 300.0))
+                combined.append(with_shor(goals[-1], mnist))
             progress.advance(task)
     seconds = time.perf_counter() - started
     console.print(f"exact-mip sweep, time limit {args.time_limit:g} s per network, 1 HiGHS "
@@ -170,10 +180,17 @@ def main(argv: list[str] | None = None) -> None:
     if goals:
         console.print("\ngoals\n")
         console.print(table(goals))
+    for row in combined:
+        console.print(f"\n{row['network']}: exact-mip's witness {row['lower']:.6g} "
+                      f"({row['seconds']:.0f} s), shor's bound {row['shor']:.6g} "
+                      f"({row['shor_seconds']:.0f} s): bracket gap "
+                      f"{100 * (row['shor'] / row['lower'] - 1):.1f} %, exact-mip's own "
+                      f"upper end {row['upper']:.6g}, naive {row['naive']:.6g}")
     plot(sweep, Path(args.png), args.time_limit)
     console.print(f"\nplot: {args.png}")
     if args.json:
-        atomic_write_json(args.json, {"sweep": sweep, "goals": goals, "seconds": seconds,
+        atomic_write_json(args.json, {"sweep": sweep, "goals": goals, "combined": combined,
+                                      "seconds": seconds,
                                       "time_limit": args.time_limit, "load_average": load})
 
 
