@@ -172,8 +172,6 @@ def test_not_applicable_and_bad_arguments():
     assert report.bounds[0].status.startswith("not applicable")
     tanh = load_network(random_mlp([2, 4, 1], activation=nn.Tanh, seed=0))
     assert "not piecewise linear" in METHODS["exact-mip"].fits(tanh)
-    sort4 = load_network(nn.Sequential(nn.Linear(2, 8), GroupSort(4), nn.Linear(8, 1)))
-    assert "groups of 4" in METHODS["exact-mip"].fits(sort4)
     wide = load_network(nn.Sequential(nn.Linear(2, 2001), nn.ReLU(), nn.Linear(2001, 1)))
     assert "2001 activation gates" in METHODS["exact-mip"].fits(wide)
     with pytest.raises(NotApplicableError):

@@ -4,7 +4,9 @@ Lipschitz constant of ReLU networks", NeurIPS 2020).
 
 For a chain ``f = W_L phi(... phi(W_0 x + b_0) ...) + b_L`` whose activations are piecewise
 linear with one breakpoint (ReLU, LeakyReLU, the identity) or MaxMin (GroupSort with groups
-of two: ``(a, b) -> (b + relu(a - b), a - relu(a - b))``), every hidden layer is
+of two: ``(a, b) -> (b + relu(a - b), a - relu(a - b))``; larger groups become the rounds of
+an odd-even transposition sorting network, each a layer of such compare-exchanges), every
+hidden layer is
 ``h = P a + Q relu(G a)`` for its pre-activation ``a`` and fixed matrices ``G, P, Q``. An
 activation pattern ``z`` (one binary per gate ``G a``) fixes the Jacobian
 ``J_z = W_L S_{L-1} ... S_0 W_0`` with ``S = P + Q diag(z) G``, and by Rademacher
@@ -26,7 +28,7 @@ are ``max y``. Only the pattern is discrete: the tangent needs no sign binaries.
 ``extra["box"] = (lower, upper)``: the local constant over that box (run it alone: the
 lower-bound searches of other methods look everywhere). Otherwise the *global* constant over
 all of ``R^n``: the network ``g(x, t) = t f(x / t)`` (biases times ``t``) has, for every
-``t > 0``, the activation pattern of ``f`` at ``x / t`` (ReLU, LeakyReLU and MaxMin are
+``t > 0``, the activation pattern of ``f`` at ``x / t`` (ReLU, LeakyReLU and GroupSort are
 positively homogeneous), and every open activation region of ``f`` contains a point ``y``,
 reached at ``(y, 1) / max(1, ||y||_inf)``, a point of the boundary of the box
 ``[-1, 1]^n x [0, 1]`` away from the origin (where every gate is 0 and any pattern would be
@@ -124,38 +126,53 @@ def _negative_slope(activation: Activation) -> float:
     return float(activation.params.get("negative_slope", 0.01))
 
 
+def sorting_rounds(size: int) -> list[list[tuple[int, int]]]:
+    """Odd-even transposition sort of ``size`` entries: rounds of compare-exchanges
+    ``(i, i + 1)`` (the larger value to ``i``) that sort any input in descending order after
+    ``size`` rounds; empty rounds dropped."""
+    rounds = [[(i, i + 1) for i in range(r % 2, size - 1, 2)] for r in range(size)]
+    return [pairs for pairs in rounds if pairs]
+
+
 def gate_count(activation: Activation, width: int, name: str) -> int:
     """How many binaries the activation needs on ``width`` units; raises NotApplicableError
-    for activations that are not piecewise linear or not encoded."""
+    for activations that are not piecewise linear."""
     if activation.kind in ("relu", "leaky_relu", "identity"):
         return 0 if _negative_slope(activation) == 1.0 else width
     if activation.kind == "groupsort":
         size = activation.params["group_size"]
-        if size != 2:
+        if width % size:
             raise NotApplicableError(
-                f"activation '{name}' is GroupSort with groups of {size}: only MaxMin (groups "
-                "of 2) is encoded (larger groups need a sorting network per group)")
-        if width % 2:
-            raise NotApplicableError(f"activation '{name}' is MaxMin on an odd width {width}")
-        return width // 2
+                f"activation '{name}' is GroupSort with groups of {size} on a width {width} "
+                "that is not a multiple of it")
+        return width // size * sum(len(pairs) for pairs in sorting_rounds(size))
     raise NotApplicableError(f"activation '{name}' ({activation.kind}) is not piecewise linear")
 
 
 def _activation_matrices(activation: Activation, width: int, name: str):
-    gates = gate_count(activation, width, name)
+    """``[(G, P, Q)]``, one per piecewise-linear layer the activation becomes (GroupSort of
+    groups larger than two: one per round of its sorting network)."""
+    gate_count(activation, width, name)
     if activation.kind != "groupsort":
         negative = _negative_slope(activation)
-        if gates == 0:
-            return np.zeros((0, width)), np.eye(width), np.zeros((width, 0))
+        if negative == 1.0:
+            return [(np.zeros((0, width)), np.eye(width), np.zeros((width, 0)))]
         # phi(a) = negative a + (1 - negative) relu(a)
-        return np.eye(width), negative * np.eye(width), (1.0 - negative) * np.eye(width)
-    gate, keep, relu = np.zeros((gates, width)), np.zeros((width, width)), \
-        np.zeros((width, gates))
-    for i in range(gates):  # (a, b) -> (b + relu(a - b), a - relu(a - b))
-        gate[i, 2 * i], gate[i, 2 * i + 1] = 1.0, -1.0
-        keep[2 * i, 2 * i + 1] = keep[2 * i + 1, 2 * i] = 1.0
-        relu[2 * i, i], relu[2 * i + 1, i] = 1.0, -1.0
-    return gate, keep, relu
+        return [(np.eye(width), negative * np.eye(width), (1.0 - negative) * np.eye(width))]
+    size = activation.params["group_size"]
+    layers = []
+    for pairs in sorting_rounds(size):
+        exchanges = [(start + i, start + j) for start in range(0, width, size)
+                     for i, j in pairs]
+        gate, keep = np.zeros((len(exchanges), width)), np.eye(width)
+        relu = np.zeros((width, len(exchanges)))
+        for g, (i, j) in enumerate(exchanges):  # (a, b) -> (b + relu(a - b), a - relu(a - b))
+            gate[g, i], gate[g, j] = 1.0, -1.0
+            keep[i, i] = keep[j, j] = 0.0
+            keep[i, j] = keep[j, i] = 1.0
+            relu[i, g], relu[j, g] = 1.0, -1.0
+        layers.append((gate, keep, relu))
+    return layers
 
 
 def piecewise_linear_chain(network: Network):
@@ -163,7 +180,7 @@ def piecewise_linear_chain(network: Network):
     consecutive affine nodes multiplied out.
 
     Raises NotApplicableError for residual joins or activations that are not piecewise
-    linear (tanh, ...) or not encoded (GroupSort with groups larger than 2).
+    linear (tanh, ...) (GroupSort with groups larger than 2 becomes several layers).
     """
     if not network.is_chain():
         raise NotApplicableError("the network has residual joins (not a chain)")
@@ -177,9 +194,9 @@ def piecewise_linear_chain(network: Network):
             if node.op.bias is not None:
                 bias = bias + node.op.bias.reshape(-1).numpy()
         elif isinstance(node.op, Activation):
-            gate, keep, relu = _activation_matrices(node.op, weight.shape[0], node.name)
-            layers.append(PiecewiseLayer(weight, bias, gate, keep, relu))
-            weight, bias = np.eye(weight.shape[0]), np.zeros(weight.shape[0])
+            for gate, keep, relu in _activation_matrices(node.op, weight.shape[0], node.name):
+                layers.append(PiecewiseLayer(weight, bias, gate, keep, relu))
+                weight, bias = np.eye(weight.shape[0]), np.zeros(weight.shape[0])
         else:
             raise NotApplicableError(f"node '{node.name}' is not affine or an activation")
     return layers, (weight, bias)
