@@ -74,3 +74,12 @@ def test_refusals():
     network = load_network(random_mlp([4, 5, 1], seed=0))
     with pytest.raises(NotApplicableError, match="l-infinity"):
         METHODS["shor"].function(network, Options(norm="2"))
+
+
+def test_time_limit_keeps_a_valid_bound():
+    network = load_network(random_mlp([12, 10, 2], seed=0))
+    exact = METHODS["exact-mip"].function(network, Options(norm="inf")).value
+    rushed = METHODS["shor"].function(network, Options(norm="inf", time_limit=0.0))
+    assert rushed.status == "ok: time limit reached" and rushed.usable
+    assert rushed.value >= exact * (1 - 1e-9)
+    assert rushed.value >= shor(network).value * (1 - 1e-9)

@@ -22,8 +22,10 @@ symmetric eigensolver) before use.
 
 Rows are bounded in decreasing order of their interval bound; once one row is converged, the
 next ones stop as soon as their bound falls below the largest so far (they cannot change the
-maximum). It beats the product of induced norms and the LP relaxation (``lp-jacobian``,
-the MIP's root bound) on the LipSDP MNIST network (BENCHMARKS.md). One hidden layer only:
+maximum). Stopped by the time limit (default :data:`DEFAULT_TIME_LIMIT`), the bound of the
+best ``d`` so far is still an upper bound (status ``"ok: time limit reached"``). It beats the
+product of induced norms and the LP relaxation (``lp-jacobian``, the MIP's root bound) on the
+LipSDP MNIST network (BENCHMARKS.md). One hidden layer only:
 deeper networks have products of patterns (a polynomial of higher degree, Chen et al.'s
 higher levels), not done. (The products forming ``M`` carry float64 rounding, not added.)
 """
@@ -42,7 +44,8 @@ from lipkit.estimate.network import Activation, Affine, Network, NotApplicableEr
 from lipkit.estimate.registry import Options, register_method
 
 DEFAULT_ITERATIONS = 300
-MAX_SIZE = 3000  # N = 1 + inputs + hidden units beyond which the eigenproblems are too large
+DEFAULT_TIME_LIMIT = 120.0  # seconds (Options.time_limit overrides); the bound stays valid
+MAX_SIZE = 2000  # N = 1 + inputs + hidden units beyond which the eigenproblems are too slow
 
 
 def shor_matrix(linear: np.ndarray, bilinear: np.ndarray) -> np.ndarray:
@@ -155,7 +158,8 @@ def shor(network: Network, options: Options) -> Bound:
         raise NotApplicableError("encoded for the l-infinity norm")
     weight, alpha, output = _one_hidden_layer(network)
     iterations = int(options.extra.get("iterations", DEFAULT_ITERATIONS))
-    deadline = started + options.time_limit if options.time_limit else math.inf
+    limit = options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT
+    deadline = started + float(limit)
     # interval bound of each row: sum_j max over z of |s_j-th entry|, z per unit independently
     low = weight.T @ (output * alpha).T  # (n, k): z = 0
     positive = np.clip(weight.T[:, :, None] * ((1 - alpha) * output.T)[None, :, :], 0, None)
@@ -183,4 +187,5 @@ def shor(network: Network, options: Options) -> Bound:
     seconds = time.perf_counter() - started
     details = {"rows": bounds.tolist(), "interval_rows": interval.tolist(),
                "iterations": steps, "timed_out": time.perf_counter() > deadline}
-    return Bound(float(bounds.max()), "upper", "inf", "shor", seconds, details=details)
+    status = "ok: time limit reached" if details["timed_out"] else "ok"
+    return Bound(float(bounds.max()), "upper", "inf", "shor", seconds, status, details)
