@@ -510,7 +510,8 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
         low, high = np.concatenate([low, child_low]), np.concatenate([high, child_high])
         bounds = np.concatenate([bounds, child_bounds])
         boxes += len(child_low)
-    upper = max(float(bounds.max()) if len(bounds) else -np.inf, best_value)
+    # closed boxes are bounded by the best witness times 1 + _TOLERANCE, not by the witness
+    upper = max(float(bounds.max()) if len(bounds) else -np.inf, threshold())
     seconds = time.perf_counter() - started
     witness = None
     if best_point is not None:
