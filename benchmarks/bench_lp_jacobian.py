@@ -5,8 +5,9 @@ consecutive affine maps first), the interval bound on the Jacobian (step 1 of
 ``lp-jacobian``), the LP bound, and the best lower bound found (``lower-jacobian``,
 ``lower-adversarial``); ratios to the product and to the lower bound. Networks: random
 ReLU MLPs with PyTorch's default initialization (seeded), one with non-negative weights
-(no sign cancellations for the LP to use), a 784-100x4-10 LeCun-normal MLP (l-infinity only:
-one LP per output; l1 would need 784).
+(no sign cancellations for the LP to use), a 784-100x4-10 LeCun-normal MLP (l-infinity only,
+as in the table recorded in BENCHMARKS.md; ``lp-jacobian`` now bounds l1 there too, solving
+at most 256 of its 784 LPs by decreasing interval bound: see ``bench_lp_jacobian_local.py``).
 
 Usage:
     python benchmarks/bench_lp_jacobian.py
