@@ -313,3 +313,22 @@ def test_example_input_leaves_training_modes_and_gradients_alone():
     assert model.training and model[0].training and not model[1].training
     assert torch.equal(model[1].running_mean, statistics)
     assert all(p.grad is None for p in model.parameters())
+
+
+@settings(max_examples=20)
+@given(seed=SEEDS, stride=st.integers(1, 3), padding=st.integers(0, 2),
+       groups=st.sampled_from([1, 2]), dilation=st.integers(1, 2))
+def test_transposed_convolutions_are_bounded_for_every_input_size(seed, stride, padding, groups,
+                                                                   dilation, oracle):
+    torch.manual_seed(seed)
+    layer = nn.ConvTranspose2d(2, 4, 3, stride=stride, padding=padding, groups=groups,
+                               dilation=dilation, output_padding=stride - 1, bias=False)
+    model = nn.Sequential(layer, nn.ReLU()).double()
+    bound = lipschitz_bound(model)
+    for size in (3, 5):  # the same bound holds on every input size
+        exact = oracle.exact_norm(oracle.materialize(layer.double(), (2, size, size)))
+        assert exact <= bound * (1 + 1e-9), (size, exact, bound)
+    reflect = nn.ConvTranspose2d(2, 2, 3)
+    reflect.padding_mode = "reflect"  # torch refuses it in forward: so does lipkit, by name
+    with pytest.raises(UnsupportedModuleError, match="padding_mode 'reflect'"):
+        lipschitz_bound(nn.Sequential(nn.Linear(4, 18), nn.Unflatten(1, (2, 3, 3)), reflect))

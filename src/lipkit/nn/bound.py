@@ -4,7 +4,8 @@ Composed over the module tree: ``||f_2 o f_1||_L <= ||f_1||_L ||f_2||_L`` for
 ``nn.Sequential``, the convex-combination rule for :class:`~lipkit.nn.Residual`, each
 constrained layer's own bound (:meth:`~lipkit.nn.constraint.Constraint.bound`: its
 guarantee, or its certified operator norm), the exact operator norm of an unconstrained
-``nn.Linear`` and a sound upper bound for an unconstrained convolution, and the known
+``nn.Linear`` and a sound upper bound for an unconstrained convolution (transposed ones too,
+valid for every input size), and the known
 constants of activations, pooling, flattening, dropout (inference) and BatchNorm
 (inference, ``max |gamma| / sqrt(var + eps)``). A module with no known rule (including a
 custom ``forward`` that combines its children in ways lipkit cannot see) is an error that
@@ -26,7 +27,7 @@ from torch import nn
 from lipkit.errors import UnsupportedModuleError
 from lipkit.nn.activation import GroupSort
 from lipkit.nn.constraint import CONV_TYPES, LAYER_TYPES, layer_operator_norm, lipkit_constraint
-from lipkit.nn.operator_norm import ConvGeometry
+from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
 from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d, pooling_bound
 from lipkit.nn.residual import Residual
 
@@ -120,6 +121,21 @@ def _batch_norm(module, child_bound, input_size):
 for _kind in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d,
               nn.MaxPool3d, L2NormPool2d, ScaledAvgPool2d):
     register_bound_rule(_kind)(lambda module, child_bound, input_size: pooling_bound(module))
+
+
+@register_bound_rule(nn.ConvTranspose1d)
+@register_bound_rule(nn.ConvTranspose2d)
+@register_bound_rule(nn.ConvTranspose3d)
+def _conv_transpose(module, child_bound, input_size):
+    """A transposed convolution is a crop or zero-pad (norm <= 1) of the adjoint of the
+    convolution with the same weight, stride, dilation and groups and no padding:
+    ``||T|| <= ||C||``, bounded for every input size (the size-free bound)."""
+    if module.padding_mode != "zeros":
+        raise UnsupportedModuleError("", module, f"padding_mode '{module.padding_mode}'")
+    dims = len(module.kernel_size)
+    geometry = ConvGeometry(dims, tuple(module.stride), ((0, 0),) * dims,
+                            tuple(module.dilation), module.groups, "zeros", None)
+    return conv_operator_norm_upper(module.weight, geometry)
 
 
 @register_bound_rule(nn.AdaptiveAvgPool1d)
