@@ -465,21 +465,28 @@ class _Translator:
                                          f"with leading dimensions would have {entries} entries")
 
     # -- convolutions ------------------------------------------------------------------
-    def conv(self, step: _Step) -> None:
-        index, shape, pad = self.padded_tensor(step)
+    def conv_weight(self, step: _Step, shape, transposed: bool):
+        """A (transposed) convolution's weight, its spatial dimensions, groups and kernel,
+        checked against the input features ``shape`` and the ``kernel_shape`` attribute."""
         weight = self.floats(step, 1)
         dims = weight.ndim - 2
         if dims not in (1, 2, 3) or len(shape) != dims + 1:
             raise self.invalid(step, f"a weight of shape {weight.shape} on features of shape "
                                      f"{shape}")
         groups = int(step.attribute("group", 1))
-        if shape[0] != weight.shape[1] * groups or weight.shape[0] % groups:
+        channels = weight.shape[0] if transposed else weight.shape[1] * groups
+        if shape[0] != channels or weight.shape[0] % groups:
             raise self.invalid(step, f"{shape[0]} input channels do not fit a weight of shape "
                                      f"{weight.shape} with group={groups}")
         kernel = tuple(weight.shape[2:])
         if tuple(step.attribute("kernel_shape", kernel)) != kernel:
             raise self.invalid(step, f"kernel_shape {step.attribute('kernel_shape')} differs "
                                      f"from the weight's {kernel}")
+        return weight, dims, groups, kernel
+
+    def conv(self, step: _Step) -> None:
+        index, shape, pad = self.padded_tensor(step)
+        weight, dims, groups, kernel = self.conv_weight(step, shape, transposed=False)
         geometry = self.geometry(step, shape, kernel, groups, pad)
         convolution = Convolution(torch.as_tensor(weight), geometry, shape)
         bias = self.floats(step, 2)
@@ -491,19 +498,7 @@ class _Translator:
         """``ConvTranspose``: the crop of the full transposed convolution is ``pads``, or
         derived from ``output_shape`` / ``auto_pad=SAME_*`` as the ONNX specification says."""
         index, shape = self.tensor(step, 0)
-        weight = self.floats(step, 1)
-        dims = weight.ndim - 2
-        if dims not in (1, 2, 3) or len(shape) != dims + 1:
-            raise self.invalid(step, f"a weight of shape {weight.shape} on features of shape "
-                                     f"{shape}")
-        groups = int(step.attribute("group", 1))
-        if shape[0] != weight.shape[0] or weight.shape[0] % groups:
-            raise self.invalid(step, f"{shape[0]} input channels do not fit a weight of shape "
-                                     f"{weight.shape} with group={groups}")
-        kernel = tuple(weight.shape[2:])
-        if tuple(step.attribute("kernel_shape", kernel)) != kernel:
-            raise self.invalid(step, f"kernel_shape {step.attribute('kernel_shape')} differs "
-                                     f"from the weight's {kernel}")
+        weight, dims, groups, kernel = self.conv_weight(step, shape, transposed=True)
         stride = tuple(int(s) for s in step.attribute("strides", (1,) * dims))
         dilation = tuple(int(d) for d in step.attribute("dilations", (1,) * dims))
         output_padding = tuple(int(o) for o in step.attribute("output_padding", (0,) * dims))
