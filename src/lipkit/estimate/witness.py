@@ -21,14 +21,18 @@ def vector_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
     return torch.linalg.vector_norm(x.flatten(1), ord=norm_value(norm), dim=1)
 
 
-def jacobians(network: Network, x: torch.Tensor) -> torch.Tensor:
+def jacobians(network: Network, x: torch.Tensor, mode: str = "auto") -> torch.Tensor:
     """The Jacobians ``(batch, out_features, in_features)`` at the points of a batch.
 
     One reverse pass per output (the usual case: few outputs), or one forward-mode pass per
-    input where there are more outputs (decoders, generators), batched over the points.
+    input where there are more outputs (decoders, generators), batched over the points;
+    ``mode`` ``"reverse"`` or ``"forward"`` forces one of them (for comparisons).
     """
+    if mode not in ("auto", "reverse", "forward"):
+        raise ValueError(f"mode must be 'auto', 'reverse' or 'forward', got {mode!r}")
     x = x.detach().to(DTYPE)
-    if network.out_features > network.in_features:
+    forward = network.out_features > network.in_features if mode == "auto" else mode == "forward"
+    if forward:
         basis = torch.eye(network.in_features, dtype=DTYPE).reshape(-1, *x.shape[1:])
         columns = []
         for direction in basis:
