@@ -48,3 +48,25 @@ def check_positive(name: str, value: float) -> float:
     if not number > 0 or number == float("inf"):
         raise InvalidArgumentError(f"{name} must be a finite number > 0, got {value!r}")
     return number
+
+
+def check_time_limit(name: str, value) -> float | None:
+    """``None`` (no limit) or a finite number of seconds > 0; else InvalidArgumentError."""
+    if value is None:
+        return None
+    return check_positive(name, value)
+
+
+def check_seed(name: str, value) -> int:
+    """An integer seed in ``[0, 2**63)`` (what torch's and numpy's generators accept)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidArgumentError(f"{name} must be an integer, got {value!r}") from None
+        if number != value:
+            raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+        value = number
+    if not 0 <= value < 2 ** 63:
+        raise InvalidArgumentError(f"{name} must be an integer in [0, 2**63), got {value}")
+    return value

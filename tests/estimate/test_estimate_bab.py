@@ -176,7 +176,7 @@ def test_linear_network_and_refusals():
         bab(network, "inf", output=2)
     with pytest.raises(InvalidArgumentError, match="max_boxes"):
         bab(network, "inf", max_boxes=0)
-    with pytest.raises(InvalidArgumentError, match="exact-bab: radius"):
+    with pytest.raises(InvalidArgumentError, match="radius must be"):
         bab(network, "inf", center=torch.zeros(2), radius=-1.0)
     report = estimate(network, norm="2")  # runs by default on a 2-input net, exact in l2
     (bound,) = [b for b in report.bounds if b.method == "exact-bab"]

@@ -16,10 +16,16 @@ import time
 import torch
 
 from lipkit.estimate.bound import Bound
+from lipkit.estimate.domain import domain_of
 from lipkit.estimate.jacobian import candidate_points
 from lipkit.estimate.network import DTYPE
 from lipkit.estimate.registry import Options, register_method
-from lipkit.estimate.witness import pair_ratios, vector_norm, witness_details
+from lipkit.estimate.witness import (
+    certified_ratios,
+    pair_ratios,
+    vector_norm,
+    witness_details,
+)
 
 
 def adversarial_direction(network, x: torch.Tensor, n_iterations: int = 10,
@@ -38,11 +44,12 @@ def adversarial_direction(network, x: torch.Tensor, n_iterations: int = 10,
     return d / d.flatten(1).norm(dim=1).clamp_min(1e-300).reshape(shape)
 
 
-@register_method("lower-adversarial", kind="lower", norms=("2", "1", "inf"))
+@register_method("lower-adversarial", kind="lower", norms=("2", "1", "inf"), local=True)
 def lower_adversarial(network, options: Options) -> Bound:
     """r_adv by power iteration, scored over magnitudes, refined by ascent on the ratio."""
     started = time.perf_counter()
     norm = options.norm
+    domain = domain_of(network, options)
     x = candidate_points(network, options, int(options.extra.get("points", 128)))
     d = adversarial_direction(network, x, seed=options.seed)
     if norm == "inf":
@@ -55,11 +62,13 @@ def lower_adversarial(network, options: Options) -> Bound:
     else:
         directions = [d]
     scale = 1.0 + vector_norm(x, norm).reshape(-1, *([1] * (x.ndim - 1)))
+    if not domain.is_global:  # magnitudes relative to the domain's width
+        scale = torch.full_like(scale, float((domain.upper - domain.lower).max()))
     best_ratio = torch.full((len(x),), -1.0, dtype=DTYPE)
     best_second = x.clone()
     for direction in directions:
         for eps in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0):
-            second = x + eps * scale * direction
+            second = domain.project(x + eps * scale * direction)
             ratio = pair_ratios(network, x, second, norm)
             better = ratio > best_ratio
             best_ratio = torch.where(better, ratio, best_ratio)
@@ -77,14 +86,20 @@ def lower_adversarial(network, options: Options) -> Bound:
         optimizer.zero_grad()
         (-ratio.sum()).backward()
         optimizer.step()
+        if not domain.is_global:
+            with torch.no_grad():
+                first.copy_(domain.project(first))
+                second.copy_(domain.project(second))
         history.append((first.detach().clone(), second.detach().clone()))
     firsts = torch.cat([h[0] for h in history])
     seconds_ = torch.cat([h[1] for h in history])
-    ratios = pair_ratios(network, firsts, seconds_, norm)
+    ratios, raw = certified_ratios(network, firsts, seconds_, norm)
+    ratios = torch.where(domain.contains(firsts) & domain.contains(seconds_), ratios,
+                         torch.zeros_like(ratios))
     index = int(ratios.argmax())
     return Bound(
         float(ratios[index]), "lower", norm, "lower-adversarial", time.perf_counter() - started,
-        details=witness_details(firsts[index], seconds_[index],
+        details=witness_details(firsts[index], seconds_[index], ratio=float(raw[index]),
                                 distance=float(vector_norm(firsts[index:index + 1]
                                                            - seconds_[index:index + 1],
                                                            norm)[0])),

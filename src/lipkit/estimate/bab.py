@@ -54,18 +54,18 @@ import torch
 
 from lipkit.errors import InvalidArgumentError
 from lipkit.estimate.bound import Bound, norm_name
+from lipkit.estimate.domain import solver_box
 from lipkit.estimate.mip import (
-    _domain,
-    _highs,
+    _fits as _fits_gates,
+)
+from lipkit.estimate.mip import (
     pattern_at,
     piecewise_linear_chain,
     verify,
 )
-from lipkit.estimate.mip import (
-    _fits as _fits_gates,
-)
 from lipkit.estimate.network import Network
 from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.solvers import feasible, new_highs
 
 MAX_INPUTS = 8
 ENUMERATE = 10  # unstable gates up to which a box's bound enumerates their patterns
@@ -206,7 +206,7 @@ class _RegionProgram:
 
     def __init__(self, low, high, homogeneous: bool):
         self.dims = len(low)
-        self.highs = _highs()
+        self.highs = new_highs()
         self.highs.setOptionValue("threads", 1)
         # variables (u, margin); maximize the margin (at most 1)
         self.highs.addVars(self.dims + 1, np.append(low, -np.inf), np.append(high, 1.0))
@@ -238,7 +238,7 @@ class _RegionProgram:
         """``(u, margin)`` of the deepest point, or ``None`` when the margin is not
         positive."""
         self.highs.run()
-        if self.highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        if not feasible(self.highs, "interior-point LP"):
             return None
         solution = np.asarray(self.highs.getSolution().col_value)
         if solution[-1] <= _MARGIN:
@@ -249,9 +249,11 @@ class _RegionProgram:
 class _Bounder:
     """Bounds and witnesses of batches of boxes for one network and norm."""
 
-    def __init__(self, layers, output, norm: str, homogeneous: bool):
+    def __init__(self, layers, output, norm: str, homogeneous: bool,
+                 deadline: float = math.inf):
         self.layers, self.output, self.norm = layers, output, norm
         self.homogeneous = homogeneous
+        self.deadline = deadline  # past it, boxes keep their interval bounds (still sound)
         self.enumerated = self.programs = self.resolved = 0
         self.found: tuple[float, np.ndarray] | None = None  # (value, (x, t)) from an LP
 
@@ -267,6 +269,8 @@ class _Bounder:
         bounds = operator_norms(_interval_jacobian(self.layers, self.output, z_low, z_high,
                                                    low.shape[0]), self.norm)
         for box in np.flatnonzero(((unstable <= ENUMERATE) | small) & (bounds > threshold)):
+            if time.perf_counter() > self.deadline:
+                break
             box_low, box_high = [lo[box] for lo in z_low], [hi[box] for hi in z_high]
             limit = max(threshold, self.best(threshold))
             resolved = None
@@ -359,7 +363,7 @@ class _Bounder:
             row = region_rows(self.layers[: layer + 1], pattern)[
                 sum(z.size for z in current_low[:layer]) + gate]
             for value in (1.0, 0.0):
-                if budget[0] <= 0:
+                if budget[0] <= 0 or time.perf_counter() > self.deadline:
                     return False
                 budget[0] -= 1
                 self.programs += 1
@@ -432,7 +436,7 @@ def _fits(network: Network) -> str | None:
     return None
 
 
-@register_method("exact-bab", kind="exact", norms=("1", "2", "inf"), fits=_fits)
+@register_method("exact-bab", kind="exact", norms=("1", "2", "inf"), fits=_fits, local=True)
 def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     """Exact l1 / l2 / l-inf constant of a piecewise-linear network with few inputs, by
     branch and bound over input boxes (LipBaB-style)."""
@@ -451,8 +455,8 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
             raise InvalidArgumentError(
                 f"exact-bab: output {row} out of range (the network has {weight.shape[0]})")
         weight = weight[row : row + 1]
-    box, homogeneous, description = _domain(network, extra, "exact-bab")
-    bounder = _Bounder(layers, weight, norm, homogeneous)
+    box, homogeneous, description = solver_box(network, options, "exact-bab")
+    bounder = _Bounder(layers, weight, norm, homogeneous, deadline)
     low, high = _roots(box, homogeneous)
     best_value, best_point = -np.inf, None  # the best witness and its point (x, t)
 

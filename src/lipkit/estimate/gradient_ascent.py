@@ -16,6 +16,7 @@ import time
 import torch
 
 from lipkit.estimate.bound import Bound
+from lipkit.estimate.domain import domain_of
 from lipkit.estimate.jacobian import best_jacobian_points, candidate_points
 from lipkit.estimate.network import Activation, Network
 from lipkit.estimate.registry import Options, register_method
@@ -45,10 +46,11 @@ class _Softened:
         return self.negative_slope * x + (1 - self.negative_slope) * soft
 
 
-@register_method("lower-gradient", kind="lower", norms=("2",))
+@register_method("lower-gradient", kind="lower", norms=("2",), local=True)
 def lower_gradient(network, options: Options) -> Bound:
     """Gradient ascent on ||J(x) v|| from the best random / data points (l2)."""
     started = time.perf_counter()
+    domain = domain_of(network, options)
     steps = int(options.extra.get("steps", 50))
     starts = int(options.extra.get("starts", 8))
     points = candidate_points(network, options, 128)
@@ -71,10 +73,13 @@ def lower_gradient(network, options: Options) -> Bound:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if not domain.is_global:
+            with torch.no_grad():
+                x.copy_(domain.project(x))
         visited.append(x.detach().clone())
     candidates = torch.cat(visited)
     best, values, best_directions = best_jacobian_points(network, candidates, "2", keep=8)
-    ratios, first, second = step_pairs(network, best, best_directions, "2")
+    ratios, first, second = step_pairs(network, best, best_directions, "2", domain)
     index = int(ratios.argmax())
     return Bound(
         float(ratios[index]), "lower", "2", "lower-gradient", time.perf_counter() - started,

@@ -3,7 +3,8 @@
 Rademacher: ``||f||_L = sup_x ||J_f(x)||`` (the induced norm) for a Lipschitz ``f``, so
 every point gives a lower bound. Each candidate is turned into a verified pair
 ``(x, x + t v)`` along the direction ``v`` its Jacobian stretches most
-(:func:`~lipkit.estimate.witness.step_pairs`); the reported value is that pair's ratio.
+(:func:`~lipkit.estimate.witness.step_pairs`); the reported value is that pair's ratio less
+its proven float64 rounding. With a local domain the points and pairs stay inside it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import torch
 
 from lipkit.estimate.bound import Bound
+from lipkit.estimate.domain import domain_of
 from lipkit.estimate.registry import Options, register_method
 from lipkit.estimate.witness import (
     induced_norms,
@@ -26,11 +28,14 @@ _CHUNK = 64
 
 
 def candidate_points(network, options: Options, count: int) -> torch.Tensor:
-    """The data points given in ``options.data`` (if any), then seeded random points."""
-    points = [random_points(network, count, options.seed)]
+    """The data points given in ``options.data`` (if any; those inside a local domain), then
+    seeded random points (of the domain)."""
+    domain = domain_of(network, options)
+    points = [random_points(network, count, options.seed, domain)]
     if options.data is not None:
-        data = torch.as_tensor(options.data).reshape(-1, *network.input_shape)
-        points.insert(0, data[: 4 * count].double())
+        data = torch.as_tensor(options.data).reshape(-1, *network.input_shape).double()
+        data = data[domain.contains(data)]
+        points.insert(0, data[: 4 * count])
     return torch.cat(points)
 
 
@@ -47,13 +52,14 @@ def best_jacobian_points(network, points: torch.Tensor, norm: str, keep: int = 1
     return points[order], values[order], directions[order]
 
 
-@register_method("lower-jacobian", kind="lower", norms=("2", "1", "inf"))
+@register_method("lower-jacobian", kind="lower", norms=("2", "1", "inf"), local=True)
 def lower_jacobian(network, options: Options) -> Bound:
     """Largest Jacobian norm over data and 256 random points, verified by a pair."""
     started = time.perf_counter()
     points = candidate_points(network, options, options.extra.get("points", 256))
     best, values, directions = best_jacobian_points(network, points, options.norm, keep=8)
-    ratios, first, second = step_pairs(network, best, directions, options.norm)
+    ratios, first, second = step_pairs(network, best, directions, options.norm,
+                                       domain_of(network, options))
     index = int(ratios.argmax())
     return Bound(
         float(ratios[index]), "lower", options.norm, "lower-jacobian",

@@ -69,8 +69,8 @@ import scipy.optimize
 import scipy.sparse
 import torch
 
-from lipkit.errors import InvalidArgumentError
 from lipkit.estimate.bound import Bound, norm_name
+from lipkit.estimate.domain import domain_of
 from lipkit.estimate.lipsdp import _gamma
 from lipkit.estimate.network import Network, dense_chain
 from lipkit.estimate.registry import Options, register_method
@@ -97,38 +97,6 @@ def _chain(network: Network, norm: str, box=None):
         weights = [w.T for w in weights[::-1]]
         slopes = slopes[::-1]
     return weights, slopes
-
-
-def _domain(network: Network, extra: dict):
-    """``(lower, upper)`` and its description from ``extra["box"]`` or ``extra["center"]``
-    and ``extra["radius"]`` (the options exact-mip reads, default radius 1), or None."""
-    n = network.in_features
-    try:
-        if extra.get("box") is not None:
-            lower, upper = (torch.as_tensor(b, dtype=torch.float64).reshape(-1).numpy()
-                            for b in extra["box"])
-            description = "box given in extra['box']"
-        elif extra.get("center") is not None:
-            center = torch.as_tensor(extra["center"], dtype=torch.float64).reshape(-1).numpy()
-            radius = float(extra.get("radius", 1.0))
-            if not radius > 0 or not math.isfinite(radius):
-                raise InvalidArgumentError(
-                    f"lp-jacobian: radius must be positive and finite, got {radius}")
-            # the ends rounded outwards: the box contains the ball
-            lower = np.nextafter(center - radius, -math.inf)
-            upper = np.nextafter(center + radius, math.inf)
-            description = f"l-inf ball of radius {radius:g} around extra['center']"
-        else:
-            return None, "R^n (the global slope box of every activation)"
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise InvalidArgumentError(f"lp-jacobian: cannot read the box / center: {error}") \
-            from error
-    if (lower.shape != (n,) or upper.shape != (n,) or not np.all(lower <= upper)
-            or not np.all(np.isfinite(lower)) or not np.all(np.isfinite(upper))):
-        raise InvalidArgumentError(
-            f"lp-jacobian: the box must be two finite vectors of {n} entries with "
-            "lower <= upper")
-    return (lower, upper), description
 
 
 def pre_activation_bounds(layers, lower, upper) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -489,7 +457,7 @@ def interval_bounds(weights, slopes, chunk: int = 256) -> np.ndarray:
     return np.concatenate(values)
 
 
-@register_method("lp-jacobian", kind="upper", norms=("inf", "1"), fits=_fits)
+@register_method("lp-jacobian", kind="upper", norms=("inf", "1"), fits=_fits, local=True)
 def lp_jacobian(network: Network, options: Options | None = None) -> Bound:
     """LP relaxation of the Jacobian over the slope box (LipLP-style), proven by its dual.
 
@@ -506,14 +474,19 @@ def lp_jacobian(network: Network, options: Options | None = None) -> Bound:
         >>> near = estimate(model, methods=["lp-jacobian"], norm="inf",
         ...                 center=torch.zeros(2), radius=0.1).bounds[0]
         >>> near.value <= whole.value, near.details["domain"]
-        (True, "l-inf ball of radius 0.1 around extra['center']")
+        (True, 'l-inf ball of radius 0.1 around the center')
     """
     options = options or Options()
     started = time.perf_counter()
     norm = norm_name(options.norm)
-    box, domain = _domain(network, options.extra)
+    domain = domain_of(network, options)
+    box = None if domain.is_global else (domain.lower, domain.upper)
+    if box is None:
+        domain_text = "R^n (the global slope box of every activation)"
+    else:
+        domain_text = domain.description
     weights, slopes = _chain(network, norm, box)
-    details = {"domain": domain}
+    details = {"domain": domain_text}
     if box is not None:
         fixed = sum(int(np.sum(alpha == beta)) for alpha, beta in slopes)
         details["stable_neurons"] = f"{fixed}/{sum(alpha.size for alpha, _ in slopes)}"

@@ -78,8 +78,6 @@ two Bounds, the ``"upper"`` MIP bound and the ``"lower"`` witness, status
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -90,8 +88,10 @@ import torch
 
 from lipkit.errors import InvalidArgumentError, LipkitError
 from lipkit.estimate.bound import Bound, norm_name
+from lipkit.estimate.domain import solver_box
 from lipkit.estimate.network import Activation, Affine, Network, NotApplicableError
 from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.solvers import feasible, mip_status_usable, new_highs
 from lipkit.estimate.witness import induced_norms, jacobians, random_points
 
 DEFAULT_TIME_LIMIT = 60.0
@@ -221,27 +221,11 @@ def _widen(low, high):
     return low - pad, high + pad
 
 
-def _highs() -> highspy.Highs:
-    """A silent HiGHS instance (its constructor prints a banner on file descriptor 1, which
-    would corrupt ``lipkit estimate --json``)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            highs = highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-    highs.setOptionValue("output_flag", False)
-    return highs
-
-
 class _Model:
     """A HiGHS model grown variable block by variable block, with a copy of the bounds."""
 
     def __init__(self, threads: int, seed: int):
-        self.highs = _highs()
+        self.highs = new_highs()
         self.highs.setOptionValue("threads", int(threads))
         self.highs.setOptionValue("random_seed", int(seed))
         self.lower = np.zeros(0)
@@ -616,7 +600,7 @@ def _interior_point(layers, pattern, box, homogeneous: bool, last: np.ndarray | 
     scale = np.sqrt((rows**2).sum(axis=1) + constants**2)
     keep = scale > 0
     rows, constants, scale = rows[keep], constants[keep], scale[keep]
-    highs = _highs()
+    highs = new_highs()
     highs.setOptionValue("threads", 1)
     # variables (x, t, margin): sign (G a) - margin * scale >= 0
     highs.addVars(n + 2, np.concatenate([lower, [0.0 if homogeneous else 1.0, 0.0]]),
@@ -641,7 +625,7 @@ def _interior_point(layers, pattern, box, homogeneous: bool, last: np.ndarray | 
     highs.changeColCost(n + 1, 1.0)
     highs.changeObjectiveSense(highspy.ObjSense.kMaximize)
     highs.run()
-    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+    if not feasible(highs, "interior-point LP"):
         return None
     solution = np.asarray(highs.getSolution().col_value)
     margin = float(solution[n + 1])
@@ -766,30 +750,6 @@ def _initial_solution(encoding: _Encoding, layers, output, pattern, point, homog
 # the method
 
 
-def _domain(network: Network, extra: dict, method: str = "exact-mip"):
-    """``(box, homogeneous, description)`` from the options."""
-    n = network.in_features
-    if "box" in extra:
-        lower, upper = (torch.as_tensor(b, dtype=torch.float64).reshape(-1).numpy()
-                        for b in extra["box"])
-        description = "box given in extra['box']"
-    elif "center" in extra:
-        center = torch.as_tensor(extra["center"], dtype=torch.float64).reshape(-1).numpy()
-        radius = float(extra.get("radius", 1.0))
-        if not radius > 0:
-            raise InvalidArgumentError(f"{method}: radius must be positive, got {radius}")
-        lower, upper = center - radius, center + radius
-        description = f"l-inf ball of radius {radius:g} around extra['center']"
-    else:
-        box = (-np.ones(n), np.ones(n))
-        return box, True, ("R^n: the homogenized network t f(x/t) over [-1,1]^n x [0,1] "
-                           "meets every activation region")
-    if lower.shape != (n,) or upper.shape != (n,) or np.any(lower > upper):
-        raise InvalidArgumentError(
-            f"{method}: the box must be two vectors of {n} entries with lower <= upper")
-    return (lower, upper), False, description
-
-
 def _empty_core(layers, pattern, binaries, box, homogeneous: bool):
     """A part of a pattern whose region is already empty: the shortest prefix of layers with
     no interior, its last layer's gates pruned one by one while the region stays empty.
@@ -831,7 +791,7 @@ def _fits(network: Network) -> str | None:
     return None
 
 
-@register_method("exact-mip", kind="exact", norms=("1", "inf"), fits=_fits)
+@register_method("exact-mip", kind="exact", norms=("1", "inf"), fits=_fits, local=True)
 def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
     """Exact l1 / l-inf constant of a piecewise-linear network by MIP (LipMIP, HiGHS)."""
     started = time.perf_counter()
@@ -848,7 +808,7 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
             raise InvalidArgumentError(
                 f"exact-mip: output {row} out of range (the network has {output[0].shape[0]})")
         output = (output[0][row : row + 1], output[1][row : row + 1])
-    box, homogeneous, description = _domain(network, extra)
+    box, homogeneous, description = solver_box(network, options, "exact-mip")
     tighten = extra.get("tighten", "lp")
     if tighten not in ("lp", "interval"):
         raise InvalidArgumentError(f"exact-mip: tighten must be 'lp' or 'interval', got "
@@ -894,6 +854,7 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
                               homogeneous, norm)
         highs.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.01))
         highs.run()
+        mip_status_usable(highs, "MIP")  # raises on a status whose bound is not proven
         status, info = highs.getModelStatus(), highs.getInfo()
         nodes += int(info.mip_node_count)
         # the objective variable's propagated bound is proven too (before the root LP ends)

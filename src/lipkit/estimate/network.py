@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from lipkit.errors import InvalidArgumentError, LipkitError
+from lipkit.estimate.rounding import gamma, round_up, spectral_norm_upper
 from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
 
 _CONV_TRANSPOSE_FUNCTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d,
@@ -77,14 +78,15 @@ class LinearOperator:
 
 
 def _induced_norm(matrix: torch.Tensor, p: float) -> float:
+    """A proven upper bound on the induced ``p``-norm, its float64 rounding included."""
     if matrix.numel() == 0:
         return 0.0
     if p == 2:
-        return float(torch.linalg.matrix_norm(matrix, ord=2))
+        return spectral_norm_upper(matrix)
     if p == math.inf:
-        return float(matrix.abs().sum(dim=1).max())
+        return round_up(float(matrix.abs().sum(dim=1).max()) * (1 + gamma(matrix.shape[1] + 1)))
     if p == 1:
-        return float(matrix.abs().sum(dim=0).max())
+        return round_up(float(matrix.abs().sum(dim=0).max()) * (1 + gamma(matrix.shape[0] + 1)))
     raise InvalidArgumentError(f"unsupported norm {p!r}; choose from 1, 2, inf")
 
 

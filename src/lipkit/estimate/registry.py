@@ -27,6 +27,7 @@ class Options:
     seed: int = 0
     progress: Callable[[str], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    domain: Any = None  # a lipkit.estimate.domain.Domain; None: read from extra
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Method:
     function: Callable
     fits: Callable  # (network) -> str | None: None when it fits, else the reason it does not
     summary: str = ""
+    local: bool = False  # bounds the constant over a local domain (else only over R^n)
 
 
 METHODS: dict[str, Method] = {}
@@ -49,12 +51,14 @@ def _always(network) -> None:
 
 
 def register_method(name: str, kind: str, norms=("2",), fits: Callable = _always,
-                    summary: str = ""):
-    """Decorator registering ``function(network, options) -> Bound`` under ``name``."""
+                    summary: str = "", local: bool = False):
+    """Decorator registering ``function(network, options) -> Bound`` under ``name``;
+    ``local``: the method reads ``options.domain`` and bounds the constant over it."""
 
     def decorate(function):
         METHODS[name] = Method(name, kind, tuple(norms), function, fits,
-                               summary or (function.__doc__ or "").strip().splitlines()[0])
+                               summary or (function.__doc__ or "").strip().splitlines()[0],
+                               local)
         return function
 
     return decorate

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lipkit.errors import LipkitError
+from lipkit.errors import LipkitError, check_seed, check_time_limit
 from lipkit.estimate.bound import Bound, norm_name
+from lipkit.estimate.domain import Domain
 from lipkit.estimate.importers import load_network
 from lipkit.estimate.network import Network, NotApplicableError
+from lipkit.estimate.reference import ModelReference
 from lipkit.estimate.registry import METHODS, Options, get_method
 
 
@@ -30,6 +32,7 @@ class Report:
     network: Network
     norm: str
     bounds: list[Bound] = field(default_factory=list)
+    domain: Domain | None = None  # None or global: the constant over R^n
 
     @property
     def lower(self) -> Bound | None:
@@ -62,9 +65,11 @@ class Report:
 
     def to_dict(self) -> dict:
         low, high = self.interval
+        domain = self.domain or Domain.whole_space(self.network.in_features)
         return {
             "network": self.network.summary(),
             "norm": self.norm,
+            "domain": domain.to_dict(),
             "interval": {
                 "lower": low, "upper": high if math.isfinite(high) else "inf",
                 "lower_method": self.lower.method if self.lower else None,
@@ -76,10 +81,21 @@ class Report:
         }
 
 
-def default_methods(network: Network, norm: str) -> list[str]:
-    """Every registered method that supports ``norm`` and fits the network."""
+def default_methods(network: Network, norm: str, local: bool = False) -> list[str]:
+    """Every registered method that supports ``norm`` and fits the network (for a local
+    domain: those that bound the local constant, and the global upper bounds, which bound
+    it too)."""
     return [name for name, method in METHODS.items()
-            if norm in method.norms and method.fits(network) is None]
+            if norm in method.norms and method.fits(network) is None
+            and (not local or method.local or method.kind == "upper")]
+
+
+def _global_reason(method) -> str | None:
+    """Why a method cannot run on a local domain (a global lower bound or exact value is
+    not one of the local constant), or None. A global upper bound bounds every domain."""
+    if method.local or method.kind == "upper":
+        return None
+    return "computes the global constant only; this run is over a local domain"
 
 
 def run_method(name: str, network: Network, options: Options) -> Bound | list[Bound]:
@@ -89,6 +105,10 @@ def run_method(name: str, network: Network, options: Options) -> Bound | list[Bo
     if options.norm not in method.norms:
         return Bound.not_applicable(name, method.kind, options.norm,
                                     f"supports the {', '.join(method.norms)} norm(s)")
+    if options.domain is not None and not options.domain.is_global:
+        reason = _global_reason(method)
+        if reason is not None:
+            return Bound.not_applicable(name, method.kind, options.norm, reason)
     reason = method.fits(network)
     if reason is not None:
         return Bound.not_applicable(name, method.kind, options.norm, reason)
@@ -100,7 +120,26 @@ def run_method(name: str, network: Network, options: Options) -> Bound | list[Bo
     except (LipkitError, ArithmeticError, RuntimeError, torch.linalg.LinAlgError) as error:
         return Bound(math.nan, method.kind, options.norm, name, time.perf_counter() - started,
                      f"failed: {type(error).__name__}: {error}")
+    if options.domain is not None and not options.domain.is_global and not method.local:
+        for result in bound if isinstance(bound, list) else [bound]:
+            result.details.setdefault("domain", "R^n (a global upper bound bounds every "
+                                                "domain)")
     return bound
+
+
+def check_witnesses(bounds: list[Bound], reference: ModelReference | None) -> None:
+    """Mark ``failed`` every lower bound whose witness pair does not attain its value on the
+    user's own model (:mod:`lipkit.estimate.reference`)."""
+    if reference is None:
+        return
+    for bound in bounds:
+        witness = bound.details.get("witness") if isinstance(bound.details, dict) else None
+        if bound.kind not in ("lower", "exact") or not bound.usable or not isinstance(
+                witness, dict) or "x1" not in witness:
+            continue
+        reason = reference.check(witness["x1"], witness["x2"], bound.value, bound.norm)
+        if reason is not None:
+            bound.status = f"failed: {reason}"
 
 
 def estimate(
@@ -125,10 +164,16 @@ def estimate(
         input_shape: the input's shape without the batch dimension, when the model does not
             tell (convolutional torch models).
         time_limit: seconds per method, for the methods that can stop early.
+        seed: the seed of the random searches (0 <= seed < 2**63).
         data: input points for data-based lower bounds (random points otherwise).
         progress: called as ``progress(method, index, count)`` before each method.
         status: called with a method's messages while it runs (e.g. LipSDP's sub-networks).
-        extra: method options (e.g. ``split=2`` for LipSDP, ``points=512``).
+        extra: method options (e.g. ``split=2`` for LipSDP, ``points=512``), and the
+            domain of a local constant: ``center`` and ``radius`` (a ball in the ``ball``
+            norm, ``"inf"`` by default, or ``"2"``) or ``box=(lower, upper)``, each
+            optionally intersected with ``data_domain=(low, high)``
+            (:class:`lipkit.estimate.domain.Domain`). With a local domain, the lower
+            bounds and exact values are local ones; global upper bounds still bound it.
 
     Example:
         >>> import torch
@@ -139,17 +184,24 @@ def estimate(
         >>> abs(low - high) / high < 1e-5   # a linear map: both ends are its norm
         True
     """
-    network = load_network(source, input_shape)
     norm = norm_name(norm)
-    names = list(methods) if methods is not None else default_methods(network, norm)
+    time_limit = check_time_limit("time_limit", time_limit)
+    seed = check_seed("seed", seed)
+    network = load_network(source, input_shape)
+    domain = Domain.from_options(network.in_features, extra)
+    names = (list(methods) if methods is not None
+             else default_methods(network, norm, local=not domain.is_global))
     for name in names:
         get_method(name)  # unknown names fail before anything runs
     options = Options(norm=norm, time_limit=time_limit, data=data, seed=seed,
-                      progress=status, extra=extra)
-    report = Report(network, norm)
+                      progress=status, extra=extra, domain=domain)
+    reference = None if isinstance(source, Network) else ModelReference(source, network)
+    report = Report(network, norm, domain=domain)
     for index, name in enumerate(names):
         if progress is not None:
             progress(name, index, len(names))
         result = run_method(name, network, options)
-        report.bounds.extend(result if isinstance(result, list) else [result])
+        results = result if isinstance(result, list) else [result]
+        check_witnesses(results, reference)
+        report.bounds.extend(results)
     return report

@@ -3,7 +3,13 @@
 Every lower bound lipkit reports is the ratio ``||f(x1) - f(x2)|| / ||x1 - x2||`` of a real
 pair of inputs, evaluated in float64: whatever the search that found it, the number is
 attained, so it is at most ``||f||_L``. A Jacobian norm ``||J_f(x)||`` found by a search is
-turned into such a pair by a small step along the direction the Jacobian stretches most.
+turned into such a pair by a step along the direction the Jacobian stretches most.
+
+The ratio is computed in float64, and with tiny weights or a tiny separation its rounding
+could exceed the difference it measures: :func:`certified_ratios` subtracts the proven
+bound of :func:`lipkit.estimate.rounding.forward_error` on both outputs and the rounding
+of the two norms, so the reported value is at most the pair's ratio in exact arithmetic.
+Steps are tried over several decades and the pair with the best *certified* value is kept.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch
 
 from lipkit.estimate.bound import norm_value
 from lipkit.estimate.network import DTYPE, Network
+from lipkit.estimate.rounding import forward_error, gamma
 
 
 def vector_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
@@ -92,29 +99,71 @@ def pair_ratios(network: Network, first: torch.Tensor, second: torch.Tensor,
                        torch.zeros_like(numerator))
 
 
-def step_pairs(network: Network, x: torch.Tensor, direction: torch.Tensor, norm: str
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Verified pairs ``(x, x + t v)`` along ``v``: the best of a few small steps ``t``."""
+@torch.no_grad()
+def certified_ratios(network: Network, first: torch.Tensor, second: torch.Tensor,
+                     norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(certified, ratio)`` for a batch of pairs: the float64 ratio, and a value proven
+    to be at most the exact ratio of the pair (the output difference less the proven
+    rounding of both forward passes and of the norms; 0 where nothing is left)."""
+    first, second = first.to(DTYPE), second.to(DTYPE)
+    y1, e1 = forward_error(network, first)
+    y2, e2 = forward_error(network, second)
+    difference = (y1 - y2).flatten(1)
+    outputs, inputs = difference.shape[1], first[0].numel()
+    numerator = vector_norm(difference, norm)
+    # ||d_exact|| >= ||fl(y1 - y2)|| (1 - u) - ||e1 + e2||, and the norm's own rounding
+    slack = vector_norm((e1 + e2).flatten(1), norm) * (1 + gamma(outputs + 2))
+    low = numerator * (1 - gamma(outputs + 3)) - slack
+    separation = vector_norm(first - second, norm)
+    high = separation * (1 + gamma(inputs + 3))
+    positive = separation > 0
+    ratio = torch.where(positive, numerator / separation.clamp_min(1e-300),
+                        torch.zeros_like(numerator))
+    certified = torch.where(positive & (low > 0), low / high.clamp_min(1e-300),
+                            torch.zeros_like(numerator))
+    certified = torch.nextafter(certified, torch.zeros_like(certified)).clamp_min(0.0)
+    return certified, ratio
+
+
+_STEPS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def step_pairs(network: Network, x: torch.Tensor, direction: torch.Tensor, norm: str,
+               domain=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pairs ``(x, x + t v)`` along ``v``: of a few steps ``t`` over six decades, the one
+    whose ratio is best once its rounding is subtracted (:func:`certified_ratios`). With a
+    local ``domain`` both points stay inside it. Returns the certified values and the
+    pairs."""
     direction = direction.reshape(x.shape).to(DTYPE)
     direction = direction / vector_norm(direction, norm).clamp_min(1e-300).reshape(
         -1, *([1] * (x.ndim - 1)))
+    x = x.to(DTYPE)
     scale = 1.0 + vector_norm(x, norm).reshape(-1, *([1] * (x.ndim - 1)))
+    if domain is not None and not domain.is_global:
+        width = float(torch.from_numpy(domain.upper - domain.lower).max())
+        scale = torch.full_like(scale, max(width, 1e-300))
     best_ratio = torch.full((x.shape[0],), -1.0, dtype=DTYPE)
     best_second = x.clone()
-    for step in (1e-7, 1e-6, 1e-5, 1e-4):
+    for step in _STEPS:
         for sign in (1.0, -1.0):
             second = x + sign * step * scale * direction
-            ratio = pair_ratios(network, x, second, norm)
+            if domain is not None:
+                second = domain.project(second)
+            ratio, _ = certified_ratios(network, x, second, norm)
+            if domain is not None:
+                ratio = torch.where(domain.contains(second), ratio, torch.zeros_like(ratio))
             better = ratio > best_ratio
             best_ratio = torch.where(better, ratio, best_ratio)
             best_second[better] = second[better]
     return best_ratio, x, best_second
 
 
-def random_points(network: Network, count: int, seed: int) -> torch.Tensor:
+def random_points(network: Network, count: int, seed: int, domain=None) -> torch.Tensor:
     """Seeded normal points of the network's input shape, at scales 1, 3 and 10 in turn (the
     constant is a supremum over the whole input space, and activation regions far from the
-    origin matter as much as those near it)."""
+    origin matter as much as those near it); uniform points of a local ``domain``."""
+    if domain is not None and not domain.is_global:
+        return domain.sample(count, tuple(network.input_shape), seed)
     generator = torch.Generator().manual_seed(seed)
     points = torch.randn(count, *network.input_shape, generator=generator, dtype=DTYPE)
     scales = torch.tensor([1.0, 3.0, 10.0], dtype=DTYPE).repeat(count // 3 + 1)[:count]

@@ -1,0 +1,168 @@
+"""One rounding policy for float64 computations that must be proven.
+
+``gamma(k) = k u / (1 - k u)`` (``u = 2^-53``) bounds the relative error of a sum or dot
+product of ``k`` terms computed in float64 in any order (Higham, *Accuracy and Stability
+of Numerical Algorithms*, 2nd ed., Lemma 3.1 and eq. 3.5): ``|fl(sum a_i b_i) - sum a_i b_i|
+<= gamma(k) sum |a_i b_i|``. Every proven bound in :mod:`lipkit.estimate` adds its
+rounding with this one function and rounds its final number outwards (``np.nextafter``).
+
+:func:`forward_error` is a running error analysis of :meth:`Network.forward` in float64:
+for a point ``x`` it returns the computed output ``y`` and a bound ``e`` with
+``|y - f(x)| <= e`` elementwise, ``f`` the network in exact arithmetic on the same float64
+weights. Per node, with ``v`` the computed input and ``e`` its error bound:
+
+- affine ``A v + b`` over ``n`` terms: ``|A| e + gamma(n + 1) (|A| |v| + |b|)``, with
+  ``|A|`` the operator of the absolute weights, itself computed with a ``(1 + gamma)``
+  margin;
+- an elementwise activation of Lipschitz constant ``L``: ``L e`` plus its own evaluation
+  error: none for ReLU / identity (exact), ``u |phi(v)|`` for a product with a slope
+  (LeakyReLU, PReLU, clipping), and ``64 u (|phi(v)| + L |v|)`` for the transcendental ones
+  (libm-grade ``exp`` / ``tanh`` / ``erf`` are accurate to a few units in the last place;
+  64 covers the compositions of a few of them torch uses, including cancellation in
+  ``x * (1 + erf(x / sqrt 2)) / 2``, whose absolute error scales with ``|x|``);
+- GroupSort: a comparison network, 1-Lipschitz in the l-infinity norm of each group, so the
+  group's largest input error;
+- a sum of ``k`` nodes: ``sum e_i + gamma(k) sum |v_i|``.
+
+A lower bound divides such a difference by ``||x1 - x2||``, so a pair whose separation is
+tiny next to ``e`` proves little: :func:`lipkit.estimate.witness.certified_ratios` subtracts
+the error and reports what remains.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+
+UNIT = 2.0 ** -53  # the unit roundoff of float64
+#: ulps allowed to the float64 evaluation of a transcendental activation (see above)
+TRANSCENDENTAL_ULPS = 64.0
+_EXACT_KINDS = ("relu", "identity", "groupsort")
+_PRODUCT_KINDS = ("leaky_relu", "prelu", "hardtanh", "relu6", "clip", "rrelu")
+
+
+def gamma(k: int) -> float:
+    """``k u / (1 - k u)``: the relative error bound of a ``k``-term float64 dot product."""
+    return k * UNIT / (1 - k * UNIT)
+
+
+def round_up(value: float) -> float:
+    """The next float64 above ``value`` (a computed bound made safe)."""
+    return float(np.nextafter(value, np.inf))
+
+
+def round_down(value: float) -> float:
+    """The next float64 below ``value``."""
+    return float(np.nextafter(value, -np.inf))
+
+
+#: the largest side of a matrix whose spectral norm is computed from its Gram matrix
+GRAM_LIMIT = 4096
+
+
+def spectral_norm_upper(matrix: torch.Tensor) -> float:
+    """A proven upper bound on ``||A||_2`` in float64: the top eigenvalue of the smaller Gram
+    matrix plus its rounding (the Gram's entries err by at most ``gamma(k) (|A| |A|^T)``,
+    ``k`` the inner size, and a backward-stable symmetric eigensolver by ``gamma(4 n)``
+    times the Gram's norm, both at most ``||A||_F^2``). Above :data:`GRAM_LIMIT` on the
+    smaller side, ``min(||A||_F, sqrt(||A||_1 ||A||_inf))`` (cheap, looser)."""
+    matrix = matrix.detach().to(torch.float64)
+    if matrix.numel() == 0:
+        return 0.0
+    rows, columns = matrix.shape
+    frobenius_squared = float(matrix.pow(2).sum()) * (1 + gamma(matrix.numel() + 1))
+    if min(rows, columns) > GRAM_LIMIT:
+        l1 = float(matrix.abs().sum(dim=0).max()) * (1 + gamma(rows + 1))
+        linf = float(matrix.abs().sum(dim=1).max()) * (1 + gamma(columns + 1))
+        return round_up(math.sqrt(min(frobenius_squared, l1 * linf)) * (1 + 4 * UNIT))
+    gram = matrix @ matrix.T if rows <= columns else matrix.T @ matrix
+    inner, side = max(rows, columns), min(rows, columns)
+    top = float(torch.linalg.eigvalsh(gram)[-1])
+    error = (gamma(inner + 1) + gamma(4 * side + 4)) * frobenius_squared
+    return round_up(math.sqrt(max(top, 0.0) + error) * (1 + 4 * UNIT))
+
+
+def _terms(operator) -> int:
+    from lipkit.estimate.network import Convolution, Diagonal, Matrix, Permute, Reshape
+
+    """The number of products summed per output (a safe overestimate)."""
+    if isinstance(operator, Matrix):
+        return operator.weight.shape[1]
+    if isinstance(operator, Convolution):
+        return int(operator.weight[0].numel())
+    if isinstance(operator, Diagonal | Reshape | Permute):
+        return 1
+    return operator.in_features
+
+
+def _absolute(operator):
+    """The operator of the absolute weights (``|A|`` entrywise), applied to batches."""
+    from lipkit.estimate.network import Diagonal, Matrix, Permute, Reshape
+
+    if isinstance(operator, Matrix):
+        return Matrix(operator.weight.abs(), operator.in_shape, operator.out_shape).apply
+    if isinstance(operator, Diagonal):
+        return Diagonal(operator.scale.abs(), operator.in_shape).apply
+    if isinstance(operator, Reshape | Permute):
+        return operator.apply
+    if hasattr(operator, "weight"):
+        absolute = copy.copy(operator)
+        absolute.weight = operator.weight.abs()
+        return absolute.apply
+    matrix = operator.matrix().abs()
+    return Matrix(matrix, operator.in_shape, operator.out_shape).apply
+
+
+@torch.no_grad()
+def forward_error(network, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y, e)``: the float64 output at ``x`` and a bound ``|y - f(x)| <= e`` (see above)."""
+    from lipkit.estimate.network import DTYPE, Activation, Add, Affine
+
+    x = x.detach().to(DTYPE)
+    values: list[torch.Tensor] = []
+    errors: list[torch.Tensor] = []
+
+    def read(index):
+        return (x, torch.zeros_like(x)) if index == -1 else (values[index], errors[index])
+
+    for node in network.nodes:
+        op = node.op
+        if isinstance(op, Affine):
+            v, e = read(node.inputs[0])
+            y = op(v)
+            absolute = _absolute(op.operator)
+            magnitude = absolute(v.abs())
+            if op.bias is not None:
+                magnitude = magnitude + op.bias.abs()
+            n = _terms(op.operator)
+            error = absolute(e) * (1 + gamma(n + 2)) + gamma(n + 2) * magnitude * (
+                1 + gamma(n + 2))
+        elif isinstance(op, Activation):
+            v, e = read(node.inputs[0])
+            y = op(v)
+            if op.kind == "groupsort":
+                size = op.params["group_size"]
+                grouped = e.reshape(e.shape[0], -1, size)
+                error = grouped.amax(dim=2, keepdim=True).expand_as(grouped).reshape(e.shape)
+            else:
+                lipschitz = op.lipschitz
+                error = lipschitz * e * (1 + 4 * UNIT)
+                if op.kind in _PRODUCT_KINDS:
+                    error = error + 2 * UNIT * y.abs()
+                elif op.kind not in _EXACT_KINDS:
+                    error = error + TRANSCENDENTAL_ULPS * UNIT * (
+                        y.abs() + lipschitz * v.abs()) + 1e-300
+        elif isinstance(op, Add):
+            inputs = [read(i) for i in node.inputs]
+            y = op(*[v for v, _ in inputs])
+            k = len(inputs)
+            error = sum(e for _, e in inputs) * (1 + gamma(k + 1)) + gamma(k + 1) * sum(
+                v.abs() for v, _ in inputs)
+        else:  # pragma: no cover - the Network's node types are closed
+            raise TypeError(f"unknown node type {type(op).__name__}")
+        values.append(y)
+        errors.append(error)
+    return values[-1], errors[-1]
