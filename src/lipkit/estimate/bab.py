@@ -207,7 +207,6 @@ class _RegionProgram:
     def __init__(self, low, high, homogeneous: bool):
         self.dims = len(low)
         self.highs = new_highs()
-        self.highs.setOptionValue("threads", 1)
         # variables (u, margin); maximize the margin (at most 1)
         self.highs.addVars(self.dims + 1, np.append(low, -np.inf), np.append(high, 1.0))
         self.highs.changeColCost(self.dims, 1.0)

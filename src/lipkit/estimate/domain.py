@@ -106,7 +106,8 @@ class Domain:
             if not (radius_value > 0 and math.isfinite(radius_value)):
                 raise InvalidArgumentError(
                     f"{where}: radius must be a finite number > 0, got {radius_value!r}")
-            lower, upper = middle - radius_value, middle + radius_value
+            with np.errstate(over="ignore"):  # overflow is refused below
+                lower, upper = middle - radius_value, middle + radius_value
             name = "l-inf" if ball == "inf" else "l2"
             description = f"{name} ball of radius {radius_value:g} around the center"
         if data_domain is not None:

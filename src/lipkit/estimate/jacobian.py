@@ -17,6 +17,7 @@ from lipkit.estimate.bound import Bound
 from lipkit.estimate.domain import domain_of
 from lipkit.estimate.registry import Options, register_method
 from lipkit.estimate.witness import (
+    DeadlineError,
     induced_norms,
     jacobians,
     random_points,
@@ -25,6 +26,7 @@ from lipkit.estimate.witness import (
 )
 
 _CHUNK = 64
+_JACOBIAN_ENTRIES = 4_000_000  # Jacobian numbers computed per chunk of points
 
 
 def candidate_points(network, options: Options, count: int) -> torch.Tensor:
@@ -39,15 +41,32 @@ def candidate_points(network, options: Options, count: int) -> torch.Tensor:
     return torch.cat(points)
 
 
-def best_jacobian_points(network, points: torch.Tensor, norm: str, keep: int = 1):
-    """Jacobian norms at ``points``: the ``keep`` best points, norms and directions."""
+def best_jacobian_points(network, points: torch.Tensor, norm: str, keep: int = 1,
+                         deadline: float | None = None):
+    """Jacobian norms at ``points``: the ``keep`` best points, norms and directions. Past
+    ``deadline`` only the points done so far count (at least one point is tried: if even
+    its Jacobian does not finish, its direction is a random one and its norm 0)."""
     values, directions = [], []
-    for start in range(0, len(points), _CHUNK):
-        jac = jacobians(network, points[start : start + _CHUNK])
+    # chunks small enough that one chunk's Jacobians stay near _JACOBIAN_ENTRIES numbers
+    size = network.in_features * network.out_features
+    chunk = max(1, min(_CHUNK, _JACOBIAN_ENTRIES // max(size, 1)))
+    for start in range(0, len(points), chunk):
+        try:
+            jac = jacobians(network, points[start : start + chunk], deadline=deadline)
+        except DeadlineError:
+            break
         value, direction = induced_norms(jac, norm)
         values.append(value)
         directions.append(direction)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    if not values:
+        generator = torch.Generator().manual_seed(0)
+        values = [torch.zeros(1, dtype=points.dtype)]
+        directions = [torch.randn(1, network.in_features, generator=generator,
+                                  dtype=points.dtype)]
     values, directions = torch.cat(values), torch.cat(directions)
+    points = points[: len(values)]
     order = values.argsort(descending=True)[:keep]
     return points[order], values[order], directions[order]
 
@@ -57,7 +76,9 @@ def lower_jacobian(network, options: Options) -> Bound:
     """Largest Jacobian norm over data and 256 random points, verified by a pair."""
     started = time.perf_counter()
     points = candidate_points(network, options, options.extra.get("points", 256))
-    best, values, directions = best_jacobian_points(network, points, options.norm, keep=8)
+    deadline = None if options.time_limit is None else started + 0.8 * options.time_limit
+    best, values, directions = best_jacobian_points(network, points, options.norm, keep=8,
+                                                    deadline=deadline)
     ratios, first, second = step_pairs(network, best, directions, options.norm,
                                        domain_of(network, options))
     index = int(ratios.argmax())

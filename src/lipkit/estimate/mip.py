@@ -91,7 +91,12 @@ from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import solver_box
 from lipkit.estimate.network import Activation, Affine, Network, NotApplicableError
 from lipkit.estimate.registry import Options, register_method
-from lipkit.estimate.solvers import feasible, mip_status_usable, new_highs
+from lipkit.estimate.solvers import (
+    feasible,
+    mip_status_usable,
+    new_highs,
+    restore_threads,
+)
 from lipkit.estimate.witness import induced_norms, jacobians, random_points
 
 DEFAULT_TIME_LIMIT = 60.0
@@ -225,8 +230,7 @@ class _Model:
     """A HiGHS model grown variable block by variable block, with a copy of the bounds."""
 
     def __init__(self, threads: int, seed: int):
-        self.highs = new_highs()
-        self.highs.setOptionValue("threads", int(threads))
+        self.highs = new_highs(threads)
         self.highs.setOptionValue("random_seed", int(seed))
         self.lower = np.zeros(0)
         self.upper = np.zeros(0)
@@ -601,7 +605,6 @@ def _interior_point(layers, pattern, box, homogeneous: bool, last: np.ndarray | 
     keep = scale > 0
     rows, constants, scale = rows[keep], constants[keep], scale[keep]
     highs = new_highs()
-    highs.setOptionValue("threads", 1)
     # variables (x, t, margin): sign (G a) - margin * scale >= 0
     highs.addVars(n + 2, np.concatenate([lower, [0.0 if homogeneous else 1.0, 0.0]]),
                   np.concatenate([upper, [1.0, 1.0]]))
@@ -813,6 +816,16 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
     if tighten not in ("lp", "interval"):
         raise InvalidArgumentError(f"exact-mip: tighten must be 'lp' or 'interval', got "
                                    f"{tighten!r}")
+    try:
+        return _solve(network, options, started, deadline, layers, output, row, box,
+                      homogeneous, description, tighten, time_limit)
+    finally:
+        restore_threads()
+
+
+def _solve(network, options, started, deadline, layers, output, row, box, homogeneous,
+           description, tighten, time_limit):
+    norm, extra = norm_name(options.norm), options.extra
     encoding = _encode(layers, output, norm, box, homogeneous, tighten == "lp",
                        started + 0.3 * float(time_limit), int(extra.get("threads", 1)),
                        options.seed, bool(extra.get("vertex_bounds", True)))

@@ -84,6 +84,8 @@ class ModelReference:
         except Exception as error:
             return f"the model fails on the witness pair ({type(error).__name__}: {error})"
         separation = float(vector_norm(x1 - x2, norm)[0])
+        if not separation > 0:
+            return None if value <= 0 else "the witness pair is one point"
         ratio = float(vector_norm((y1 - y2).reshape(1, -1), norm)[0]) / separation
         if not ratio >= value * (1 - TORCH_TOLERANCE):
             return (f"the witness pair's ratio on the model is {ratio:.9g}, below the "

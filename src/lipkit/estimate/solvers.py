@@ -27,9 +27,21 @@ class SolverError(LipkitError, ArithmeticError):
     """A solver ended with a status whose answer cannot be used."""
 
 
-def new_highs() -> highspy.Highs:
+_scheduler_threads = [1]  # the thread count every instance made here asks for
+
+
+def new_highs(threads: int | None = None) -> highspy.Highs:
     """A silent HiGHS instance (its constructor prints a banner on file descriptor 1, which
-    would corrupt ``lipkit estimate --json``)."""
+    would corrupt ``lipkit estimate --json``).
+
+    HiGHS sizes one global thread scheduler at its first solve in a process, and a later
+    instance asking for another count fails to run (status "Not Set"): a margin LP read as
+    "no interior point" would then prune a region unsoundly. So every instance made here
+    asks for the same count (1, or the last one given as ``threads``, which resets the
+    scheduler first); :func:`restore_threads` goes back to 1."""
+    if threads is not None and int(threads) != _scheduler_threads[0]:
+        highspy.Highs.resetGlobalScheduler(True)
+        _scheduler_threads[0] = int(threads)
     sys.stdout.flush()
     saved = os.dup(1)
     try:
@@ -40,7 +52,15 @@ def new_highs() -> highspy.Highs:
         os.dup2(saved, 1)
         os.close(saved)
     highs.setOptionValue("output_flag", False)
+    highs.setOptionValue("threads", _scheduler_threads[0])
     return highs
+
+
+def restore_threads() -> None:
+    """Back to one thread for the instances made after a multi-threaded solve."""
+    if _scheduler_threads[0] != 1:
+        highspy.Highs.resetGlobalScheduler(True)
+        _scheduler_threads[0] = 1
 
 
 def feasible(highs: highspy.Highs, what: str) -> bool:

@@ -15,6 +15,7 @@ Steps are tried over several decades and the pair with the best *certified* valu
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -28,12 +29,18 @@ def vector_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
     return torch.linalg.vector_norm(x.flatten(1), ord=norm_value(norm), dim=1)
 
 
-def jacobians(network: Network, x: torch.Tensor, mode: str = "auto") -> torch.Tensor:
+class DeadlineError(Exception):
+    """A Jacobian computation passed its deadline (raised between passes)."""
+
+
+def jacobians(network: Network, x: torch.Tensor, mode: str = "auto",
+              deadline: float | None = None) -> torch.Tensor:
     """The Jacobians ``(batch, out_features, in_features)`` at the points of a batch.
 
     One reverse pass per output (the usual case: few outputs), or one forward-mode pass per
     input where there are more outputs (decoders, generators), batched over the points;
-    ``mode`` ``"reverse"`` or ``"forward"`` forces one of them (for comparisons).
+    ``mode`` ``"reverse"`` or ``"forward"`` forces one of them (for comparisons). Past
+    ``deadline`` (``time.perf_counter()``), raises :class:`DeadlineError` between passes.
     """
     if mode not in ("auto", "reverse", "forward"):
         raise ValueError(f"mode must be 'auto', 'reverse' or 'forward', got {mode!r}")
@@ -43,6 +50,8 @@ def jacobians(network: Network, x: torch.Tensor, mode: str = "auto") -> torch.Te
         basis = torch.eye(network.in_features, dtype=DTYPE).reshape(-1, *x.shape[1:])
         columns = []
         for direction in basis:
+            if deadline is not None and time.perf_counter() > deadline:
+                raise DeadlineError
             _, column = torch.func.jvp(network.forward, (x,), (direction.expand_as(x),))
             columns.append(column.flatten(1))
         return torch.stack(columns, dim=2)
@@ -51,6 +60,8 @@ def jacobians(network: Network, x: torch.Tensor, mode: str = "auto") -> torch.Te
         y = network.forward(x).flatten(1)
         rows = []
         for k in range(y.shape[1]):
+            if deadline is not None and time.perf_counter() > deadline:
+                raise DeadlineError
             (grad,) = torch.autograd.grad(y[:, k].sum(), x, retain_graph=k + 1 < y.shape[1])
             rows.append(grad.flatten(1))
     return torch.stack(rows, dim=1)
