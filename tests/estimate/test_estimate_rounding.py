@@ -176,3 +176,31 @@ def test_highs_thread_counts_never_turn_an_lp_failure_into_a_pruned_region():
     values = [b.value for b in first.bounds + second.bounds if b.kind == "exact"]
     assert len(values) == 2 and math.isclose(*values, rel_tol=1e-6), (first.bounds,
                                                                        second.bounds)
+
+
+def test_onnx_witnesses_are_checked_with_onnxruntime(tmp_path):
+    """Lower bounds of an ONNX file keep their status when onnxruntime agrees with the
+    imported network at the witness, and a file that disagrees is named."""
+    import warnings
+
+    def export(model, path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.float().eval(), (torch.randn(1, 3),), str(path),
+                              dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+        return path
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+    path = export(model, tmp_path / "model.onnx")
+    report = estimate(path, methods=["lower-jacobian", "naive"], norm="2")
+    lower = next(b for b in report.bounds if b.method == "lower-jacobian")
+    assert lower.usable and report.consistent
+    with torch.no_grad():
+        model[2].weight.mul_(3.0)
+    other = export(model, tmp_path / "other.onnx")
+    witness = lower.details["witness"]
+    reason = ModelReference(other, report.network).check(witness["x1"], witness["x2"],
+                                                         lower.value, "2")
+    assert reason is not None and "onnxruntime" in reason
