@@ -15,25 +15,13 @@ MIP (``exact-mip``) or, for networks with few inputs, by branch and bound over i
 (``exact-bab``, also l2). :func:`lipkit.estimate.plot.plot_report` draws a report as a PNG.
 """
 
-# importing the method modules registers them
-from lipkit.estimate import adversarial, gradient_ascent, jacobian, naive, seqlip  # noqa: F401
 from lipkit.estimate.bound import Bound
 from lipkit.estimate.importers import load_network
 from lipkit.estimate.network import Network
 from lipkit.estimate.registry import METHODS, Options, register_method
 from lipkit.estimate.report import Report, estimate
 
-try:  # the MIP needs highspy (the "all" extra)
-    from lipkit.estimate import bab, mip, shor  # noqa: F401
-except ImportError as _error:  # pragma: no cover - depends on the installation
-    if "highspy" not in str(_error):
-        raise
-
-try:  # LipSDP needs cvxpy (the "all" extra)
-    from lipkit.estimate import compositional, lipsdp, lp_jacobian  # noqa: F401
-except ImportError as _error:  # pragma: no cover - depends on the installation
-    if "cvxpy" not in str(_error) and "lipsdp" not in str(_error):
-        raise
+# the method modules register themselves when first looked up in METHODS (registry.py)
 
 __all__ = ["METHODS", "Bound", "Network", "Options", "Report", "estimate", "load_network",
            "register_method"]

@@ -368,7 +368,7 @@ def _threads_for(weights):
             torch.set_num_threads(previous)
 
 
-@register_method("compositional", kind="upper", norms=("2",), fits=_fits)
+@register_method("compositional", kind="upper", norms=("2",), fits=_fits, cost="cheap")
 def compositional(network: Network, options: Options | None = None) -> Bound:
     """Layer-by-layer LipSDP-Neuron with tuned per-neuron multipliers (beats ECLipsE-Fast)."""
     options = options or Options()

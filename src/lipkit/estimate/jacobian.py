@@ -71,7 +71,8 @@ def best_jacobian_points(network, points: torch.Tensor, norm: str, keep: int = 1
     return points[order], values[order], directions[order]
 
 
-@register_method("lower-jacobian", kind="lower", norms=("2", "1", "inf"), local=True)
+@register_method("lower-jacobian", kind="lower", norms=("2", "1", "inf"), local=True,
+                 cost="cheap")
 def lower_jacobian(network, options: Options) -> Bound:
     """Largest Jacobian norm over data and 256 random points, verified by a pair."""
     started = time.perf_counter()

@@ -69,7 +69,7 @@ def compose(network: Network, affine_constant, runs: list[list[int]] | None = No
     return constants[-1] if constants else 1.0
 
 
-@register_method("naive", kind="upper", norms=("2", "1", "inf"))
+@register_method("naive", kind="upper", norms=("2", "1", "inf"), cost="instant")
 def naive(network, options: Options) -> Bound:
     """Product of each layer's certified operator norm and each activation's slope."""
     started = time.perf_counter()
@@ -125,7 +125,7 @@ def _per_channel(diagonal: Diagonal) -> bool:
     return bool(torch.all(scale == scale[:, :1]))
 
 
-@register_method("autolip", kind="upper", norms=("2", "1", "inf"))
+@register_method("autolip", kind="upper", norms=("2", "1", "inf"), cost="instant")
 def autolip(network, options: Options) -> Bound:
     """AutoLip: the graph composition with consecutive affine maps merged."""
     started = time.perf_counter()

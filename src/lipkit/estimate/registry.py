@@ -6,15 +6,36 @@ ends of a MIP stopped early) registered with
 says whether it fits a network (``lipkit estimate`` with no ``--method`` runs every method
 that fits). Later methods (MIP, fast compositional bounds, ...) register themselves the same
 way, without changes elsewhere.
+
+lipkit's own methods are listed in :data:`BUILT_IN` with the module that defines them, and a
+module is imported the first time one of its methods is looked up: ``lipkit estimate
+model.mat -m naive`` never imports the solvers (cvxpy, HiGHS, scipy.optimize). A method whose
+optional dependency is missing (the ``all`` extra) is simply not in :data:`METHODS`.
+
+``cost`` orders a run under a budget (:func:`lipkit.estimate.report.estimate`):
+``"instant"`` methods (products of norms) always run; ``"cheap"`` ones get what is left;
+``"expensive"`` ones (solvers, searches) share what is left and must stop at their share.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lipkit.errors import UnknownMethodError
+
+#: lipkit's own methods and the modules (in lipkit.estimate) that register them
+BUILT_IN = {
+    "lower-jacobian": "jacobian", "lower-gradient": "gradient_ascent",
+    "lower-adversarial": "adversarial", "naive": "naive", "autolip": "naive",
+    "seqlip": "seqlip", "compositional": "compositional", "lipsdp-layer": "lipsdp",
+    "lipsdp-neuron": "lipsdp", "lipsdp-network": "lipsdp", "lipsdp-network-rand": "lipsdp",
+    "lp-jacobian": "lp_jacobian", "shor": "shor", "exact-mip": "mip", "exact-bab": "bab",
+}
+#: the order a run takes its methods in, cheapest first
+COSTS = ("instant", "cheap", "expensive")
 
 
 @dataclass
@@ -41,9 +62,62 @@ class Method:
     fits: Callable  # (network) -> str | None: None when it fits, else the reason it does not
     summary: str = ""
     local: bool = False  # bounds the constant over a local domain (else only over R^n)
+    cost: str = "expensive"  # "instant", "cheap" or "expensive" (see the module docstring)
 
 
-METHODS: dict[str, Method] = {}
+class _Registry(dict):
+    """The registered methods; built-in ones are imported when first looked up."""
+
+    def _load(self, name: str) -> bool:
+        if dict.__contains__(self, name):
+            return True
+        module = BUILT_IN.get(name)
+        if module is None:
+            return False
+        try:
+            importlib.import_module(f"lipkit.estimate.{module}")
+        except ImportError as error:  # an optional solver (the "all" extra) is missing
+            if getattr(error, "name", "") and str(error.name).startswith("lipkit"):
+                raise
+            return False
+        return dict.__contains__(self, name)
+
+    def _load_all(self) -> None:
+        for name in BUILT_IN:
+            self._load(name)
+
+    def __getitem__(self, name):
+        self._load(name)
+        return dict.__getitem__(self, name)
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and self._load(name)
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default  # noqa: SIM401 - loads on demand
+
+    def keys(self):
+        self._load_all()
+        return dict.keys(self)
+
+    def values(self):
+        self._load_all()
+        return dict.values(self)
+
+    def items(self):
+        self._load_all()
+        return dict.items(self)
+
+    def __iter__(self):
+        self._load_all()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._load_all()
+        return dict.__len__(self)
+
+
+METHODS: dict[str, Method] = _Registry()
 
 
 def _always(network) -> None:
@@ -51,14 +125,17 @@ def _always(network) -> None:
 
 
 def register_method(name: str, kind: str, norms=("2",), fits: Callable = _always,
-                    summary: str = "", local: bool = False):
+                    summary: str = "", local: bool = False, cost: str = "expensive"):
     """Decorator registering ``function(network, options) -> Bound`` under ``name``;
-    ``local``: the method reads ``options.domain`` and bounds the constant over it."""
+    ``local``: the method reads ``options.domain`` and bounds the constant over it;
+    ``cost``: ``"instant"``, ``"cheap"`` or ``"expensive"``."""
+    if cost not in COSTS:
+        raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
 
     def decorate(function):
         METHODS[name] = Method(name, kind, tuple(norms), function, fits,
                                summary or (function.__doc__ or "").strip().splitlines()[0],
-                               local)
+                               local, cost)
         return function
 
     return decorate

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -22,7 +22,10 @@ from lipkit.estimate.domain import Domain
 from lipkit.estimate.importers import load_network
 from lipkit.estimate.network import Network, NotApplicableError
 from lipkit.estimate.reference import ModelReference
-from lipkit.estimate.registry import METHODS, Options, get_method
+from lipkit.estimate.registry import COSTS, METHODS, Options, get_method
+
+#: the default wall-clock budget of a run, in seconds (a 2-core machine answers within it)
+DEFAULT_BUDGET = 60.0
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Report:
     norm: str
     bounds: list[Bound] = field(default_factory=list)
     domain: Domain | None = None  # None or global: the constant over R^n
+    budget: float | None = None  # the run's wall-clock budget in seconds (None: unlimited)
+    seconds: float = 0.0  # the run's wall-clock time
+    interrupted: bool = False  # stopped by Ctrl-C: the interval is the best found until then
 
     @property
     def lower(self) -> Bound | None:
@@ -70,6 +76,9 @@ class Report:
             "network": self.network.summary(),
             "norm": self.norm,
             "domain": domain.to_dict(),
+            "budget": self.budget if self.budget is not None else "none",
+            "seconds": self.seconds,
+            "interrupted": self.interrupted,
             "interval": {
                 "lower": low, "upper": high if math.isfinite(high) else "inf",
                 "lower_method": self.lower.method if self.lower else None,
@@ -127,6 +136,27 @@ def run_method(name: str, network: Network, options: Options) -> Bound | list[Bo
     return bound
 
 
+def check_budget(budget) -> float | None:
+    """``None`` (also ``"none"``): unlimited; else a finite number of seconds > 0."""
+    if budget is None or (isinstance(budget, str) and budget.strip().lower() == "none"):
+        return None
+    return check_time_limit("budget", budget)
+
+
+def _schedule(names: list[str]) -> list[str]:
+    """The methods cheapest first (instant, cheap, expensive), in their order otherwise."""
+    return sorted(names, key=lambda name: COSTS.index(get_method(name).cost))
+
+
+def _share(method, remaining: float, expensive_left: int, time_limit: float | None):
+    """A method's time limit under the budget: instant methods run unlimited, a cheap one
+    may take half of what is left, each expensive one an equal share of it."""
+    if method.cost == "instant":
+        return time_limit
+    share = remaining / 2 if method.cost == "cheap" else remaining / max(expensive_left, 1)
+    return share if time_limit is None else min(time_limit, share)
+
+
 def check_witnesses(bounds: list[Bound], reference: ModelReference | None) -> None:
     """Mark ``failed`` every lower bound whose witness pair does not attain its value on the
     user's own model (:mod:`lipkit.estimate.reference`)."""
@@ -152,6 +182,8 @@ def estimate(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
     status: Callable[[str], None] | None = None,
+    budget: float | None = DEFAULT_BUDGET,
+    update: Callable[[Report], None] | None = None,
     **extra,
 ) -> Report:
     """Bound ``||f||_L`` of a model (nn.Module, .onnx / .mat path, or Network).
@@ -168,6 +200,13 @@ def estimate(
         data: input points for data-based lower bounds (random points otherwise).
         progress: called as ``progress(method, index, count)`` before each method.
         status: called with a method's messages while it runs (e.g. LipSDP's sub-networks).
+        budget: the run's wall-clock seconds (default 60; ``None`` or ``"none"``:
+            unlimited). Methods run cheapest first; instant ones (products of norms) always
+            run, cheap ones may take half of what is left and expensive ones share it
+            equally, each stopping at its share (``time_limit`` caps every share); a method
+            with no time left is listed as skipped. Ctrl-C ends the run early with the
+            bounds found so far (``report.interrupted``).
+        update: called with the report after each method (a live display).
         extra: method options (e.g. ``split=2`` for LipSDP, ``points=512``), and the
             domain of a local constant: ``center`` and ``radius`` (a ball in the ``ball``
             norm, ``"inf"`` by default, or ``"2"``) or ``box=(lower, upper)``, each
@@ -184,24 +223,61 @@ def estimate(
         >>> abs(low - high) / high < 1e-5   # a linear map: both ends are its norm
         True
     """
+    started = time.perf_counter()
     norm = norm_name(norm)
     time_limit = check_time_limit("time_limit", time_limit)
+    budget = check_budget(budget)
     seed = check_seed("seed", seed)
     network = load_network(source, input_shape)
     domain = Domain.from_options(network.in_features, extra)
-    names = (list(methods) if methods is not None
-             else default_methods(network, norm, local=not domain.is_global))
+    skipped: list[Bound] = []
+    if methods is not None:
+        names = list(methods)
+    else:
+        names = default_methods(network, norm, local=not domain.is_global)
+        for name, method in METHODS.items():  # say what does not fit, and why
+            if name not in names and norm in method.norms:
+                reason = method.fits(network) or _global_reason(method)
+                if reason is not None:
+                    skipped.append(Bound.not_applicable(name, method.kind, norm, reason))
     for name in names:
         get_method(name)  # unknown names fail before anything runs
+    given = {name: position for position, name in enumerate(names)}
+    names = _schedule(names)
     options = Options(norm=norm, time_limit=time_limit, data=data, seed=seed,
                       progress=status, extra=extra, domain=domain)
     reference = None if isinstance(source, Network) else ModelReference(source, network)
-    report = Report(network, norm, domain=domain)
+    report = Report(network, norm, domain=domain, budget=budget)
+    deadline = math.inf if budget is None else started + budget
+    expensive_left = sum(get_method(name).cost == "expensive" for name in names)
     for index, name in enumerate(names):
+        method = get_method(name)
+        expensive_left -= method.cost == "expensive"
+        remaining = deadline - time.perf_counter()
+        if method.cost != "instant" and remaining <= 0:
+            report.bounds.append(Bound(math.nan, method.kind, norm, name, 0.0,
+                                       f"skipped: the budget of {budget:g} s is spent"))
+            continue
+        limit = _share(method, remaining, expensive_left + (method.cost == "expensive"),
+                       time_limit)
         if progress is not None:
             progress(name, index, len(names))
-        result = run_method(name, network, options)
+        try:
+            result = run_method(name, network, replace(options, time_limit=limit))
+        except KeyboardInterrupt:
+            report.interrupted = True
+            for rest in names[index:]:
+                report.bounds.append(Bound(math.nan, get_method(rest).kind, norm, rest, 0.0,
+                                           "skipped: interrupted"))
+            break
         results = result if isinstance(result, list) else [result]
         check_witnesses(results, reference)
         report.bounds.extend(results)
+        report.seconds = time.perf_counter() - started
+        if update is not None:
+            update(report)
+    # shown in the order asked for (run cheapest first)
+    report.bounds.sort(key=lambda bound: given.get(bound.method, len(given)))
+    report.bounds.extend(skipped)
+    report.seconds = time.perf_counter() - started
     return report

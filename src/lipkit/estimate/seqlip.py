@@ -55,7 +55,7 @@ def _relaxed_max(left: torch.Tensor, right: torch.Tensor, alpha: float, beta: fl
         float(torch.linalg.matrix_norm(right, ord=2))
 
 
-@register_method("seqlip", kind="upper", norms=("2",), fits=_chain_fits)
+@register_method("seqlip", kind="upper", norms=("2",), fits=_chain_fits, cost="cheap")
 def seqlip(network, options: Options) -> Bound:
     """SeqLip: exact vertex maximization for narrow layers, a sound relaxation otherwise."""
     started = time.perf_counter()
