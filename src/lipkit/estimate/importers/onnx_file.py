@@ -17,8 +17,13 @@ translated in their (topological) order, the ones the output does not depend on 
   ``Sub`` of a constant, ``Mul`` / ``Div`` by a constant, ``Neg`` (input normalization
   ``(x - mean) / std`` becomes one diagonal node);
 - joins: ``Add`` / ``Sub`` / ``Sum`` of tensors computed from the input (residual joins);
-- activations: ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Softplus``, ``Elu``
-  (``alpha=1``), ``Gelu`` (exact), and ``x * Sigmoid(x)`` (SiLU, as PyTorch exports it);
+- activations, every attribute read through the translations the torch importer shares
+  (:mod:`~lipkit.estimate.importers.translations`): ``Relu``, ``LeakyRelu``, ``PRelu``,
+  ``Elu``, ``Celu``, ``Selu``, ``Softplus``, ``Softsign``, ``Sigmoid``, ``HardSigmoid``,
+  ``HardSwish``, ``Tanh``, ``Gelu`` (exact and tanh), ``Mish``, ``Clip``, ``ThresholdedRelu``
+  and ``Shrink`` where continuous, ``x * Sigmoid(x)`` (SiLU) and ``x * Tanh(Softplus(x))``
+  (Mish) as PyTorch exports them; constants must be finite floats (NaN / inf refused, naming
+  the initializer), and no initializer larger than ``_MAX_ENTRIES`` is converted;
 - GroupSort, as PyTorch exports lipkit's: a descending ``TopK`` over a whole axis (GroupSort,
   FullSort), and MaxMin's ``Split`` of an axis of size 2 into halves, (``Squeeze``,) ``Max``
   and ``Min`` of the halves, (``Unsqueeze``,) ``Concat`` of max then min on that axis. Both

@@ -3,7 +3,9 @@
 The model is traced with ``torch.fx`` (``nn.Sequential`` and models with residual
 additions, flatten / reshape, functional activations), then each graph node is translated:
 dense, convolutional and transposed convolutional layers (``nn.ConvTranspose1d/2d/3d``;
-lipkit's constrained layers contribute their current constrained weight), activations,
+lipkit's constrained layers contribute their current constrained weight), activations as
+modules or functions with every parameter read (an unknown argument refused; see
+:mod:`~lipkit.estimate.importers.translations`, shared with the ONNX importer),
 BatchNorm in eval mode (a per-channel affine map), average pooling (a depthwise
 convolution), flatten / unflatten / reshape, ``+`` between two branches (a residual join)
 and adding or multiplying by constants. Anything else is an error naming the node and its
