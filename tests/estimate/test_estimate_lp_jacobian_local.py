@@ -197,3 +197,21 @@ def test_bad_domains_are_refused_naming_what():
     with pytest.raises(InvalidArgumentError, match="center"):
         run(network, "inf", center="middle", radius=0.1)
     assert run(network, "inf", center=None).details["domain"].startswith("R^n")
+
+
+def test_local_slopes_fix_only_relu_like_activations():
+    """Pre-activations in [-3, -2]: a ReLU's slope there is 0, a LeakyReLU's its slope; a
+    Hardtanh(-5, 5)'s is 1 and an ELU's between e^-3 and e^-2, so both keep their range."""
+    def slopes(activation):
+        model = nn.Sequential(nn.Linear(1, 1), activation, nn.Linear(1, 1))
+        with torch.no_grad():
+            model[0].weight.fill_(1.0)
+            model[0].bias.fill_(0.0)
+        layers = load_network(model).chain()
+        ((alpha, beta),) = lp.local_slopes(layers, np.array([-3.0]), np.array([-2.0]))
+        return float(alpha[0]), float(beta[0])
+
+    assert slopes(nn.ReLU()) == (0.0, 0.0)
+    assert slopes(nn.LeakyReLU(-0.5)) == (-0.5, -0.5)
+    assert slopes(nn.Hardtanh(-5.0, 5.0)) == (0.0, 1.0)
+    assert slopes(nn.ELU(3.0)) == (0.0, 3.0)

@@ -269,3 +269,15 @@ def test_vertex_tangent_bounds_contain_every_patterns_tangent(norm, activation):
                 np.abs(layers[0].weight).max(axis=1)
             assert np.allclose(TangentBounds(vertices).bounds(layers[0].weight)[1], exact,
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU6(), nn.Hardtanh(-1.0, 1.0), nn.ELU(),
+                                        nn.PReLU(4), nn.Softshrink(0.5), nn.Hardswish()],
+                         ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("method", ["exact-mip", "exact-bab", "shor"])
+def test_exact_methods_refuse_activations_they_do_not_encode(activation, method):
+    """Only ReLU, LeakyReLU (its slope), the identity and GroupSort are encoded exactly: a
+    ReLU6 or Hardtanh (two kinks), an ELU, a per-channel PReLU is not read as a ReLU."""
+    network = load_network(nn.Sequential(nn.Linear(2, 4), activation, nn.Linear(4, 1)))
+    (bound,) = estimate(network, methods=[method], norm="inf").bounds
+    assert bound.status.startswith("not applicable"), f"{method} ran on {activation}"

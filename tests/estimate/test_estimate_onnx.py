@@ -598,3 +598,122 @@ def test_lookalikes_of_maxmin_are_named_errors(nodes, input_shape, node, operato
     message = str(error.value)
     assert error.value.path == node and f"ONNX {operator}" in message and reason in message
     assert "\n" not in message
+
+
+# -- activations: every attribute read, the shared translations ---------------------------
+def _activation_graph(op: str, path, opset: int = 20, inputs_=(), initializers=None,
+                      **attributes):
+    """x (N, 3, 4) -> 3x-stretched by a constant Mul (so inputs reach the tails) -> op."""
+    nodes = [constant("stretch", np.float32(6.0)),
+             helper.make_node("Mul", ["x", "stretch"], ["h"], name="stretch"),
+             helper.make_node(op, ["h", *inputs_], ["y"], name="act", **attributes)]
+    return save(nodes, initializers or {}, (3, 4), ["N", 3, 4], path, opset=opset)
+
+
+ONNX_ACTIVATIONS = [
+    ("Relu", {}, {}, (0.0, 1.0)),
+    ("LeakyRelu", {"alpha": -0.5}, {}, (-0.5, 1.0)),
+    ("LeakyRelu", {"alpha": 2.5}, {}, (1.0, 2.5)),
+    ("PRelu", {}, {"slope": np.array([[-0.5], [0.25], [3.0]])}, (-0.5, 3.0)),
+    ("PRelu", {}, {"slope": np.array([0.3])}, (0.3, 1.0)),
+    ("Elu", {"alpha": 3.0}, {}, (0.0, 3.0)),
+    ("Celu", {"alpha": 2.0}, {}, (0.0, 1.0)),
+    ("Selu", {}, {}, (0.0, 1.7580993)),
+    ("Selu", {"alpha": 2.0, "gamma": 0.5}, {}, (0.0, 1.0)),
+    ("Softplus", {}, {}, (0.0, 1.0)),
+    ("Softsign", {}, {}, (0.0, 1.0)),
+    ("Sigmoid", {}, {}, (0.0, 0.25)),
+    ("HardSigmoid", {"alpha": -0.3, "beta": 0.4}, {}, (-0.3, 0.0)),
+    ("HardSwish", {}, {}, (-0.5, 1.5)),
+    ("Tanh", {}, {}, (0.0, 1.0)),
+    ("Gelu", {}, {}, (-0.1289041, 1.1289041)),
+    ("Gelu", {"approximate": "tanh"}, {}, (-0.1289931, 1.1289931)),
+    ("Mish", {}, {}, (-0.1125261, 1.0884982)),
+    ("Clip", {}, {"low": np.array(-0.5), "high": np.array(2.0)}, (0.0, 1.0)),
+    ("ThresholdedRelu", {"alpha": 0.0}, {}, (0.0, 1.0)),
+    ("Shrink", {"bias": 0.3, "lambd": 0.3}, {}, (0.0, 1.0)),
+]
+
+
+@pytest.mark.parametrize(("op", "attributes", "extra", "slope"), ONNX_ACTIVATIONS,
+                         ids=[f"{op}-{i}" for i, (op, *_) in enumerate(ONNX_ACTIVATIONS)])
+def test_activations_with_their_attributes_match_onnxruntime(op, attributes, extra, slope,
+                                                             tmp_path):
+    path = _activation_graph(op, tmp_path / "act.onnx", inputs_=list(extra),
+                             initializers=extra, **attributes)
+    network = check_against_onnxruntime(path, (3, 4))
+    (activation,) = [node.op for node in network.nodes if not isinstance(node.op, Affine)]
+    assert activation.slope == pytest.approx(slope, abs=1e-6), op
+
+
+@pytest.mark.parametrize(("op", "attributes", "reason"), [
+    ("Gelu", {"approximate": "fast"}, "approximate='fast'"),
+    ("Shrink", {"bias": 0.0, "lambd": 0.5}, "discontinuous"),
+    ("ThresholdedRelu", {"alpha": 1.0}, "discontinuous"),
+    ("Celu", {"alpha": -1.0}, "alpha <= 0"),
+])
+def test_activations_lipkit_cannot_import_exactly_are_named(op, attributes, reason, tmp_path):
+    path = _activation_graph(op, tmp_path / "act.onnx", **attributes)
+    with pytest.raises(UnsupportedModuleError, match=reason) as error:
+        import_onnx(path)
+    assert f"'act' of type ONNX {op}" in str(error.value)
+
+
+def test_clip_by_a_computed_tensor_is_refused(tmp_path):
+    nodes = [helper.make_node("Clip", ["x", "x"], ["y"], name="clip")]
+    path = save(nodes, {}, (3, 4), ["N", 3, 4], tmp_path / "clip.onnx")
+    with pytest.raises(UnsupportedModuleError, match=r"'clip' of type ONNX Clip.*constant"):
+        import_onnx(path)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("b", np.array([1.0, np.inf, np.nan]), "initializer 'b'.*has 2 non-finite entries"),
+    ("w", np.full((3, 4), np.nan), "initializer 'w'.*has 12 non-finite entries"),
+])
+def test_non_finite_initializers_are_named(name, value, message, tmp_path):
+    initializers = {"w": np.ones((3, 4)), "b": np.zeros(3)} | {name: value}
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in initializers.items()])
+    path = tmp_path / "nan.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(InvalidArgumentError, match=message):
+        import_onnx(path)
+
+
+def test_boolean_weights_are_refused(tmp_path):
+    weight = numpy_helper.from_array(np.ones((3, 4), dtype=bool), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [weight])
+    path = tmp_path / "bool.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(InvalidArgumentError, match=r"initializer 'w'.*has type bool"):
+        import_onnx(path)
+
+
+def test_huge_initializers_are_refused_before_they_are_read(tmp_path, monkeypatch):
+    """A weight whose declared dims exceed the limit is refused from its dims alone: the
+    conversion to an array (3.2 GB in float64 for 20000 x 20000) never starts."""
+    from lipkit.estimate.importers import onnx_file
+
+    weight = numpy_helper.from_array(np.zeros((300, 300), dtype=np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 300])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 300])], [weight])
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    monkeypatch.setattr(onnx_file, "_MAX_ENTRIES", 300 * 300 - 1)
+    converted = onnx_file.numpy_helper.to_array
+
+    def forbidden(tensor, *args, **kwargs):
+        assert tensor.name != "w", "the oversized initializer was converted"
+        return converted(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_file.numpy_helper, "to_array", forbidden)
+    with pytest.raises(InvalidArgumentError, match=r"initializer 'w' has shape \[300, 300\]"):
+        import_onnx(path)

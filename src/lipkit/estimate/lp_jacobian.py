@@ -207,12 +207,10 @@ def _linear_step(activation, low, high, linear, post, reach):
             above_a, np.nextafter(above_c + error_high, math.inf))
 
 
-_MINIMUM = {"gelu": -0.1701, "silu": -0.2785}  # their global minima, rounded down
-
-
 def _activation_interval(activation, low, high):
     """Bounds on ``phi(a)`` for ``low <= a <= high``: its ends when ``phi`` is monotone
-    (slopes >= 0); for GELU / SiLU (decreasing, then increasing) the larger end above, and
+    (slopes >= 0); for one decreasing, then increasing (GELU, SiLU, Mish, Hardswish: those
+    with a ``minimum``) the larger end above, and
     below the slope range from either end (``phi(a) - phi(l)`` lies between ``alpha (a - l)``
     and ``beta (a - l)``) and the global minimum; loosened by a relative 1e-10 for the
     rounding of ``phi``'s evaluation."""
@@ -223,9 +221,10 @@ def _activation_interval(activation, low, high):
     else:
         width = high - low
         out_low = np.maximum(at[0] + min(alpha, 0.0) * width, at[1] - max(beta, 0.0) * width)
-        out_low = np.maximum(out_low, _MINIMUM.get(activation.kind, -math.inf))
+        minimum = activation.minimum
+        out_low = np.maximum(out_low, -math.inf if minimum is None else minimum)
         out_high = np.minimum(at[0] + max(beta, 0.0) * width, at[1] - min(alpha, 0.0) * width)
-        if activation.kind in _MINIMUM:
+        if minimum is not None:
             out_high = np.minimum(out_high, np.maximum(*at))
     loose = 1e-10
     return (out_low - loose * np.abs(out_low) - 1e-300,

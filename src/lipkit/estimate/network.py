@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from lipkit.errors import InvalidArgumentError, LipkitError
+from lipkit.estimate.activations import elementwise
 from lipkit.estimate.rounding import gamma, round_up, spectral_norm_upper
 from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
 
@@ -77,6 +78,34 @@ class LinearOperator:
         return _induced_norm(self.matrix(), p)
 
 
+def _float64(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """``tensor`` as float64, refusing a boolean / integer / complex one (a weight that was
+    never a real number: a corrupt or mistyped file)."""
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise InvalidArgumentError(f"a {what} of type {kind}; lipkit needs float weights")
+    return tensor.detach().to(DTYPE)
+
+
+def _non_finite(node: Node) -> str | None:
+    """``"<count> non-finite entries in its <tensor>"`` for a node's first tensor (weight,
+    scale, bias, PReLU slopes) holding NaN or inf, else None."""
+    op = node.op
+    tensors = []
+    if isinstance(op, Affine):
+        operator = op.operator
+        for name in ("weight", "scale"):
+            if isinstance(getattr(operator, name, None), torch.Tensor):
+                tensors.append((name, getattr(operator, name)))
+        if op.bias is not None:
+            tensors.append(("bias", op.bias))
+    for name, tensor in tensors:
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            return f"{bad} non-finite entries in its {name}"
+    return None
+
+
 def _induced_norm(matrix: torch.Tensor, p: float) -> float:
     """A proven upper bound on the induced ``p``-norm, its float64 rounding included."""
     if matrix.numel() == 0:
@@ -99,7 +128,7 @@ class Matrix(LinearOperator):
     out_shape: tuple[int, ...] = None
 
     def __post_init__(self):
-        self.weight = self.weight.detach().to(DTYPE)
+        self.weight = _float64(self.weight, "dense weight")
         self.in_shape = tuple(self.in_shape or (self.weight.shape[1],))
         self.out_shape = tuple(self.out_shape or (self.weight.shape[0],))
 
@@ -123,7 +152,7 @@ class Convolution(LinearOperator):
     out_shape: tuple[int, ...] = None
 
     def __post_init__(self):
-        self.weight = self.weight.detach().to(DTYPE)
+        self.weight = _float64(self.weight, "convolution weight")
         self.in_shape = tuple(self.in_shape)
         if self.geometry.input_size is None:
             self.geometry = self.geometry.with_input_size(self.in_shape[1:])
@@ -217,7 +246,7 @@ class TransposedConvolution(LinearOperator):
     out_shape: tuple[int, ...] = None
 
     def __post_init__(self):
-        self.weight = self.weight.detach().to(DTYPE)
+        self.weight = _float64(self.weight, "transposed-convolution weight")
         self.in_shape = tuple(self.in_shape)
         dims = self.weight.ndim - 2
         self.stride, self.dilation = tuple(self.stride), tuple(self.dilation)
@@ -295,7 +324,8 @@ class Diagonal(LinearOperator):
     def __post_init__(self):
         self.in_shape = tuple(self.in_shape)
         self.out_shape = self.in_shape
-        self.scale = torch.broadcast_to(self.scale.detach().to(DTYPE), self.in_shape).clone()
+        self.scale = torch.broadcast_to(_float64(self.scale, "diagonal scale"),
+                                        self.in_shape).clone()
 
     def apply(self, x):
         return x * self.scale
@@ -366,7 +396,7 @@ class Affine:
     def __post_init__(self):
         if self.bias is not None:
             self.bias = torch.broadcast_to(
-                self.bias.detach().to(DTYPE), self.operator.out_shape
+                _float64(self.bias, "bias"), self.operator.out_shape
             ).clone()
 
     def __call__(self, x):
@@ -374,39 +404,27 @@ class Affine:
         return y if self.bias is None else y + self.bias
 
 
-# elementwise activations: (function, slope range (alpha, beta))
-_ELEMENTWISE = {
-    "relu": (F.relu, (0.0, 1.0)),
-    "tanh": (torch.tanh, (0.0, 1.0)),
-    "sigmoid": (torch.sigmoid, (0.0, 0.25)),
-    "softplus": (F.softplus, (0.0, 1.0)),
-    "elu": (F.elu, (0.0, 1.0)),
-    "identity": (lambda x: x, (1.0, 1.0)),
-    # derivative ranges of GELU / SiLU, rounded outwards
-    "gelu": (F.gelu, (-0.1701, 1.1290)),
-    "silu": (F.silu, (-0.1000, 1.0999)),
-}
-
-
 @dataclass(eq=False)
 class Activation:
-    """A nonlinearity. Elementwise ones carry their slope range ``(alpha, beta)``."""
+    """A nonlinearity: an elementwise one (``kind`` and ``params`` as in
+    :mod:`lipkit.estimate.activations`, with its exact function and slope range
+    ``(alpha, beta)``), or GroupSort / MaxMin (``kind='groupsort'``, ``params['group_size']``).
+    """
 
     kind: str
     slope: tuple[float, float] | None = None
     params: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.kind == "leaky_relu":
-            a = float(self.params.get("negative_slope", 0.01))
-            self.slope = (min(a, 1.0), max(a, 1.0))
-        elif self.kind in _ELEMENTWISE:
-            self.slope = _ELEMENTWISE[self.kind][1]
-        elif self.kind == "groupsort":
+        if self.kind == "groupsort":
             self.slope = None
             self.params.setdefault("group_size", 2)
-        else:
-            raise InvalidArgumentError(f"unknown activation kind '{self.kind}'")
+            self.function = None
+            return
+        if self.kind == "leaky_relu":
+            self.params.setdefault("negative_slope", 0.01)
+        self.function = elementwise(self.kind, self.params)
+        self.slope = self.function.slope
 
     @property
     def elementwise(self) -> bool:
@@ -417,9 +435,12 @@ class Activation:
         """The Lipschitz constant in every lp norm (1 for GroupSort)."""
         return 1.0 if self.slope is None else max(abs(self.slope[0]), abs(self.slope[1]))
 
+    @property
+    def minimum(self) -> float | None:
+        """For ``phi`` decreasing then increasing, a lower bound on its minimum, else None."""
+        return None if self.function is None else self.function.minimum
+
     def __call__(self, x):
-        if self.kind == "leaky_relu":
-            return F.leaky_relu(x, self.params["negative_slope"])
         if self.kind == "groupsort":
             size = self.params["group_size"]
             grouped = x.unflatten(1, (x.shape[1] // size, size))
@@ -428,7 +449,7 @@ class Activation:
                 return torch.stack((torch.maximum(first, second), torch.minimum(first, second)),
                                    dim=2).flatten(1, 2)
             return grouped.sort(dim=2, descending=True).values.flatten(1, 2)
-        return _ELEMENTWISE[self.kind][0](x)
+        return self.function.function(x)
 
 
 @dataclass(eq=False)
@@ -501,6 +522,10 @@ class Network:
         for index, node in enumerate(self.nodes):
             if any(i >= index or i < -1 for i in node.inputs):
                 raise InvalidArgumentError(f"node {node.name!r} reads a later node")
+            # every method reads these tensors: NaN / inf would end in a solver's failure
+            problem = _non_finite(node)
+            if problem is not None:
+                raise InvalidArgumentError(f"layer '{node.name}' has {problem}")
 
     @property
     def in_features(self) -> int:

@@ -17,8 +17,13 @@ translated in their (topological) order, the ones the output does not depend on 
   ``Sub`` of a constant, ``Mul`` / ``Div`` by a constant, ``Neg`` (input normalization
   ``(x - mean) / std`` becomes one diagonal node);
 - joins: ``Add`` / ``Sub`` / ``Sum`` of tensors computed from the input (residual joins);
-- activations: ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Softplus``, ``Elu``
-  (``alpha=1``), ``Gelu`` (exact), and ``x * Sigmoid(x)`` (SiLU, as PyTorch exports it);
+- activations, every attribute read through the translations the torch importer shares
+  (:mod:`~lipkit.estimate.importers.translations`): ``Relu``, ``LeakyRelu``, ``PRelu``,
+  ``Elu``, ``Celu``, ``Selu``, ``Softplus``, ``Softsign``, ``Sigmoid``, ``HardSigmoid``,
+  ``HardSwish``, ``Tanh``, ``Gelu`` (exact and tanh), ``Mish``, ``Clip``, ``ThresholdedRelu``
+  and ``Shrink`` where continuous, ``x * Sigmoid(x)`` (SiLU) and ``x * Tanh(Softplus(x))``
+  (Mish) as PyTorch exports them; constants must be finite floats (NaN / inf refused, naming
+  the initializer), and no initializer larger than ``_MAX_ENTRIES`` is converted;
 - GroupSort, as PyTorch exports lipkit's: a descending ``TopK`` over a whole axis (GroupSort,
   FullSort), and MaxMin's ``Split`` of an axis of size 2 into halves, (``Squeeze``,) ``Max``
   and ``Min`` of the halves, (``Unsqueeze``,) ``Concat`` of max then min on that axis. Both
@@ -50,6 +55,7 @@ import numpy as np
 import torch
 
 from lipkit.errors import InvalidArgumentError, LipkitError, UnsupportedModuleError
+from lipkit.estimate.importers import translations as T
 from lipkit.estimate.network import (
     DTYPE,
     Activation,
@@ -73,7 +79,6 @@ try:  # onnx is in the "all" extra
 except ImportError:  # pragma: no cover - depends on the installation
     onnx = None
 
-_ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus"}
 # ONNX Pad modes -> ConvGeometry padding modes
 _PAD_MODES = {"constant": "zeros", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 # Shape(x)[0] of a tensor computed from the input: the batch size, unknown until run time
@@ -159,8 +164,10 @@ class _Translator:
         self.constants: dict[str, np.ndarray] = {}
         self.pads: dict[str, _PendingPad] = {}
         self.halves: dict[str, _Half] = {}
-        # value name -> the value a Sigmoid read (to recognise x * sigmoid(x))
-        self.sigmoid_inputs: dict[str, str] = {}
+        # value name -> (x, kind) for sigmoid(x) ("silu") and tanh(softplus(x)) ("mish"),
+        # to recognise x * gate as one activation; softplus output -> its input
+        self.gates: dict[str, tuple[str, str]] = {}
+        self.softplus_inputs: dict[str, str] = {}
         self.static_batch: int | None = None
 
     # -- the graph ---------------------------------------------------------------------
@@ -169,6 +176,7 @@ class _Translator:
         if len(graph.sparse_initializer):
             raise InvalidArgumentError(f"{self.path}: sparse initializers are not supported")
         for tensor in graph.initializer:
+            _check_declared_size(tensor, f"{self.path}: initializer '{tensor.name}'")
             try:
                 self.constants[tensor.name] = numpy_helper.to_array(tensor)
             except Exception as error:  # a corrupt tensor: unknown type, wrong data size
@@ -340,11 +348,24 @@ class _Translator:
                                      "input; lipkit needs a constant there")
 
     def floats(self, step: _Step, position: int, default=None) -> np.ndarray | None:
+        """A constant input the network computes with (a weight, a bias, a scale): real and
+        finite, as float64 (a writable copy, for torch)."""
         value = self.constant(step, position, default)
         if value is None:
             return None
         _check_no_batch(self, step, value)
-        return np.array(value, dtype=np.float64)  # a writable copy, for torch
+        name = step.inputs[position]
+        value = np.asarray(value)
+        if value.dtype.kind != "f":
+            raise InvalidArgumentError(f"{self.path}: initializer '{name}' (read by node "
+                                       f"'{step.label}') has type {value.dtype}; lipkit "
+                                       "needs float weights")
+        bad = int(np.count_nonzero(~np.isfinite(value)))
+        if bad:
+            raise InvalidArgumentError(f"{self.path}: initializer '{name}' (read by node "
+                                       f"'{step.label}') has {bad} non-finite entries "
+                                       "(NaN or inf)")
+        return np.array(value, dtype=np.float64)
 
     def emit(self, step: _Step, op, inputs: list[int], shape) -> None:
         self.nodes.append(Node(step.label, op, inputs))
@@ -622,15 +643,12 @@ class _Translator:
         kernel = tuple(int(k) for k in step.attribute("kernel_shape", ()))
         if len(kernel) != len(shape) - 1 or not kernel:
             raise self.invalid(step, f"kernel_shape {kernel} on features of shape {shape}")
+        # count_include_pad concerns the op's own pads (checked by geometry), not a Pad's
         geometry = self.geometry(step, shape, kernel, shape[0], pad,
                                  count_include_pad=bool(step.attribute("count_include_pad", 0)))
-        if step.attribute("ceil_mode", 0):
-            # ceil_mode only matters when it adds a partial window at the end
-            for n, k, s, d in zip(geometry.padded_size(), kernel, geometry.stride,
-                                  geometry.dilation, strict=True):
-                if (n - d * (k - 1) - 1) % s:
-                    raise self.unsupported(step, "ceil_mode=1 with a partial last window")
-        self.depthwise_mean(step, index, shape, kernel, geometry)
+        affine = T.average_pool(step.label, f"ONNX {step.op}", shape, kernel, geometry,
+                                bool(step.attribute("ceil_mode", 0)), count_include_pad=True)
+        self.emit(step, affine, [index], affine.operator.out_shape)
 
     def global_average_pool(self, step: _Step) -> None:
         index, shape = self.tensor(step, 0)
@@ -653,14 +671,14 @@ class _Translator:
                 self.opset < 7 and not step.attribute("is_test", 0)):
             raise self.unsupported(step, "BatchNormalization in training mode (lipkit imports "
                                          "the inference form, with running statistics)")
-        gamma, beta, mean, variance = (self.floats(step, i).reshape(-1) for i in range(1, 5))
-        if not shape or any(p.shape != (shape[0],) for p in (gamma, beta, mean, variance)):
-            raise self.invalid(step, f"parameters do not match {shape[0]} channels")
-        scale = gamma / np.sqrt(variance + float(step.attribute("epsilon", 1e-5)))
-        shift = beta - mean * scale
-        per_channel = (-1, *([1] * (len(shape) - 1)))
-        self.affine(step, Diagonal(torch.as_tensor(scale.reshape(per_channel)), shape),
-                    shift.reshape(per_channel), index)
+        gamma, beta, mean, variance = (torch.as_tensor(self.floats(step, i))
+                                       for i in range(1, 5))
+        try:
+            affine = T.batch_norm(step.label, f"ONNX {step.op}", shape, mean, variance,
+                                  float(step.attribute("epsilon", 1e-5)), gamma, beta)
+        except InvalidArgumentError as error:
+            raise self.invalid(step, str(error)) from None
+        self.emit(step, affine, [index], shape)
 
     def add(self, step: _Step, subtract: bool = False) -> None:
         left, right = self.is_tensor(step, 0), self.is_tensor(step, 1)
@@ -699,10 +717,12 @@ class _Translator:
         left, right = self.is_tensor(step, 0), self.is_tensor(step, 1)
         if left and right and not divide:
             for x, gate in ((0, 1), (1, 0)):
-                if self.sigmoid_inputs.get(step.inputs[gate]) == step.inputs[x]:
-                    # x * sigmoid(x) = silu(x), as PyTorch exports nn.SiLU
+                source, kind = self.gates.get(step.inputs[gate], (None, None))
+                if source == step.inputs[x]:
+                    # x * sigmoid(x) = silu(x), x * tanh(softplus(x)) = mish(x), as PyTorch
+                    # exports nn.SiLU and nn.Mish
                     index, shape = self.tensor(step, x)
-                    self.emit(step, Activation("silu"), [index], shape)
+                    self.emit(step, T.activation(step.label, "ONNX Mul", kind), [index], shape)
                     return
             raise self.unsupported(step, "multiplies two tensors computed from the input")
         if divide and right:
@@ -721,24 +741,47 @@ class _Translator:
 
     # -- activations -------------------------------------------------------------------
     def activation(self, step: _Step) -> None:
+        """An activation op, every attribute read (an unknown one refused)."""
         index, shape = self.tensor(step, 0)
+        attributes, translate = _ACTIVATIONS[step.op]
+        unknown = sorted(set(step.attributes) - set(attributes))
+        if unknown:
+            raise self.unsupported(step, f"attributes {unknown} (lipkit reads "
+                                         f"{sorted(attributes) or 'none'})")
+        values = {name: step.attribute(name, default) for name, default in attributes.items()}
+        activation = translate(self, step, values, shape)
+        # the gates of x * sigmoid(x) (SiLU) and x * tanh(softplus(x)) (Mish), as exported
         if step.op == "Sigmoid":
-            self.sigmoid_inputs[step.outputs[0]] = step.inputs[0]
-        if step.op == "LeakyRelu":
-            slope = float(step.attribute("alpha", 0.01))
-            activation = Activation("leaky_relu", params={"negative_slope": slope})
-        elif step.op == "Elu":
-            if float(step.attribute("alpha", 1.0)) != 1.0:
-                raise self.unsupported(step, f"alpha={step.attribute('alpha')} (lipkit has "
-                                             "ELU with alpha=1)")
-            activation = Activation("elu")
-        elif step.op == "Gelu":
-            if step.attribute("approximate", "none") != "none":
-                raise self.unsupported(step, "the tanh approximation of GELU")
-            activation = Activation("gelu")
-        else:
-            activation = Activation(_ACTIVATIONS[step.op])
+            self.gates[step.outputs[0]] = (step.inputs[0], "silu")
+        elif step.op == "Softplus":
+            self.softplus_inputs[step.outputs[0]] = step.inputs[0]
+        elif step.op == "Tanh" and step.inputs[0] in self.softplus_inputs:
+            self.gates[step.outputs[0]] = (self.softplus_inputs[step.inputs[0]], "mish")
         self.emit(step, activation, [index], shape)
+
+    def clip(self, step: _Step, values: dict, shape) -> Activation:
+        """Clip: ``min`` / ``max`` are inputs (opset 11 on) or attributes (before)."""
+        ends = []
+        for position, name in ((1, "min"), (2, "max")):
+            value = self.constant(step, position)
+            if value is None:
+                value = values.get(name)
+            elif np.size(value) != 1:
+                raise self.unsupported(step, f"{name} of shape {np.shape(value)} (lipkit reads "
+                                             "one number)")
+            ends.append(None if value is None else float(np.asarray(value).reshape(())))
+        return T.activation(step.label, f"ONNX {step.op}", "hardtanh", min_val=ends[0],
+                            max_val=ends[1])
+
+    def prelu(self, step: _Step, values: dict, shape) -> Activation:
+        """PRelu: the slope input broadcast (from the right) to the input, batch first."""
+        slope = self.floats(step, 1)
+        while slope.ndim > len(shape) and slope.shape[0] == 1:
+            slope = slope[0]
+        if slope.ndim > len(shape):
+            raise self.unsupported(step, f"a slope of shape {slope.shape} differs across the "
+                                         "batch dimension")
+        return T.prelu(step.label, f"ONNX {step.op}", torch.as_tensor(slope), shape)
 
     def identity(self, step: _Step) -> None:
         if step.op == "Dropout":
@@ -922,7 +965,41 @@ class _Translator:
         self.constants[step.outputs[0]] = full[start:end]
 
 
+def _plain(kind: str, **params):
+    def translate(translator, step, values, shape):
+        named = {key: values[name] for key, name in params.items()}
+        return T.activation(step.label, f"ONNX {step.op}", kind, **named)
+    return translate
+
+
+# op -> (its attributes with their defaults, the translation of their values)
+_ACTIVATIONS = {
+    "Relu": ({}, _plain("relu")),
+    "Sigmoid": ({}, _plain("sigmoid")),
+    "Tanh": ({}, _plain("tanh")),
+    "Softplus": ({}, _plain("softplus")),  # log(exp(x) + 1): no threshold
+    "Softsign": ({}, _plain("softsign")),
+    "HardSwish": ({}, _plain("hardswish")),
+    "Mish": ({}, _plain("mish")),
+    "LeakyRelu": ({"alpha": 0.01}, _plain("leaky_relu", negative_slope="alpha")),
+    "Elu": ({"alpha": 1.0}, _plain("elu", alpha="alpha")),
+    "Celu": ({"alpha": 1.0}, _plain("celu", alpha="alpha")),
+    # the defaults are float32 numbers, read (as attributes are) as their shortest decimals
+    "Selu": ({"alpha": 1.6732632, "gamma": 1.050701},
+             _plain("selu", alpha="alpha", scale="gamma")),
+    "HardSigmoid": ({"alpha": 0.2, "beta": 0.5},
+                    _plain("hardsigmoid", scale="alpha", offset="beta")),
+    "Gelu": ({"approximate": "none"}, _plain("gelu", approximate="approximate")),
+    "Clip": ({"min": None, "max": None}, _Translator.clip),
+    "PRelu": ({}, _Translator.prelu),
+    "ThresholdedRelu": ({"alpha": 1.0}, lambda translator, step, values, shape:
+                        T.thresholded_relu(step.label, f"ONNX {step.op}", values["alpha"])),
+    "Shrink": ({"bias": 0.0, "lambd": 0.5}, lambda translator, step, values, shape:
+               T.shrink(step.label, f"ONNX {step.op}", values["bias"], values["lambd"])),
+}
+
 _HANDLERS = {
+    **dict.fromkeys(_ACTIVATIONS, _Translator.activation),
     "Gemm": _Translator.gemm,
     "MatMul": _Translator.matmul,
     "Conv": _Translator.conv,
@@ -937,13 +1014,6 @@ _HANDLERS = {
     "Mul": _Translator.mul,
     "Div": lambda self, step: self.mul(step, divide=True),
     "Neg": _Translator.neg,
-    "Relu": _Translator.activation,
-    "LeakyRelu": _Translator.activation,
-    "Sigmoid": _Translator.activation,
-    "Tanh": _Translator.activation,
-    "Softplus": _Translator.activation,
-    "Elu": _Translator.activation,
-    "Gelu": _Translator.activation,
     "Identity": _Translator.identity,
     "Dropout": _Translator.identity,
     "Flatten": _Translator.flatten,
@@ -1078,8 +1148,18 @@ _FOLDERS = {
 
 
 # -- attributes, output ------------------------------------------------------------------
+def _check_declared_size(tensor, what: str) -> None:
+    """Refuse a tensor whose declared dims hold more than ``_MAX_ENTRIES`` entries, before
+    its data is converted (a 20000 x 20000 weight would take 3.2 GB as float64)."""
+    entries = math.prod(tensor.dims)
+    if min(tensor.dims, default=0) < 0 or entries > _MAX_ENTRIES:
+        raise InvalidArgumentError(f"{what} has shape {list(tensor.dims)} ({entries:,} "
+                                   f"entries; lipkit reads at most {_MAX_ENTRIES:,})")
+
+
 def _attribute_value(attribute):
     if attribute.type == onnx.AttributeProto.TENSOR:
+        _check_declared_size(attribute.t, f"the tensor attribute '{attribute.name}'")
         return numpy_helper.to_array(attribute.t)
     value = helper.get_attribute_value(attribute)
     # a float attribute is stored as float32: read it as the shortest decimal that rounds to

@@ -3,7 +3,9 @@
 The model is traced with ``torch.fx`` (``nn.Sequential`` and models with residual
 additions, flatten / reshape, functional activations), then each graph node is translated:
 dense, convolutional and transposed convolutional layers (``nn.ConvTranspose1d/2d/3d``;
-lipkit's constrained layers contribute their current constrained weight), activations,
+lipkit's constrained layers contribute their current constrained weight), activations as
+modules or functions with every parameter read (an unknown argument refused; see
+:mod:`~lipkit.estimate.importers.translations`, shared with the ONNX importer),
 BatchNorm in eval mode (a per-channel affine map), average pooling (a depthwise
 convolution), flatten / unflatten / reshape, ``+`` between two branches (a residual join)
 and adding or multiplying by constants. Anything else is an error naming the node and its
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError, UnsupportedModuleError
+from lipkit.estimate.importers import translations
 from lipkit.estimate.network import (
     DTYPE,
     Activation,
@@ -39,17 +42,112 @@ from lipkit.nn.activation import GroupSort
 from lipkit.nn.operator_norm import ConvGeometry
 from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d
 
+T = translations
+
+
+def _plain(kind: str):
+    def translate(label, op, module, shape):
+        return T.activation(label, op, kind)
+    return translate
+
+
+# module type (exactly: a subclass may compute something else) -> its translation, reading
+# every parameter; the model is imported in eval mode (dropout is the identity)
 _MODULE_ACTIVATIONS = {
-    nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Softplus: "softplus",
-    nn.ELU: "elu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Identity: "identity",
-    nn.Dropout: "identity", nn.Dropout1d: "identity", nn.Dropout2d: "identity",
+    **{cls: _plain("identity") for cls in (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+                                           nn.Dropout3d, nn.AlphaDropout,
+                                           nn.FeatureAlphaDropout)},
+    **{cls: _plain(kind) for cls, kind in (
+        (nn.ReLU, "relu"), (nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid"), (nn.SELU, "selu"),
+        (nn.Hardsigmoid, "hardsigmoid"), (nn.Hardswish, "hardswish"), (nn.SiLU, "silu"),
+        (nn.Mish, "mish"), (nn.Softsign, "softsign"), (nn.LogSigmoid, "logsigmoid"),
+        (nn.Tanhshrink, "tanhshrink"))},
+    nn.ReLU6: lambda label, op, m, shape: T.activation(label, op, "hardtanh", min_val=0.0,
+                                                       max_val=6.0),
+    nn.LeakyReLU: lambda label, op, m, shape: T.activation(
+        label, op, "leaky_relu", negative_slope=m.negative_slope),
+    nn.PReLU: lambda label, op, m, shape: T.prelu(
+        label, op, T.torch_prelu_slopes(m.weight, shape), shape),
+    nn.RReLU: lambda label, op, m, shape: T.rrelu(label, op, m.lower, m.upper, m.training),
+    nn.ELU: lambda label, op, m, shape: T.activation(label, op, "elu", alpha=m.alpha),
+    nn.CELU: lambda label, op, m, shape: T.activation(label, op, "celu", alpha=m.alpha),
+    nn.Softplus: lambda label, op, m, shape: T.activation(
+        label, op, "softplus", beta=m.beta, threshold=m.threshold),
+    nn.Hardtanh: lambda label, op, m, shape: T.activation(
+        label, op, "hardtanh", min_val=m.min_val, max_val=m.max_val),
+    nn.GELU: lambda label, op, m, shape: T.activation(label, op, "gelu",
+                                                      approximate=m.approximate),
+    nn.Softshrink: lambda label, op, m, shape: T.activation(label, op, "softshrink",
+                                                            lambd=m.lambd),
+    nn.Hardshrink: lambda label, op, m, shape: T.hardshrink(label, op, m.lambd),
+    nn.Threshold: lambda label, op, m, shape: T.threshold(label, op, m.threshold, m.value),
 }
+
+_REQUIRED = object()  # an argument without a default
+_INPLACE = ("inplace", False)  # accepted and ignored: it changes storage, not values
+
+
+def _function(kind: str, *spec, **fixed):
+    """A functional activation: its arguments after the input, ``(name, default)`` in
+    order, and the Activation of ``kind`` they give (``fixed`` parameters added)."""
+    def translate(label, op, arguments, shape):
+        params = {name: value for name, value in arguments.items() if name != "inplace"}
+        return T.activation(label, op, kind, **params, **fixed)
+    return spec, translate
+
+
+def _dropout(label, op, arguments, shape):
+    if arguments["training"]:
+        raise UnsupportedModuleError(label, op, "dropout with training=True is random")
+    return T.activation(label, op, "identity")
+
+
+def _clamp(label, op, arguments, shape):
+    return T.activation(label, op, "hardtanh", min_val=arguments.get("min"),
+                        max_val=arguments.get("max"))
+
+
+# function (or method name) -> (its arguments after the input, its translation)
 _FUNCTION_ACTIVATIONS = {
-    torch.relu: "relu", F.relu: "relu", torch.tanh: "tanh", torch.sigmoid: "sigmoid",
-    F.tanh: "tanh", F.sigmoid: "sigmoid", F.gelu: "gelu", F.silu: "silu", F.elu: "elu",
-    F.softplus: "softplus",
+    **{f: _function("relu", _INPLACE) for f in (torch.relu, F.relu)},
+    "relu": _function("relu"),
+    **{f: _function("tanh") for f in (torch.tanh, F.tanh, "tanh")},
+    **{f: _function("sigmoid") for f in (torch.sigmoid, F.sigmoid, "sigmoid")},
+    F.relu6: _function("hardtanh", _INPLACE, min_val=0.0, max_val=6.0),
+    F.leaky_relu: _function("leaky_relu", ("negative_slope", 0.01), _INPLACE),
+    F.elu: _function("elu", ("alpha", 1.0), _INPLACE),
+    F.celu: _function("celu", ("alpha", 1.0), _INPLACE),
+    **{f: _function("selu", _INPLACE) for f in (F.selu, torch.selu)},
+    F.softplus: _function("softplus", ("beta", 1.0), ("threshold", 20.0)),
+    F.hardtanh: _function("hardtanh", ("min_val", -1.0), ("max_val", 1.0), _INPLACE),
+    F.hardsigmoid: _function("hardsigmoid", _INPLACE),
+    F.hardswish: _function("hardswish", _INPLACE),
+    F.silu: _function("silu", _INPLACE),
+    F.mish: _function("mish", _INPLACE),
+    F.gelu: _function("gelu", ("approximate", "none")),
+    F.softsign: _function("softsign"),
+    F.logsigmoid: _function("logsigmoid"),
+    F.tanhshrink: _function("tanhshrink"),
+    F.softshrink: _function("softshrink", ("lambd", 0.5)),
+    F.hardshrink: ((("lambd", 0.5),),
+                   lambda label, op, a, shape: T.hardshrink(label, op, a["lambd"])),
+    F.threshold: ((("threshold", _REQUIRED), ("value", _REQUIRED), _INPLACE),
+                  lambda label, op, a, shape: T.threshold(label, op, a["threshold"],
+                                                          a["value"])),
+    F.rrelu: ((("lower", 1.0 / 8), ("upper", 1.0 / 3), ("training", False), _INPLACE),
+              lambda label, op, a, shape: T.rrelu(label, op, a["lower"], a["upper"],
+                                                  a["training"])),
+    F.prelu: ((("weight", _REQUIRED),),
+              lambda label, op, a, shape: T.prelu(
+                  label, op, T.torch_prelu_slopes(a["weight"], shape), shape)),
+    **{f: ((("min", None), ("max", None)), _clamp)
+       for f in (torch.clamp, torch.clip, "clamp", "clip")},
+    "clamp_min": ((("min", _REQUIRED),), _clamp),
+    "clamp_max": ((("max", _REQUIRED),), _clamp),
+    **{f: ((("p", 0.5), ("training", True), _INPLACE), _dropout)
+       for f in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                 F.feature_alpha_dropout)},
 }
-_METHOD_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
 
 
 class _Tracer(torch.fx.Tracer):
@@ -150,6 +248,13 @@ class _Translator:
                                          "its input is not a tensor computed from the input")
         return self.values[argument.name]
 
+    @staticmethod
+    def parameters(path: str, module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A layer's weight and bias, checked to be real and finite."""
+        weight = T.weight(f"layer '{path}': weight", module.weight)
+        bias = None if module.bias is None else T.weight(f"layer '{path}': bias", module.bias)
+        return weight, bias
+
     def affine(self, node, operator_, bias, source_index):
         self.add(node.name, Affine(operator_, bias), [source_index], operator_.out_shape)
 
@@ -163,33 +268,32 @@ class _Translator:
                 raise UnsupportedModuleError(
                     path, module, f"expects {module.in_features} features, gets shape {shape}"
                 )
-            self.affine(node, Matrix(module.weight), module.bias, index)
+            weight, bias = self.parameters(path, module)
+            self.affine(node, Matrix(weight), bias, index)
         elif isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
             geometry = ConvGeometry.of(module, shape[1:])
             if shape[0] != module.in_channels:
                 raise UnsupportedModuleError(
                     path, module, f"expects {module.in_channels} channels, gets shape {shape}"
                 )
-            convolution = Convolution(module.weight, geometry, shape)
-            bias = None if module.bias is None else module.bias.reshape(
-                -1, *([1] * (len(shape) - 1)))
+            weight, bias = self.parameters(path, module)
+            convolution = Convolution(weight, geometry, shape)
+            bias = None if bias is None else bias.reshape(-1, *([1] * (len(shape) - 1)))
             self.affine(node, convolution, bias, index)
         elif isinstance(module, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
             self.transposed_convolution(node, module, index, shape)
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             if module.running_var is None:
                 raise UnsupportedModuleError(path, module, "BatchNorm without running statistics")
-            scale = (module.running_var + module.eps).rsqrt()
-            shift = -module.running_mean * scale
-            if module.weight is not None:
-                scale, shift = scale * module.weight, shift * module.weight + module.bias
-            per_channel = (-1, *([1] * (len(shape) - 1)))
-            self.affine(node, Diagonal(scale.reshape(per_channel), shape),
-                        shift.reshape(per_channel), index)
-        elif isinstance(module, nn.LeakyReLU):
-            self.add(node.name, Activation("leaky_relu",
-                                           params={"negative_slope": module.negative_slope}),
-                     [index], shape)
+            affine = T.batch_norm(path, type(module).__name__, shape, module.running_mean,
+                                  module.running_var, module.eps, module.weight, module.bias)
+            self.add(node.name, affine, [index], shape)
+        elif type(module) in _MODULE_ACTIVATIONS:
+            if len(node.args) > 1 or node.kwargs:
+                raise UnsupportedModuleError(path, module, "called with more than its input")
+            translate = _MODULE_ACTIVATIONS[type(module)]
+            self.add(node.name, translate(path, type(module).__name__, module, shape), [index],
+                     shape)
         elif isinstance(module, GroupSort):
             size = shape[0] if module._size(shape[0]) == shape[0] else module.group_size
             if module.dim % (len(shape) + 1) != 1 or len(shape) != 1 or shape[0] % size:
@@ -197,8 +301,6 @@ class _Translator:
                                              "GroupSort is supported on (batch, features) inputs")
             self.add(node.name, Activation("groupsort", params={"group_size": size}), [index],
                      shape)
-        elif type(module) in _MODULE_ACTIVATIONS:
-            self.add(node.name, Activation(_MODULE_ACTIVATIONS[type(module)]), [index], shape)
         elif isinstance(module, nn.Flatten):
             start = module.start_dim - 1 if module.start_dim > 0 else module.start_dim
             end = module.end_dim - 1 if module.end_dim > 0 else module.end_dim
@@ -232,10 +334,11 @@ class _Translator:
             raise UnsupportedModuleError(
                 path, module, f"expects {module.in_channels} channels and {dims} spatial "
                               f"dimensions, gets shape {shape}")
+        weight, bias = self.parameters(path, module)
         operator_ = TransposedConvolution(
-            module.weight, module.stride, tuple((p, p) for p in module.padding),
+            weight, module.stride, tuple((p, p) for p in module.padding),
             module.output_padding, module.dilation, module.groups, shape)
-        bias = None if module.bias is None else module.bias.reshape(-1, *([1] * dims))
+        bias = None if bias is None else bias.reshape(-1, *([1] * dims))
         self.affine(node, operator_, bias, index)
 
     def average_pool(self, node, module, index, shape) -> None:
@@ -247,18 +350,13 @@ class _Translator:
         kernel = expand(module.kernel_size)
         stride = expand(module.stride if module.stride is not None else module.kernel_size)
         padding = expand(module.padding)
-        if module.ceil_mode or (any(padding) and not module.count_include_pad) or getattr(
-                module, "divisor_override", None):
-            raise UnsupportedModuleError(node.target, module,
-                                         "ceil_mode / count_include_pad=False / divisor_override")
-        channels = shape[0]
-        factor = 1.0 / math.prod(kernel)
-        if isinstance(module, ScaledAvgPool2d):
-            factor *= math.sqrt(math.prod(kernel))
-        weight = torch.full((channels, 1, *kernel), factor, dtype=DTYPE)
+        factor = math.sqrt(math.prod(kernel)) if isinstance(module, ScaledAvgPool2d) else 1.0
         geometry = ConvGeometry(dims, stride, tuple((p, p) for p in padding), (1,) * dims,
-                                channels, "zeros", tuple(shape[1:]))
-        self.affine(node, Convolution(weight, geometry, shape), None, index)
+                                shape[0], "zeros", tuple(shape[1:]))
+        affine = T.average_pool(node.target, type(module).__name__, shape, kernel, geometry,
+                                module.ceil_mode, module.count_include_pad,
+                                getattr(module, "divisor_override", None), factor)
+        self.add(node.name, affine, [index], affine.operator.out_shape)
 
     # -- functions and methods ---------------------------------------------------------
     def call_function(self, node: torch.fx.Node) -> None:
@@ -275,16 +373,12 @@ class _Translator:
             if all(v is not None for v in values):
                 self.constants[node.name] = torch.as_tensor(target(*values)).detach()
                 return
-        if target in _FUNCTION_ACTIVATIONS or (node.op == "call_method" and
-                                               target in _METHOD_ACTIVATIONS):
-            kind = _FUNCTION_ACTIVATIONS.get(target) or _METHOD_ACTIVATIONS[target]
+        if target in _FUNCTION_ACTIVATIONS:
             index, shape = self.source(node)
-            self.add(node.name, Activation(kind), [index], shape)
-        elif target is F.leaky_relu:
-            index, shape = self.source(node)
-            slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
-            self.add(node.name, Activation("leaky_relu", params={"negative_slope": slope}),
-                     [index], shape)
+            spec, translate = _FUNCTION_ACTIVATIONS[target]
+            label = f"{'method' if node.op == 'call_method' else 'function'} {name}"
+            arguments = self.arguments(node, label, spec)
+            self.add(node.name, translate(node.name, label, arguments, shape), [index], shape)
         elif target in (operator.add, torch.add) or (node.op == "call_method" and
                                                       target == "add"):
             self.binary_add(node)
@@ -299,6 +393,32 @@ class _Translator:
         else:
             raise UnsupportedModuleError(node.name, f"function {name}",
                                          "no translation into the network description exists")
+
+    def arguments(self, node, label: str, spec) -> dict:
+        """The arguments after the input by name (``spec``: ``(name, default)`` in order),
+        constants only; an unknown or computed argument is refused."""
+        names = [name for name, _ in spec]
+        if len(node.args) - 1 > len(spec):
+            raise UnsupportedModuleError(node.name, label, f"{len(node.args) - 1} arguments "
+                                                           f"after the input; lipkit reads "
+                                                           f"{names}")
+        unknown = sorted(set(node.kwargs) - set(names))
+        if unknown:
+            raise UnsupportedModuleError(node.name, label, f"unknown arguments {unknown}; "
+                                                           f"lipkit reads {names}")
+        given = dict(zip(names, node.args[1:], strict=False)) | dict(node.kwargs)
+        arguments = {}
+        for name, default in spec:
+            value = given.get(name, default)
+            if value is _REQUIRED:
+                raise UnsupportedModuleError(node.name, label, f"argument {name!r} is missing")
+            if isinstance(value, torch.fx.Node):
+                if value.name not in self.constants:
+                    raise UnsupportedModuleError(node.name, label, f"argument {name!r} is "
+                                                                   "computed from the input")
+                value = self.constants[value.name]
+            arguments[name] = value
+        return arguments
 
     def constant(self, argument) -> torch.Tensor | None:
         if isinstance(argument, int | float):
