@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -702,12 +703,39 @@ def _with_steps(run, total: int, enabled: bool):
         return run(lambda message: bar.update(task, advance=1, description=message))
 
 
-def run() -> None:  # pragma: no cover - the console script entry point
-    try:
-        app()
-    except LipkitError as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
+def run(argv: list[str] | None = None) -> None:
+    """The console script: every error a user can cause prints ONE line on stderr and exits
+    2 (usage errors too, without click's box); Ctrl-C exits 130. Warnings of the libraries
+    underneath (torch's, onnx's) are not the user's business here and are silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            code = app(args=argv, prog_name="lipkit", standalone_mode=False)
+        except typer.TyperException as error:
+            code = _click_error(error)
+        except (KeyboardInterrupt, typer.Abort):
+            typer.echo("interrupted", err=True)
+            code = 130
+        except LipkitError as error:
+            typer.echo(f"error: {_one_line(error)}", err=True)
+            code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_error(error) -> int:
+    """One line for a usage error (click would draw a box of six)."""
+    if type(error).__name__ == "NoArgsIsHelpError":  # `lipkit` or a group alone: the help
+        error.show()
+        return 2
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    context = getattr(error, "ctx", None)
+    where = f"{context.command_path}: " if context is not None else ""
+    typer.echo(f"error: {where}{_one_line(message)}", err=True)
+    return getattr(error, "exit_code", 2)
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

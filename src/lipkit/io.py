@@ -9,16 +9,25 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from lipkit.errors import InvalidArgumentError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (creating parent folders); returns the path."""
+    """Write ``data`` to ``path`` atomically (creating parent folders); returns the path.
+
+    The bytes go to ``.NAME.lipkit-PID-RANDOM.tmp`` in the target's folder, which is removed
+    on any exception; temporary files of the same target left by a killed earlier run (their
+    process is gone) are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.lipkit-"
+                                         f"{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -28,9 +37,54 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; honour the umask
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    finally:
+        Path(temporary).unlink(missing_ok=True)  # gone already after a successful replace
+    return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write_bytes` left for ``path`` in a run that
+    was killed (only names of lipkit's own pattern whose process no longer runs); returns
+    them."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.lipkit-(\d+)-[A-Za-z0-9_]+\.tmp")
+    removed = []
+    for candidate in path.parent.iterdir():
+        match = pattern.fullmatch(candidate.name)
+        if match and not _process_runs(int(match.group(1))) and candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_runs(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def check_input_file(path: str | os.PathLike, what: str, max_bytes: int) -> Path:
+    """``path`` as a Path, or InvalidArgumentError naming it: missing, not a file, empty, or
+    larger than ``max_bytes`` (a file lipkit reads into memory)."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidArgumentError(f"{what} {path}: no such file")
+    if not path.is_file():
+        raise InvalidArgumentError(f"{what} {path}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidArgumentError(f"{what} {path}: the file is empty")
+    if size > max_bytes:
+        raise InvalidArgumentError(f"{what} {path}: {size} bytes, more than the {max_bytes} "
+                                   "lipkit reads")
     return path
 
 
