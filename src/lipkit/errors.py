@@ -119,10 +119,10 @@ def check_finite_tensor(name: str, tensor):
     return tensor
 
 
-def check_labels(name: str, labels, classes: int, length: int | None = None):
+def check_labels(name: str, labels, classes: int | None, length: int | None = None):
     """Return ``labels`` as a 1-D int64 tensor or raise InvalidArgumentError: labels must be
     integers (an integer dtype, or floats with integral values), one per input (``length``),
-    in ``[0, classes)`` (the model's output width)."""
+    in ``[0, classes)`` (the model's output width; ``None``: any label >= 0)."""
     import torch
 
     if not isinstance(labels, torch.Tensor):
@@ -139,6 +139,12 @@ def check_labels(name: str, labels, classes: int, length: int | None = None):
     elif labels.dtype == torch.bool or labels.is_complex():
         raise InvalidArgumentError(f"{name} must be integers, got dtype {labels.dtype}")
     labels = labels.long()
+    if classes is None:
+        bad = (labels < 0).nonzero().flatten()
+        if len(bad):
+            raise InvalidArgumentError(f"{name}: label {int(labels[bad[0]])} of item "
+                                       f"{int(bad[0])} is negative")
+        return labels
     bad = ((labels < 0) | (labels >= classes)).nonzero().flatten()
     if len(bad):
         raise InvalidArgumentError(f"{name}: label {int(labels[bad[0]])} of item {int(bad[0])} "

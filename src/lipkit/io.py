@@ -16,6 +16,9 @@ from typing import Any
 
 from lipkit.errors import InvalidArgumentError
 
+MAX_MODEL_BYTES = 2 * 2**30  # ONNX's protobuf limit; lipkit reads a model into memory
+MAX_DATA_BYTES = 16 * 2**30
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (creating parent folders); returns the path.
