@@ -125,3 +125,79 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+OUTPUT_MARKER = ".lipkit-output.json"
+_TEMPORARY = re.compile(r"\..+\.lipkit-\d+-[A-Za-z0-9_]+\.tmp")
+
+
+def claim_output_folder(folder: str | os.PathLike, command: str,
+                        outputs: list[str] | None = None):
+    """Make sure ``command`` writes into ``folder`` without touching anything a user has;
+    returns ``finish()``, to call when the command stops (done, failed or interrupted).
+
+    The folder may be new or empty, or hold the output of an earlier run of the same command,
+    recorded in its ``.lipkit-output.json``. With ``outputs`` (the file names the command
+    writes), an existing file among them that lipkit did not write is refused; without them
+    (a command whose files vary, the demo), every file in the folder must be lipkit's.
+    Nothing is written when the folder is refused.
+
+    Raises:
+        InvalidArgumentError: the folder, or a file in it, is the user's (named).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidArgumentError(f"output folder {folder} is a file")
+    marker = folder / OUTPUT_MARKER
+    existing = _files(folder)
+    recorded: set[str] = set()
+    if marker.is_file():
+        try:
+            record = json.loads(marker.read_text())
+            owner, recorded = record["command"], set(record["files"])
+        except (ValueError, KeyError, TypeError, OSError):
+            raise InvalidArgumentError(f"{marker} is not a lipkit output record; lipkit does "
+                                       "not write into this folder") from None
+        if owner != command:
+            raise InvalidArgumentError(f"output folder {folder} holds the output of "
+                                       f"`lipkit {owner}`; choose another folder")
+    elif outputs is None and existing:
+        raise InvalidArgumentError(f"output folder {folder} is not empty and was not written "
+                                   f"by `lipkit {command}`; choose a new folder")
+    candidates = existing if outputs is None else existing & set(outputs)
+    foreign = sorted(candidates - recorded)
+    if foreign:
+        raise InvalidArgumentError(f"{folder / foreign[0]} was not written by `lipkit "
+                                   f"{command}`: lipkit does not overwrite it; move it or "
+                                   "choose another folder")
+    owned = recorded | set(outputs or ())
+    created = not folder.exists()
+    had_marker = marker.is_file()
+
+    def write(files: set[str]) -> None:
+        atomic_write_json(marker, {"command": command, "files": sorted(files)})
+
+    write(owned)
+
+    def finish() -> None:
+        if not folder.is_dir():
+            return
+        new = _files(folder) - existing
+        if not new and not had_marker:  # failed before writing: leave no trace
+            marker.unlink(missing_ok=True)
+            if created and not any(folder.iterdir()):
+                folder.rmdir()
+        elif outputs is None:  # every file is the command's: record them
+            write(owned | new)
+
+    return finish
+
+
+def _files(folder: Path) -> set[str]:
+    """Paths of the files under ``folder`` (relative, '/'-separated), without lipkit's
+    marker and temporary files."""
+    if not folder.is_dir():
+        return set()
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*")
+            if (path.is_file() or path.is_symlink()) and path.name != OUTPUT_MARKER
+            and not _TEMPORARY.fullmatch(path.name)}

@@ -87,24 +87,26 @@ def _load_tensors(path: Path):
     except Exception as error:
         raise InvalidArgumentError(f"data {path}: not a readable safetensors file "
                                    f"({type(error).__name__})") from None
+    names = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
     if {"x", "y"} <= set(tensors):
-        tensors = {"x_train": tensors["x"][:0], "y_train": tensors["y"][:0],
-                   "x_test": tensors["x"], "y_test": tensors["y"]}
-    missing = {"x_train", "y_train", "x_test", "y_test"} - set(tensors)
+        names = {"test": ("x", "y")}
+    missing = {name for pair in names.values() for name in pair} - set(tensors)
     if missing:
         raise InvalidArgumentError(f"data {path}: missing tensors {sorted(missing)} (expected "
                                    "x_train, y_train, x_test, y_test or x, y)")
     data = SimpleNamespace()
-    for split in ("train", "test"):
-        x, y = tensors[f"x_{split}"], tensors[f"y_{split}"]
+    for split, (x_name, y_name) in names.items():
+        x, y = tensors[x_name], tensors[y_name]
         if x.ndim < 2 or not (x.is_floating_point() or x.dtype == torch.uint8):
-            raise InvalidArgumentError(f"data {path}: x_{split} must be a float tensor (n, "
+            raise InvalidArgumentError(f"data {path}: {x_name} must be a float tensor (n, "
                                        f"...), got {x.dtype} of shape {tuple(x.shape)}")
-        check_finite_tensor(f"data {path}: x_{split}", x)
+        if len(x) == 0:
+            raise InvalidArgumentError(f"data {path}: {x_name} is empty")
+        check_finite_tensor(f"data {path}: {x_name}", x)
         setattr(data, f"x_{split}", x.float())
-        setattr(data, f"y_{split}", check_labels(f"data {path}: y_{split}", y, None, len(x)))
-    if len(data.x_test) == 0:
-        raise InvalidArgumentError(f"data {path}: x_test is empty")
+        setattr(data, f"y_{split}", check_labels(f"data {path}: {y_name}", y, None, len(x)))
+    if "train" not in names:  # certify-only data
+        data.x_train, data.y_train = data.x_test[:0], data.y_test[:0]
     if len(data.x_train) and data.x_train.shape[1:] != data.x_test.shape[1:]:
         raise InvalidArgumentError(f"data {path}: x_train's inputs of shape "
                                    f"{tuple(data.x_train.shape[1:])} differ from x_test's "
