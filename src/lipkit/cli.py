@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,15 @@ import typer
 
 from lipkit import __version__
 from lipkit.errors import LipkitError
+from lipkit.io import claim_output_folder
+
+# the files each command writes into its --out folder: an existing one lipkit did not write
+# is refused (lipkit.io.claim_output_folder), never overwritten
+GAN_OUTPUTS = ["checkpoint.pt", "metrics.json", "losses.png", "samples.png"]
+MI_OUTPUTS = ["metrics.json", "mi.png"]
+RL_OUTPUTS = ["metrics.json", "report.md", "compounding_error.png", "returns.png"]
+CERTIFY_OUTPUTS = ["checkpoint.pt", "metrics.json", "model.onnx", "model.safetensors",
+                   "report.md", "certified_accuracy.png"]
 
 app = typer.Typer(
     name="lipkit",
@@ -42,8 +52,28 @@ def main(
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error and exit."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {_one_line(message)}", err=True)
     raise typer.Exit(code)
+
+
+def _nothing() -> None:
+    """What a command finishes with before it claims its output folder."""
+
+
+def _stderr_is_terminal() -> bool:
+    """Progress bars only on a terminal: in a pipe or a log they would be stray lines around
+    an error's one line."""
+    from rich.console import Console
+
+    return Console(stderr=True).is_terminal
+
+
+def _valid(check, name: str, value):
+    """``check(name, value)`` from :mod:`lipkit.errors`, its error printed as one line."""
+    try:
+        return check(name, value)
+    except LipkitError as error:
+        fail(str(error))
 
 
 @app.command()
@@ -55,9 +85,12 @@ def demo(
 ) -> None:
     """Run every lipkit capability on built-in data and write a report folder."""
     from lipkit.demo import run_demo
+    from lipkit.errors import check_seed
 
+    _valid(check_seed, "--seed", seed)
     try:
-        metrics = run_demo(out, seed=seed, quick=quick, progress=not as_json)
+        metrics = run_demo(out, seed=seed, quick=quick,
+                           progress=not as_json and _stderr_is_terminal())
     except (LipkitError, FloatingPointError, OSError) as error:
         fail(str(error))
     if as_json:
@@ -100,14 +133,22 @@ def estimate(
     ] = None,
 ) -> None:
     """Bound the Lipschitz constant of a network: every method's bound and the interval."""
+    from lipkit.errors import check_positive, check_seed, check_time_limit
     from lipkit.estimate import estimate as run_estimate
 
+    time_limit = _valid(check_time_limit, "--time-limit", time_limit)
+    _valid(check_seed, "--seed", seed)
+    if plot is not None and plot.exists():
+        fail(f"--plot {plot} exists: lipkit does not overwrite it; remove it or choose another "
+             "name")
     shape = None
     if input_shape:
         try:
             shape = tuple(int(part) for part in input_shape.replace("x", ",").split(","))
         except ValueError:
             fail(f"--input-shape must be integers separated by commas, got {input_shape!r}")
+        if any(size < 1 for size in shape):
+            fail(f"--input-shape must be positive integers, got {input_shape!r}")
     extra = {}
     for name, value in (("workers", workers), ("split", split)):
         if value is not None:
@@ -116,15 +157,14 @@ def estimate(
             extra[name] = value
     if radius is not None and center is None:
         fail("--radius needs --center (the point the local constant is taken around)")
+    network = _read_network(path, shape)
     if center is not None:
-        extra["center"] = _read_center(center)
-        extra["radius"] = 1.0 if radius is None else radius
-        if not extra["radius"] > 0:
-            fail(f"--radius must be positive, got {radius}")
+        extra["center"] = _read_center(center, network)
+        extra["radius"] = 1.0 if radius is None else _valid(check_positive, "--radius", radius)
     try:
         report = _with_progress(
             lambda progress, status: run_estimate(
-                path, methods=method or None, norm=norm, input_shape=shape,
+                network, methods=method or None, norm=norm, input_shape=shape,
                 time_limit=time_limit, seed=seed, progress=progress, status=status, **extra),
             enabled=not as_json,
         )
@@ -144,23 +184,49 @@ def estimate(
         typer.echo(f"plot written to {plot}")
 
 
-def _read_center(text: str):
-    """``--center``: comma-separated numbers, or a ``.npy`` file (read without pickle)."""
+def _read_network(path: Path, shape):
+    """The model file as a Network; a file lipkit cannot read is one line naming it."""
+    from lipkit.estimate import load_network
+    from lipkit.io import MAX_MODEL_BYTES, check_input_file
+
+    try:
+        check_input_file(path, "model", MAX_MODEL_BYTES)
+        return load_network(path, shape)
+    except LipkitError as error:
+        fail(str(error))
+    except Exception as error:  # protobuf, scipy: many types for a corrupt file
+        fail(f"model {path}: not a readable {path.suffix or 'model'} file "
+             f"({type(error).__name__})")
+
+
+def _read_center(text: str, network):
+    """``--center``: comma-separated numbers, or a ``.npy`` file (read without pickle); finite,
+    one value per input of the network."""
+    import math
+
     import numpy as np
 
     if text.endswith(".npy"):
         try:
-            return np.load(text, allow_pickle=False).astype(float).reshape(-1)
-        except (OSError, ValueError) as error:
+            center = np.load(text, allow_pickle=False).astype(float).reshape(-1)
+        except (OSError, ValueError, TypeError) as error:
             fail(f"--center: cannot read {text} as a NumPy array: {error}")
-    try:
-        return np.array([float(part) for part in text.split(",")])
-    except ValueError:
-        fail(f"--center must be numbers separated by commas or a .npy file, got {text!r}")
+    else:
+        try:
+            center = np.array([float(part) for part in text.split(",")])
+        except ValueError:
+            fail(f"--center must be numbers separated by commas or a .npy file, got {text!r}")
+    inputs = math.prod(network.input_shape) if network.input_shape else None
+    if inputs is not None and center.size != inputs:
+        fail(f"--center has {center.size} values; the model has {inputs} inputs "
+             f"(shape {tuple(network.input_shape)})")
+    if not np.isfinite(center).all():
+        fail(f"--center must be finite numbers, got {text if len(text) < 80 else text[:77]!r}")
+    return center
 
 
 def _with_progress(run, enabled: bool):
-    if not enabled:
+    if not enabled or not _stderr_is_terminal():
         return run(None, None)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -262,6 +328,7 @@ def rl(
     from lipkit.rl import Settings, parse_constants, run_sweep
     from lipkit.rl.experiment import check_sweep
 
+    finish = _nothing
     try:
         constants = parse_constants(lipschitz)
         settings = Settings.quick() if quick else Settings()
@@ -274,11 +341,14 @@ def rl(
         import torch
 
         torch.set_num_threads(int(check_positive("--threads", threads)))
-        with Progress(not as_json) as bar:
+        finish = claim_output_folder(out, "rl", RL_OUTPUTS)
+        with Progress(not as_json and _stderr_is_terminal()) as bar:
             metrics = run_sweep(env, constants, method, tuple(range(seeds)), settings, out, bar,
                                 unconstrained=unconstrained)
     except (LipkitError, FloatingPointError, OSError) as error:
         fail(str(error))
+    finally:
+        finish()
     if as_json:
         from lipkit.io import json_safe
 
@@ -359,12 +429,13 @@ def gan(
     """Train a WGAN / Lipschitz GAN on toy data; write checkpoint, metrics.json and plots."""
     import torch
 
-    from lipkit.errors import UnknownMethodError
+    from lipkit.errors import UnknownMethodError, check_seed
     from lipkit.gan import GanConfig, train_gan
     from lipkit.gan.trainer import DATASETS
 
     if threads < 1:
         fail(f"--threads must be >= 1, got {threads}")
+    _valid(check_seed, "--seed", seed)
     torch.set_num_threads(threads)
 
     config = GanConfig(data=data, lipschitz=lipschitz, loss=loss, steps=steps,
@@ -373,11 +444,13 @@ def gan(
                        method_options=_parse_options(option), lr=lr, seed=seed,
                        eval_every=eval_every, eval_samples=eval_samples,
                        checkpoint_every=checkpoint_every)
+    finish = _nothing
     try:
         config.check()  # bad input fails before a progress bar is drawn
         if config.data not in DATASETS:
             raise UnknownMethodError("GAN data set", config.data, DATASETS)
-        if as_json:
+        finish = claim_output_folder(out, "gan", GAN_OUTPUTS)
+        if as_json or not _stderr_is_terminal():
             result = train_gan(config, out, resume=resume)
         else:
             from rich.console import Console
@@ -404,6 +477,8 @@ def gan(
                 result = train_gan(config, out, resume=resume, progress=progress)
     except (LipkitError, OSError) as error:
         fail(str(error))
+    finally:
+        finish()
     if as_json:
         typer.echo(json.dumps(result.metrics, indent=2))
         return
@@ -446,6 +521,9 @@ def mi(
 ) -> None:
     """Estimate mutual information of correlated Gaussians against the truth (Poole et al.)."""
     from lipkit.divergence import MiConfig, train_mutual_information
+    from lipkit.errors import check_seed
+
+    _valid(check_seed, "--seed", seed)
 
     try:
         mi_levels = tuple(float(part) for part in levels.split(","))
@@ -454,13 +532,17 @@ def mi(
     config = MiConfig(estimator=estimator, lipschitz=lipschitz, lipschitz_constant=constant,
                       weight=weight, critic=critic, dim=dim, mi=mi_levels, steps=steps,
                       batch_size=batch_size, hidden=hidden, lr=lr, seed=seed)
+    finish = _nothing
     try:
         config.check()
+        finish = claim_output_folder(out, "mi", MI_OUTPUTS)
         result = _with_mi_steps(lambda progress: train_mutual_information(config, out,
                                                                        progress=progress),
                              f"{estimator} ({lipschitz}, {critic})", enabled=not as_json)
     except (LipkitError, OSError) as error:
         fail(str(error))
+    finally:
+        finish()
     metrics = result.metrics
     if as_json:
         typer.echo(json.dumps({k: v for k, v in metrics.items()
@@ -482,7 +564,7 @@ def mi(
 
 
 def _with_mi_steps(run, description: str, enabled: bool):
-    if not enabled:
+    if not enabled or not _stderr_is_terminal():
         return run(None)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -509,13 +591,13 @@ app.add_typer(certify_app, name="certify")
 
 
 def _eps_list(text: str) -> list[float]:
+    from lipkit.errors import check_radii
+
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         fail(f"--eps must be numbers separated by commas, got {text!r}")
-    if not values or any(not value >= 0 for value in values):
-        fail(f"--eps must be numbers >= 0, got {text!r}")
-    return values
+    return _valid(check_radii, "--eps", values)
 
 
 @certify_app.command("train")
@@ -546,22 +628,28 @@ def certify_train(
     """Train a 1-Lipschitz preset and certify it: metrics.json, model.onnx, report.md, PNG."""
     from lipkit.certify.experiment import DEFAULT_LOSS_OPTIONS, train_and_certify
     from lipkit.certify.train import TrainingConfig
+    from lipkit.errors import check_seed
 
     radii = _eps_list(eps)
+    _valid(check_seed, "--seed", seed)
     options = dict(DEFAULT_LOSS_OPTIONS.get(loss, {}))
     for name, value in (("offset", offset), ("temperature", temperature), ("alpha", alpha)):
         if value is not None:
             if name not in options:
                 fail(f"--{name} does not apply to the {loss} loss")
             options[name] = value
+    finish = _nothing
     try:
         config = TrainingConfig(loss, options, epochs, batch_size, lr, seed)
+        finish = claim_output_folder(out, "certify train", CERTIFY_OUTPUTS)
         metrics = _with_epoch_progress(
             lambda progress: train_and_certify(out, data, model, size, layer, last, config,
                                                radii, norm, progress=progress),
             epochs, enabled=not as_json)
     except (LipkitError, OSError) as error:
         fail(str(error))
+    finally:
+        finish()
     if as_json:
         typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2,
                               default=str))
@@ -571,7 +659,7 @@ def certify_train(
 
 
 def _with_epoch_progress(run, total: int, enabled: bool):
-    if not enabled:
+    if not enabled or not _stderr_is_terminal():
         return run(None)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -630,15 +718,23 @@ def certify_check(
 ) -> None:
     """Certify a model you bring: VRA at each eps, PGD accuracy, broken certificates."""
     from lipkit.certify import certified_accuracy, logit_constants
-    from lipkit.certify.experiment import fit_inputs, load_classifier, load_data
+    from lipkit.certify.experiment import (
+        check_labels_fit,
+        fit_inputs,
+        load_classifier,
+        load_data,
+    )
+    from lipkit.errors import check_seed
 
     radii = _eps_list(eps)
+    _valid(check_seed, "--seed", seed)
     try:
         classifier = load_classifier(model, activation)
         dataset = load_data(data)
         x = fit_inputs(classifier, dataset.x_test)
+        labels = check_labels_fit(classifier, x, dataset.y_test, data)
         constants = logit_constants(classifier, methods=method or None)
-        result = certified_accuracy(classifier, x, dataset.y_test, radii, norm, form,
+        result = certified_accuracy(classifier, x, labels, radii, norm, form,
                                     constants=constants, attack=attack, seed=seed)
     except (LipkitError, OSError) as error:
         fail(str(error))
@@ -658,11 +754,16 @@ def certify_generalization(
 ) -> None:
     """Spectral complexity vs generalization gap on digits with 0/50/100 % random labels."""
     from lipkit.certify.generalization import label_noise_experiment, plot_label_noise
+    from lipkit.errors import check_seed
     from lipkit.io import atomic_write_json
 
     if epochs < 1:
         fail(f"--epochs must be >= 1, got {epochs}")
+    _valid(check_seed, "--seed", seed)
+    finish = _nothing
     try:
+        finish = claim_output_folder(out, "certify generalization",
+                                     ["generalization.json", "generalization.png"])
         rows = _with_steps(lambda progress: label_noise_experiment(epochs=epochs, seed=seed,
                                                                    progress=progress),
                            total=6, enabled=not as_json)
@@ -671,6 +772,8 @@ def certify_generalization(
         plot_label_noise(rows, out / "generalization.png")
     except (LipkitError, OSError) as error:
         fail(str(error))
+    finally:
+        finish()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -691,7 +794,7 @@ def certify_generalization(
 
 
 def _with_steps(run, total: int, enabled: bool):
-    if not enabled:
+    if not enabled or not _stderr_is_terminal():
         return run(None)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -702,12 +805,39 @@ def _with_steps(run, total: int, enabled: bool):
         return run(lambda message: bar.update(task, advance=1, description=message))
 
 
-def run() -> None:  # pragma: no cover - the console script entry point
-    try:
-        app()
-    except LipkitError as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
+def run(argv: list[str] | None = None) -> None:
+    """The console script: every error a user can cause prints ONE line on stderr and exits
+    2 (usage errors too, without click's box); Ctrl-C exits 130. Warnings of the libraries
+    underneath (torch's, onnx's) are not the user's business here and are silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            code = app(args=argv, prog_name="lipkit", standalone_mode=False)
+        except typer.TyperException as error:
+            code = _click_error(error)
+        except (KeyboardInterrupt, typer.Abort):
+            typer.echo("interrupted", err=True)
+            code = 130
+        except LipkitError as error:
+            typer.echo(f"error: {_one_line(error)}", err=True)
+            code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_error(error) -> int:
+    """One line for a usage error (click would draw a box of six)."""
+    if type(error).__name__ == "NoArgsIsHelpError":  # `lipkit` or a group alone: the help
+        error.show()
+        return 2
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    context = getattr(error, "ctx", None)
+    where = f"{context.command_path}: " if context is not None else ""
+    typer.echo(f"error: {where}{_one_line(message)}", err=True)
+    return getattr(error, "exit_code", 2)
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,10 +42,12 @@ from torch import nn
 
 from lipkit import __version__
 from lipkit.data import load_digits
+from lipkit.errors import check_seed
 from lipkit.io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    claim_output_folder,
     json_safe,
     save_figure,
 )
@@ -433,7 +435,8 @@ def gan_section(out_dir: Path, progress: Progress, seed: int, quick: bool,
         config = GanConfig(data="8gaussians", lipschitz=name, steps=steps, hidden=64, depth=3,
                            batch_size=128, lr=1e-3, seed=seed, eval_every=max(steps // 4, 1),
                            eval_samples=500, checkpoint_every=steps)
-        # the demo regenerates its report: a checkpoint of an earlier demo run is replaced
+        # the demo regenerates its report: the checkpoint of an earlier demo run (the folder
+        # holds nothing but the demo's files, lipkit.io.claim_output_folder) is replaced
         (out_dir / f"gan_{name}" / "checkpoint.pt").unlink(missing_ok=True)
         result = train_gan(config, out_dir / f"gan_{name}",
                            progress=lambda step, total, info, advance=advance: advance(
@@ -617,15 +620,23 @@ def run_demo(out_dir: str | Path = "lipkit-demo", seed: int = 0, quick: bool = F
              progress: bool = True) -> dict:
     """Run every demo section and write the report folder; returns the metrics."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    sections = []
-    context: dict = {}  # what one section leaves for the next (trained models, data)
-    with Progress(progress) as bar:
-        for section in SECTIONS:
-            sections.append(section(out_dir, bar, seed, quick, context))
-    seconds = time.perf_counter() - started
+    check_seed("seed", seed)
+    # a new or empty folder, or the report folder of an earlier demo: nothing else is touched
+    finish = claim_output_folder(out_dir, "demo")
+    try:
+        torch.manual_seed(seed)
+        started = time.perf_counter()
+        sections = []
+        context: dict = {}  # what one section leaves for the next (trained models, data)
+        with Progress(progress) as bar:
+            for section in SECTIONS:
+                sections.append(section(out_dir, bar, seed, quick, context))
+        return _write_report(out_dir, sections, seed, quick, time.perf_counter() - started)
+    finally:
+        finish()
+
+
+def _write_report(out_dir: Path, sections: list, seed: int, quick: bool, seconds: float) -> dict:
     metrics = {
         "lipkit_version": __version__,
         "seed": seed,

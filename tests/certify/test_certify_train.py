@@ -54,14 +54,14 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(LipkitError, match=r"another run.*epochs"):
         train_certified(_model(), x, y, TrainingConfig(epochs=2), checkpoint=checkpoint)
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
-    with pytest.raises(LipkitError, match="not a readable lipkit checkpoint"):
+    with pytest.raises(LipkitError, match="cannot read checkpoint"):
         train_certified(_model(), x, y, TrainingConfig(epochs=1), checkpoint=checkpoint)
 
 
 def test_nan_and_bad_config_are_errors():
     x, y = _data()
     x[0, 0] = float("nan")
-    with pytest.raises(LipkitError, match="became nan in epoch 1"):
+    with pytest.raises(InvalidArgumentError, match=r"x_train holds a non-finite value"):
         train_certified(_model(), x, y, TrainingConfig(epochs=1, batch_size=96))
     with pytest.raises(UnknownMethodError):
         TrainingConfig(loss="nope")

@@ -12,7 +12,6 @@ logits cannot move a margin past its certificate.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +20,14 @@ from torch import nn
 from lipkit.certify.attack import broken_certificates, empirical_robust_accuracy
 from lipkit.certify.constants import logit_constants
 from lipkit.certify.radius import FORMS, LogitConstants, _norm, certified_radius
-from lipkit.errors import InvalidArgumentError
+from lipkit.errors import (
+    InvalidArgumentError,
+    check_finite_tensor,
+    check_labels,
+    check_positive_integer,
+    check_radii,
+    check_seed,
+)
 
 
 @dataclass
@@ -79,6 +85,12 @@ def certified_accuracy(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="
         form: the certificate (``"global"``, ``"per-logit"``, ``"pairwise"``).
         constants: the logits' constants; default :func:`logit_constants` of the model.
         attack: also run PGD (robust accuracy and the soundness check).
+        steps: PGD steps (>= 1).
+
+    Raises:
+        InvalidArgumentError: no or negative or non-finite ``eps``, ``steps < 1``, an empty
+            or non-finite ``x``, inputs that do not fit the model, labels that are not one
+            integer per input in ``[0, number of logits)``.
 
     Example:
         >>> import torch
@@ -89,17 +101,26 @@ def certified_accuracy(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="
         >>> result.broken, result.certified_accuracy[1] <= result.clean_accuracy
         ({'2': 0, 'inf': 0}, True)
     """
-    eps = [float(e) for e in (eps if isinstance(eps, list | tuple) else [eps])]
-    if any(not (math.isfinite(e) and e >= 0) for e in eps):
-        raise InvalidArgumentError(f"eps must be finite and >= 0, got {eps}")
+    eps = check_radii("eps", eps)
+    check_positive_integer("steps", steps)
+    check_seed("seed", seed)
     norm = _norm(norm)
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0:
+        raise InvalidArgumentError("x must be a non-empty batch of inputs (n, ...), got "
+                                   f"{tuple(x.shape) if isinstance(x, torch.Tensor) else x!r}")
+    check_finite_tensor("x", x)
     if constants is None:
         constants = logit_constants(model, example_input=x[:1] if x.ndim > 2 else None)
     evaluate = evaluation_model(model)
     x = x.to(torch.float64)
-    labels = labels.long()
-    with torch.no_grad():
-        logits = torch.cat([evaluate(x[i:i + 1024]) for i in range(0, len(x), 1024)])
+    try:
+        with torch.no_grad():
+            logits = torch.cat([evaluate(x[i:i + 1024]) for i in range(0, len(x), 1024)])
+    except (RuntimeError, ValueError) as error:
+        raise InvalidArgumentError(f"x of shape {tuple(x.shape)} does not fit the model: "
+                                   f"{' '.join(str(error).split())[:200]}") from None
+    check_finite_tensor("the model's logits", logits)
+    labels = check_labels("labels", labels, logits.shape[-1], len(x))
     input_dim = x[0].numel()
     predicted = logits.argmax(1)
     correct = predicted == labels

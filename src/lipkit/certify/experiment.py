@@ -25,8 +25,22 @@ from torch import nn
 from lipkit.certify.accuracy import certified_accuracy, plot_certified_accuracy
 from lipkit.certify.presets import lipschitz_convnet, lipschitz_mlp
 from lipkit.certify.train import TrainingConfig, train_certified
-from lipkit.errors import InvalidArgumentError, LipkitError, UnknownMethodError
-from lipkit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_safe
+from lipkit.errors import (
+    InvalidArgumentError,
+    LipkitError,
+    UnknownMethodError,
+    check_finite_tensor,
+    check_labels,
+)
+from lipkit.io import (
+    MAX_DATA_BYTES,
+    MAX_MODEL_BYTES,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_input_file,
+    json_safe,
+)
 
 MODELS = ("mlp", "convnet")
 DATASETS = ("digits", "mnist:DIR", "fashion-mnist:DIR", "cifar10:DIR")
@@ -54,34 +68,67 @@ def load_data(name: str, flat: bool = True, seed: int = 0):
             data = data._replace(x_train=data.x_train.flatten(1), x_test=data.x_test.flatten(1))
         return data
     path = Path(name)
-    if path.suffix == ".safetensors" and path.is_file():
-        from types import SimpleNamespace
-
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(str(path))
-        except Exception as error:
-            raise InvalidArgumentError(f"{path}: not a readable safetensors file "
-                                       f"({type(error).__name__})") from None
-        if {"x", "y"} <= set(tensors):
-            tensors = {"x_train": tensors["x"][:0], "y_train": tensors["y"][:0],
-                       "x_test": tensors["x"], "y_test": tensors["y"]}
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(tensors)
-        if missing:
-            raise InvalidArgumentError(f"{path}: missing tensors {sorted(missing)} (expected "
-                                       "x_train, y_train, x_test, y_test or x, y)")
-        data = SimpleNamespace(**{k: tensors[k] for k in ("x_train", "y_train", "x_test",
-                                                          "y_test")})
-        for key in ("x_train", "x_test"):
-            setattr(data, key, getattr(data, key).float())
-        for key in ("y_train", "y_test"):
-            setattr(data, key, getattr(data, key).long())
-        if len(data.x_test) != len(data.y_test) or len(data.x_train) != len(data.y_train):
-            raise InvalidArgumentError(f"{path}: inputs and labels differ in length")
-        return data
+    if path.suffix == ".safetensors":
+        return _load_tensors(check_input_file(path, "data", MAX_DATA_BYTES))
     raise InvalidArgumentError(f"unknown data '{name}'; choose from: {', '.join(DATASETS)}, "
                                "or a .safetensors file with x, y tensors")
+
+
+def _load_tensors(path: Path):
+    """A safetensors data file: ``x_train, y_train, x_test, y_test`` or ``x, y``, checked
+    (finite inputs, 1-D non-negative integer labels, one per input, train and test inputs of
+    one shape)."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:
+        raise InvalidArgumentError(f"data {path}: not a readable safetensors file "
+                                   f"({type(error).__name__})") from None
+    names = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
+    if {"x", "y"} <= set(tensors):
+        names = {"test": ("x", "y")}
+    missing = {name for pair in names.values() for name in pair} - set(tensors)
+    if missing:
+        raise InvalidArgumentError(f"data {path}: missing tensors {sorted(missing)} (expected "
+                                   "x_train, y_train, x_test, y_test or x, y)")
+    data = SimpleNamespace()
+    for split, (x_name, y_name) in names.items():
+        x, y = tensors[x_name], tensors[y_name]
+        if x.ndim < 2 or not (x.is_floating_point() or x.dtype == torch.uint8):
+            raise InvalidArgumentError(f"data {path}: {x_name} must be a float tensor (n, "
+                                       f"...), got {x.dtype} of shape {tuple(x.shape)}")
+        if len(x) == 0:
+            raise InvalidArgumentError(f"data {path}: {x_name} is empty")
+        check_finite_tensor(f"data {path}: {x_name}", x)
+        setattr(data, f"x_{split}", x.float())
+        setattr(data, f"y_{split}", check_labels(f"data {path}: {y_name}", y, None, len(x)))
+    if "train" not in names:  # certify-only data
+        data.x_train, data.y_train = data.x_test[:0], data.y_test[:0]
+    if len(data.x_train) and data.x_train.shape[1:] != data.x_test.shape[1:]:
+        raise InvalidArgumentError(f"data {path}: x_train's inputs of shape "
+                                   f"{tuple(data.x_train.shape[1:])} differ from x_test's "
+                                   f"{tuple(data.x_test.shape[1:])}")
+    return data
+
+
+def check_labels_fit(classifier, x: torch.Tensor, labels: torch.Tensor, data_name: str):
+    """``labels`` checked against the classifier's number of logits on ``x`` (the data's
+    name in the message)."""
+    from lipkit.certify.accuracy import evaluation_model
+
+    if len(x) == 0:
+        raise InvalidArgumentError(f"data {data_name}: no inputs to certify")
+    try:
+        with torch.no_grad():
+            width = evaluation_model(classifier)(x[:1].double()).shape[-1]
+    except (RuntimeError, ValueError) as error:
+        raise InvalidArgumentError(f"data {data_name}: inputs of shape {tuple(x.shape[1:])} do "
+                                   f"not fit the model ({' '.join(str(error).split())[:160]})"
+                                   ) from None
+    return check_labels(f"data {data_name}: labels", labels, width, len(x))
 
 
 def fit_inputs(classifier, x: torch.Tensor) -> torch.Tensor:
@@ -131,7 +178,13 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
         config.loss_options = dict(DEFAULT_LOSS_OPTIONS.get(config.loss, {}))
     data = load_data(data_name, flat=model_name == "mlp")
     if len(data.x_train) == 0:
-        raise InvalidArgumentError("the data has no training split")
+        raise InvalidArgumentError(f"data {data_name}: no training split")
+    check_labels(f"data {data_name}: y_train", data.y_train, None, len(data.x_train))
+    check_labels(f"data {data_name}: y_test", data.y_test, None, len(data.x_test))
+    if data.x_train.shape[1:] != data.x_test.shape[1:]:
+        raise InvalidArgumentError(f"data {data_name}: train inputs of shape "
+                                   f"{tuple(data.x_train.shape[1:])} differ from test inputs "
+                                   f"of shape {tuple(data.x_test.shape[1:])}")
     torch.manual_seed(config.seed)
     model = build_model(model_name, data, layer, last, size)
     model(data.x_train[:2])  # record convolution input sizes
@@ -144,6 +197,7 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
     started = time.perf_counter()
     history = train_certified(
         model, data.x_train, data.y_train, config, checkpoint=out / "checkpoint.pt",
+        data_name=data_name,
         progress=None if progress is None else
         (lambda epoch, row: progress(epoch, config.epochs, row)), evaluate=evaluate)
     certification = certified_accuracy(model, data.x_test, data.y_test, list(eps), norm, form,
@@ -224,13 +278,11 @@ def load_classifier(path: str | Path, activation: str = "maxmin"):
     ``<index>.bias``, rebuilt as Linear layers with ``activation`` between them."""
     from lipkit.estimate import load_network
 
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidArgumentError(f"{path}: no such file")
+    path = check_input_file(path, "model", MAX_MODEL_BYTES)
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return load_network(path)
     try:
+        if suffix == ".onnx":
+            return load_network(path)
         if suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -242,8 +294,8 @@ def load_classifier(path: str | Path, activation: str = "maxmin"):
                                        "reads .onnx, .pt/.pth state dicts and .safetensors")
     except LipkitError:
         raise
-    except Exception as error:
-        raise InvalidArgumentError(f"{path}: not a readable model file "
+    except Exception as error:  # protobuf, zip, safetensors: many types for a corrupt file
+        raise InvalidArgumentError(f"model {path}: not a readable {suffix} model file "
                                    f"({type(error).__name__})") from None
     return _dense_chain(state, path, activation)
 
@@ -269,6 +321,15 @@ def _dense_chain(state, path: Path, activation: str) -> nn.Sequential:
         if weight is None or weight.ndim != 2:
             raise InvalidArgumentError(f"{path}: layer {index} has no 2-D weight")
         bias = layers[index].get("bias")
+        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+            raise InvalidArgumentError(f"{path}: layer {index} has a bias of shape "
+                                       f"{tuple(bias.shape)} for a weight of shape "
+                                       f"{tuple(weight.shape)}")
+        for name, tensor in (("weight", weight), ("bias", bias)):
+            if tensor is not None and not (tensor.is_floating_point()
+                                           and bool(torch.isfinite(tensor).all())):
+                raise InvalidArgumentError(f"{path}: layer {index} has a non-finite or "
+                                           f"non-float {name}")
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
         with torch.no_grad():
             linear.weight.copy_(weight)

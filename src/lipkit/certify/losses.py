@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lipkit.errors import UnknownMethodError, check_positive
+from lipkit.errors import InvalidArgumentError, UnknownMethodError, check_positive
 
 
 def margin_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, offset: float = 2.12,
@@ -103,9 +103,40 @@ LOSSES = {
 }
 
 
+# each loss's options and their domains: (lowest value, whether the lowest is allowed)
+OPTION_DOMAINS = {
+    "margin-ce": {"offset": (0.0, True), "temperature": (0.0, False)},
+    "hinge": {"min_margin": (0.0, False)},
+    "hkr": {"alpha": (0.0, True), "min_margin": (0.0, False)},  # Serrurier et al.: alpha >= 0
+    "gloro": {"eps": (0.0, True), "lipschitz": (0.0, False)},
+    "ce": {},
+}
+
+
 def get_loss(name: str, **options):
-    """The loss ``name`` with ``options`` bound: ``(logits, labels) -> scalar``."""
+    """The loss ``name`` with ``options`` bound: ``(logits, labels) -> scalar``.
+
+    Raises:
+        UnknownMethodError: an unknown loss or option name.
+        InvalidArgumentError: an option outside its domain (:data:`OPTION_DOMAINS`).
+    """
     if name not in LOSSES:
         raise UnknownMethodError("loss", name, LOSSES)
+    domains = OPTION_DOMAINS[name]
+    for option, value in options.items():
+        if option not in domains:
+            raise UnknownMethodError(f"option of the {name} loss", option, domains)
+        lowest, allowed = domains[option]
+        if isinstance(value, torch.Tensor):
+            continue  # gloro's matrix of pairwise constants
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(f"{name} loss: {option} must be a number, got "
+                                       f"{value!r}") from None
+        if not math.isfinite(number) or number < lowest or (number == lowest and not allowed):
+            relation = ">=" if allowed else ">"
+            raise InvalidArgumentError(f"{name} loss: {option} must be a finite number "
+                                       f"{relation} {lowest:g}, got {value!r}")
     function = LOSSES[name]
     return lambda logits, labels: function(logits, labels, **options)

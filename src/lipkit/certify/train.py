@@ -9,7 +9,6 @@ resumes from it: a killed run loses at most the epoch in progress.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable
@@ -19,8 +18,17 @@ from pathlib import Path
 import torch
 
 from lipkit.certify.losses import get_loss
-from lipkit.errors import InvalidArgumentError, LipkitError, check_positive
-from lipkit.io import atomic_write_bytes
+from lipkit.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
+from lipkit.errors import (
+    CheckpointError,
+    InvalidArgumentError,
+    LipkitError,
+    check_finite_tensor,
+    check_labels,
+    check_positive,
+    check_positive_integer,
+    check_seed,
+)
 
 
 @dataclass
@@ -35,27 +43,32 @@ class TrainingConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if int(self.epochs) < 1 or int(self.batch_size) < 1:
-            raise InvalidArgumentError(
-                f"epochs and batch size must be >= 1, got {self.epochs}, {self.batch_size}")
+        check_positive_integer("epochs", self.epochs)
+        check_positive_integer("batch size", self.batch_size)
         check_positive("learning rate", self.learning_rate)
+        check_seed("seed", self.seed)
         get_loss(self.loss, **(self.loss_options or {}))  # unknown names fail here
 
 
 def train_certified(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
                     config: TrainingConfig | None = None, checkpoint: str | Path | None = None,
                     progress: Callable[[int, dict], None] | None = None,
-                    evaluate: Callable[[torch.nn.Module], dict] | None = None) -> dict:
+                    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+                    data_name: str = "x_train, y_train") -> dict:
     """Train ``model`` in place; returns the history (loss, train accuracy, seconds, ...).
 
     Args:
         config: loss, epochs, batch size, peak learning rate, seed.
-        checkpoint: a file to save after each epoch and resume from when it exists.
+        checkpoint: a file to save after each epoch and resume from when it exists (a
+            checkpoint of another configuration or data set is refused,
+            :mod:`lipkit.checkpoint`).
         progress: called as ``progress(epoch, row)`` after each epoch.
         evaluate: called after each epoch with the model in eval mode; its dict joins the
             history row (e.g. test accuracy).
+        data_name: how checkpoint messages name the data set.
     """
     config = config or TrainingConfig()
+    _check_data(model, x_train, y_train)
     loss_function = get_loss(config.loss, **(config.loss_options or {}))
     torch.manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -65,8 +78,12 @@ def train_certified(model: torch.nn.Module, x_train: torch.Tensor, y_train: torc
         steps_per_epoch=steps_per_epoch)
     history: dict = {"epochs": [], "seconds": 0.0}
     start_epoch = 0
-    if checkpoint is not None and Path(checkpoint).is_file():
-        start_epoch, history = _resume(checkpoint, config, model, optimizer, schedule)
+    fingerprint = None
+    if checkpoint is not None:
+        fingerprint = data_fingerprint(data_name, x_train=x_train, y_train=y_train)
+    if checkpoint is not None and Path(checkpoint).exists():
+        start_epoch, history = _resume(checkpoint, config, fingerprint, model, optimizer,
+                                       schedule)
     generator = torch.Generator().manual_seed(config.seed)
     if history.get("generator_state") is not None:
         generator.set_state(history.pop("generator_state"))
@@ -96,37 +113,44 @@ def train_certified(model: torch.nn.Module, x_train: torch.Tensor, y_train: torc
             row.update(evaluate(model))
         history["epochs"].append(row)
         if checkpoint is not None:
-            _save(checkpoint, config, epoch + 1, model, optimizer, schedule, history, generator)
+            save_checkpoint(checkpoint, {
+                "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "history": history, "generator_state": generator.get_state()},
+                asdict(config), fingerprint)
         if progress is not None:
             progress(epoch + 1, row)
     model.eval()
     return history
 
 
-def _save(path, config, epoch, model, optimizer, schedule, history, generator) -> None:
-    buffer = io.BytesIO()
-    torch.save({"config": asdict(config), "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "history": history, "generator_state": generator.get_state()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _resume(path, config, model, optimizer, schedule) -> tuple[int, dict]:
+def _check_data(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor) -> None:
+    """Finite inputs, one integer label per input in [0, the model's output width)."""
+    check_finite_tensor("x_train", x_train)
+    if len(x_train) == 0:
+        raise InvalidArgumentError("x_train is empty")
+    training = model.training
+    model.eval()
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-        saved = state["config"]
-        if saved != asdict(config):
-            changed = sorted(k for k in saved if saved[k] != asdict(config).get(k))
-            raise LipkitError(f"{path}: checkpoint of another run (differs in "
-                              f"{', '.join(changed)}); delete it or use another folder")
+        with torch.no_grad():
+            width = model(x_train[:1]).shape[-1]
+    except RuntimeError as error:
+        raise InvalidArgumentError(f"x_train of shape {tuple(x_train.shape)} does not fit the "
+                                   f"model: {str(error).splitlines()[0]}") from None
+    finally:
+        model.train(training)
+    check_labels("y_train", y_train, width, len(x_train))
+
+
+def _resume(path, config, fingerprint, model, optimizer, schedule) -> tuple[int, dict]:
+    state = load_checkpoint(path, asdict(config), fingerprint)
+    try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-    except LipkitError:
-        raise
-    except Exception as error:  # a truncated or foreign file
-        raise LipkitError(f"{path}: not a readable lipkit checkpoint ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''})") from None
-    history = dict(state["history"])
-    history["generator_state"] = state["generator_state"]
-    return int(state["epoch"]), history
+        history = dict(state["history"])
+        history["generator_state"] = state["generator_state"]
+        return int(state["epoch"]), history
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: "
+                              f"{str(error).splitlines()[0]}") from None

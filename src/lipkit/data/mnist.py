@@ -18,6 +18,7 @@ import torch
 from lipkit.errors import InvalidArgumentError, LipkitError
 
 # idx type code -> numpy big-endian dtype
+MAX_IDX_BYTES = 2**30  # EMNIST's largest file holds 0.55 GB
 _TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -30,34 +31,49 @@ class MnistSplit(NamedTuple):
     y_test: torch.Tensor
 
 
-def load_idx(path: str | Path) -> torch.Tensor:
+def load_idx(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> torch.Tensor:
     """The array stored in the idx file ``path`` (optionally gzipped), as a tensor.
 
+    The header's dimensions are checked against ``max_bytes`` before any data is read, and a
+    gzipped file is decompressed incrementally: never more than the header declares plus one
+    byte (which tells a file longer than its header), so a small compressed file cannot
+    inflate into gigabytes.
+
     Raises:
-        LipkitError: the file is missing, not an idx file, or truncated (the message names it).
+        LipkitError: the file is missing, not an idx file, larger than its header or
+            ``max_bytes`` says, or truncated (the message names it).
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as stream:
+            array = _read_idx(stream, path, max_bytes)
     except (OSError, EOFError, zlib.error) as error:
         raise LipkitError(f"cannot read idx file {path}: {error}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _TYPES:
+    return torch.from_numpy(array)
+
+
+def _read_idx(stream, path: Path, max_bytes: int) -> np.ndarray:
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _TYPES:
         raise InvalidArgumentError(f"{path} is not an idx file (bad magic number "
-                                   f"{raw[:4].hex() or 'empty'})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
+                                   f"{magic.hex() or 'empty'})")
+    ndim = magic[3]
+    dims = stream.read(4 * ndim)
+    if ndim == 0 or len(dims) < 4 * ndim:
         raise InvalidArgumentError(f"{path}: truncated idx header ({ndim} dimensions)")
-    shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
-    dtype = np.dtype(_TYPES[raw[2]])
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+    dtype = np.dtype(_TYPES[magic[2]])
     expected = math.prod(shape) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise InvalidArgumentError(f"{path}: idx data of {len(raw) - header} bytes, expected "
-                                   f"{expected} for shape {shape}")
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
+    if expected > max_bytes:
+        raise InvalidArgumentError(f"{path}: the idx header declares shape {shape} "
+                                   f"({expected} bytes), more than the {max_bytes} lipkit reads")
+    raw = stream.read(expected)
+    if len(raw) != expected or stream.read(1):
+        size = f"{len(raw)}" if len(raw) != expected else f"more than {expected}"
+        raise InvalidArgumentError(f"{path}: idx data of {size} bytes, expected {expected} "
+                                   f"for shape {shape}")
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
 
 
 def _find(folder: Path, stem: str) -> Path:

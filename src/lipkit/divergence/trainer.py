@@ -35,7 +35,13 @@ from lipkit.divergence.infonce import info_nce
 from lipkit.divergence.mine import MovingAverage, mine_objective
 from lipkit.divergence.nwj import nguyen_wainwright_jordan
 from lipkit.divergence.wasserstein import kantorovich_rubinstein
-from lipkit.errors import InvalidArgumentError, LipkitError, UnknownMethodError, check_positive
+from lipkit.errors import (
+    InvalidArgumentError,
+    LipkitError,
+    UnknownMethodError,
+    check_positive,
+    check_seed,
+)
 from lipkit.io import atomic_write_json, save_figure
 from lipkit.nn import lipschitz_bound
 from lipkit.penalty import LipschitzMethod, critic_mlp, lipschitz_method
@@ -151,6 +157,7 @@ class MiConfig:
         for level in self.mi:
             check_positive("MI level", level)
         check_positive("MI lr", self.lr)
+        check_seed("MI seed", self.seed)
         return estimator
 
     def to_dict(self) -> dict:

@@ -10,10 +10,11 @@
   Zhou et al. 2019 (``losses.py``);
 - :func:`generator_mlp` (``models.py``); the critic is :func:`lipkit.penalty.critic_mlp`;
 - :func:`exact_wasserstein` (POT), :func:`critic_lipschitz_lower`, plots (``metrics.py``);
-- :func:`save_checkpoint`, :func:`load_checkpoint` (``checkpoint.py``).
+- :func:`save_checkpoint`, :func:`load_checkpoint` (``lipkit.checkpoint``: checksummed,
+  tied to the run's configuration and data).
 """
 
-from lipkit.gan.checkpoint import load_checkpoint, save_checkpoint
+from lipkit.checkpoint import load_checkpoint, save_checkpoint
 from lipkit.gan.losses import LOSSES, critic_loss, generator_loss
 from lipkit.gan.metrics import critic_lipschitz_lower, exact_wasserstein
 from lipkit.gan.models import generator_mlp

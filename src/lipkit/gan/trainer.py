@@ -6,7 +6,8 @@ for the Lipschitz method), then one generator step on ``generator_loss``. Optimi
 the papers (:data:`OPTIMIZERS`). The run writes into its folder, each file atomically:
 
 - ``checkpoint.pt`` every ``checkpoint_every`` generator steps and at the end (models,
-  optimizers, the random generator, the history): ``resume=True`` continues from it and,
+  optimizers, the random generator, the history; with a checksum, the configuration and the
+  data's fingerprint, :mod:`lipkit.checkpoint`): ``resume=True`` continues from it and,
   all randomness coming from one seeded ``torch.Generator``, reproduces the uninterrupted run;
 - ``metrics.json`` (every evaluation: exact W1 by POT, the critic's W1 estimate, its
   largest gradient norm at the evaluation points; at the end the critic's ``||f||_L``
@@ -27,9 +28,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lipkit.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
 from lipkit.data import TOYS, load_digits, sample_toy
-from lipkit.errors import InvalidArgumentError, LipkitError, UnknownMethodError, check_positive
-from lipkit.gan.checkpoint import load_checkpoint, save_checkpoint
+from lipkit.errors import (
+    InvalidArgumentError,
+    LipkitError,
+    UnknownMethodError,
+    check_positive,
+    check_seed,
+)
 from lipkit.gan.losses import LOSSES, critic_loss, generator_loss
 from lipkit.gan.metrics import (
     critic_lipschitz_lower,
@@ -125,6 +132,7 @@ class GanConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"GAN {name} must be an integer >= 1, got {value!r}")
+        check_seed("GAN seed", self.seed)
         check_positive("GAN divergence_threshold", self.divergence_threshold)
         if self.lr is not None:
             check_positive("GAN lr", self.lr)
@@ -166,6 +174,12 @@ class _RealData:
             tensor = tensor.float()
         self.name, self.tensor = name, tensor
         self.features = 2 if tensor is None else tensor.shape[1]
+
+    def fingerprint(self) -> dict:
+        """The data set in a checkpoint: a toy's name, or the tensor's shape and hash."""
+        if self.tensor is None:
+            return data_fingerprint(self.name)
+        return data_fingerprint(self.name, real=self.tensor)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         if self.tensor is None:
@@ -234,22 +248,23 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
     out = Path(out) if out is not None else None
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     last_good = None
+    fingerprint = data.fingerprint() if checkpoint_path is not None else None
     if checkpoint_path is not None and checkpoint_path.exists():
         if not resume:
             raise LipkitError(f"{checkpoint_path} exists: resume it or choose another folder")
-        state = load_checkpoint(checkpoint_path)
-        _check_same_run(state["config"], config.to_dict(), checkpoint_path)
+        state = load_checkpoint(checkpoint_path, config.to_dict(), fingerprint,
+                                ignore=("steps", "eval_every", "checkpoint_every"))
         try:
             generator.load_state_dict(state["generator"])
             critic.load_state_dict(state["critic"])
             generator_optimizer.load_state_dict(state["generator_optimizer"])
             critic_optimizer.load_state_dict(state["critic_optimizer"])
             rng.set_state(state["rng"])
-        except (RuntimeError, KeyError, ValueError) as error:
+            start, history = int(state["step"]), state["history"]
+            critic_seconds, critic_steps = state["critic_seconds"], state["critic_steps"]
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
             raise LipkitError(f"checkpoint {checkpoint_path} does not fit this run: "
                               f"{str(error).splitlines()[0]}") from None
-        start, history = int(state["step"]), state["history"]
-        critic_seconds, critic_steps = state["critic_seconds"], state["critic_steps"]
         resumed_from = last_good = (checkpoint_path, start)
     evaluation = _Evaluation(data, config, method)
     started = time.perf_counter()
@@ -259,11 +274,12 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
         if checkpoint_path is None:
             return
         save_checkpoint(checkpoint_path, {
-            "step": step, "config": config.to_dict(), "generator": generator.state_dict(),
+            "step": step, "generator": generator.state_dict(),
             "critic": critic.state_dict(), "rng": rng.get_state(),
             "generator_optimizer": generator_optimizer.state_dict(),
             "critic_optimizer": critic_optimizer.state_dict(), "history": history,
-            "critic_seconds": critic_seconds, "critic_steps": critic_steps})
+            "critic_seconds": critic_seconds, "critic_steps": critic_steps},
+            config.to_dict(), fingerprint)
         last_good = (checkpoint_path, step)
 
     for step in range(start + 1, config.steps + 1):
@@ -325,14 +341,6 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
                      critic if data.features == 2 else None, title)
         atomic_write_json(out / "metrics.json", metrics)
     return GanResult(generator, critic, method, metrics, out)
-
-
-def _check_same_run(saved: dict, current: dict, path: Path) -> None:
-    ignored = {"steps", "eval_every", "checkpoint_every"}
-    different = sorted(k for k in current if k not in ignored and saved.get(k) != current[k])
-    if different:
-        raise LipkitError(f"checkpoint {path} is of another run (different "
-                          f"{', '.join(different)})")
 
 
 _CRITIC_BOUNDS = ("lower-gradient", "lower-adversarial", "naive", "seqlip")

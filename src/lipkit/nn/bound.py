@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lipkit.errors import UnsupportedModuleError
+from lipkit.errors import InvalidArgumentError, UnsupportedModuleError
 from lipkit.nn.activation import GroupSort
 from lipkit.nn.constraint import CONV_TYPES, LAYER_TYPES, layer_operator_norm, lipkit_constraint
 from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
@@ -174,6 +174,10 @@ def lipschitz_bound(
             record the input size of every convolution and adaptive pooling.
         layers: if given, filled with the bound of every leaf module, by path.
 
+    Raises:
+        UnsupportedModuleError: a module with no known rule (named by path and type).
+        InvalidArgumentError: a layer with a NaN or infinite weight (named by path).
+
     Example:
         >>> import torch
         >>> from lipkit.nn import lipschitz_bound, spectral_norm, MaxMin
@@ -201,7 +205,19 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+def _check_finite_weights(module: nn.Module, path: str) -> None:
+    """A NaN or infinite weight has no operator norm: name the layer instead of returning nan
+    (or failing inside an SVD)."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.detach()).all()):
+            raise InvalidArgumentError(f"layer '{path or '<root>'}' of type "
+                                       f"{type(module).__name__} has a NaN or infinite "
+                                       f"{name}: its Lipschitz constant is undefined")
+
+
 def _bound(module: nn.Module, path: str, sizes: dict, layers: dict | None) -> float:
+    if isinstance(module, LAYER_TYPES) or not any(True for _ in module.children()):
+        _check_finite_weights(module, path)
     if isinstance(module, LAYER_TYPES):
         constraint = lipkit_constraint(module)
         if constraint is not None:
