@@ -1,6 +1,6 @@
 """The demo's certification section: a VRA curve and no broken certificate."""
 
-from lipkit.demo import Progress, certification_section
+from lipkit.cli.demo import Progress, certification_section
 
 
 def test_certification_section_quick(tmp_path):

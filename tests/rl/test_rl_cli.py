@@ -52,7 +52,7 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, arguments, message):
 def test_demo_section_is_quick_and_sound(tmp_path):
     import time
 
-    from lipkit.demo import Progress, reinforcement_learning_section
+    from lipkit.cli.demo import Progress, reinforcement_learning_section
 
     started = time.perf_counter()
     section = reinforcement_learning_section(tmp_path, Progress(False), 0, True, {})

@@ -136,11 +136,11 @@ def run_method(name: str, network: Network, options: Options) -> Bound | list[Bo
     return bound
 
 
-def check_budget(budget) -> float | None:
+def check_budget(name: str, budget) -> float | None:
     """``None`` (also ``"none"``): unlimited; else a finite number of seconds > 0."""
     if budget is None or (isinstance(budget, str) and budget.strip().lower() == "none"):
         return None
-    return check_time_limit("budget", budget)
+    return check_time_limit(name, budget)
 
 
 def _schedule(names: list[str]) -> list[str]:
@@ -226,7 +226,7 @@ def estimate(
     started = time.perf_counter()
     norm = norm_name(norm)
     time_limit = check_time_limit("time_limit", time_limit)
-    budget = check_budget(budget)
+    budget = check_budget("budget", budget)
     seed = check_seed("seed", seed)
     network = load_network(source, input_shape)
     domain = Domain.from_options(network.in_features, extra)

@@ -30,7 +30,6 @@ atomically. Sections so far:
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable
@@ -41,6 +40,8 @@ import torch
 from torch import nn
 
 from lipkit import __version__
+from lipkit.cli import render
+from lipkit.cli.console import Progress
 from lipkit.data import load_digits
 from lipkit.errors import check_seed
 from lipkit.io import (
@@ -62,44 +63,6 @@ class Section:
     markdown: str
     metrics: dict = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
-
-
-class Progress:
-    """A thin adapter over rich's progress bar (or nothing, when ``enabled`` is False)."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self._progress = None
-
-    def __enter__(self) -> Progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            from rich.progress import Progress as RichProgress
-
-            self._progress = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
-                console=Console(stderr=True), transient=False,
-            )
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-    def task(self, description: str, total: int) -> Callable[..., None]:
-        """Start a task; returns ``advance(status="")``."""
-        if self._progress is None:
-            return lambda status="": None
-        task_id = self._progress.add_task(description, total=total, status="")
-        return lambda status="": self._progress.update(task_id, advance=1, status=status)
 
 
 def _train_classifier(model, data, epochs, temperature, seed, advance) -> dict:
@@ -301,27 +264,15 @@ def estimation_section(out_dir: Path, progress: Progress, seed: int, quick: bool
                           progress=report_progress, split=2, time_limit=60)
         advance("done")
         metrics[name] = report.to_dict()
-        low, high = report.interval
-        rows = []
-        for bound in report.bounds:
-            value = f"{bound.value:.4f}" if math.isfinite(bound.value) else "-"
-            rows.append(f"| {bound.method} | {bound.kind} | {value} | {bound.seconds:.2f} | "
-                        f"{bound.status} |")
         guaranteed = lipschitz_bound(model)
         figure_name = "estimate_" + re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") + ".png"
         plot_report(report, out_dir / figure_name, title=f"{name}: {report.network.summary()}")
         figures.append(figure_name)
-        ends = (f"lower: {report.lower.method if report.lower else 'none'}, upper: "
-                f"{report.upper.method if report.upper else 'none'}")
         blocks += [
-            f"**{name}** (`{report.network.summary()}`): ||f||_L in "
-            f"**[{low:.4f}, {high:.4f}]** ({ends}; gap {report.gap:.2f}x); the construction "
-            f"guarantees {guaranteed:.4f}.",
+            f"**{name}** (`{report.network.summary()}`); the construction guarantees "
+            f"{guaranteed:.4f}.",
             "",
-            "| method | kind | value | seconds | status |",
-            "|---|---|---|---|---|",
-            *rows,
-            "",
+            *render.markdown(report),
             f"![bounds and times on {name}]({figure_name})",
             "",
         ]
@@ -364,15 +315,8 @@ def exact_mip_section(out_dir: Path, progress: Progress, seed: int, quick: bool,
         report = estimate(model, methods=methods, norm="inf", data=data.x_test, seed=seed,
                           time_limit=10 if quick else 60, **extra)
         advance(name)
-        low, high = report.interval
-        rows = [f"| {b.method} | {b.kind} | {b.value:.4f} | {b.seconds:.2f} | {b.status} |"
-                for b in report.bounds]
         metrics[name] = report.to_dict()
-        blocks += [f"**{name}**: ||f||_inf in **[{low:.4f}, {high:.4f}]** (lower end: "
-                   f"{report.lower.method if report.lower else '-'}, upper end: "
-                   f"{report.upper.method if report.upper else '-'}).", "",
-                   "| method | kind | value | seconds | status |", "|---|---|---|---|---|",
-                   *rows, ""]
+        blocks += [f"**{name}**:", "", *render.markdown(report)]
     # few inputs: exact-bab (input-space branch and bound), in l2 as well
     torch.manual_seed(seed)
     hidden = 16 if quick else 32
@@ -384,14 +328,9 @@ def exact_mip_section(out_dir: Path, progress: Progress, seed: int, quick: bool,
             ["exact-mip"] if norm == "inf" else ["lipsdp-neuron"])
         report = estimate(small, methods=methods, norm=norm, seed=seed, time_limit=10)
         advance(norm)
-        low, high = report.interval
         name = f"2-{hidden}-{hidden}-1, l{norm}"
         metrics[name] = report.to_dict()
-        rows = [f"| {b.method} | {b.kind} | {b.value:.4f} | {b.seconds:.2f} | {b.status} |"
-                for b in report.bounds]
-        blocks += [f"**{name} (global)**: ||f|| in **[{low:.4f}, {high:.4f}]**.", "",
-                   "| method | kind | value | seconds | status |", "|---|---|---|---|---|",
-                   *rows, ""]
+        blocks += [f"**{name} (global)**:", "", *render.markdown(report)]
     markdown = "\n".join([
         f"A 64-{width}-10 ReLU MLP trained on digits ({epochs} epochs, test accuracy "
         f"{metrics['test_accuracy']:.3f}); `exact-mip` (LipMIP's formulation, HiGHS) computes "

@@ -1,0 +1,47 @@
+"""The ``lipkit`` command line: thin commands over the public API, one module per command
+group (:mod:`~lipkit.cli.estimate`, :mod:`~lipkit.cli.demo_command`, :mod:`~lipkit.cli.gan`,
+:mod:`~lipkit.cli.mi`, :mod:`~lipkit.cli.rl`, :mod:`~lipkit.cli.certify`), one shared console
+and progress helper (:mod:`~lipkit.cli.console`) and one renderer of estimation reports
+(:mod:`~lipkit.cli.render`). Commands import the library lazily, so ``lipkit --help`` and a
+small ``lipkit estimate`` start fast.
+
+Errors that lipkit raises on purpose print one line, ``error: ...``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+# importing the command modules registers their commands on the app
+from lipkit.cli import certify, demo_command, estimate, gan, mi, rl  # noqa: F401
+from lipkit.cli.app import app, certify_app
+from lipkit.cli.console import click_error, one_line
+from lipkit.errors import LipkitError
+
+__all__ = ["app", "certify_app", "run"]
+
+
+def run(argv: list[str] | None = None) -> None:
+    """The console script: every error a user can cause prints ONE line on stderr and exits
+    2 (usage errors too, without click's box); Ctrl-C exits 130. Warnings of the libraries
+    underneath (torch's, onnx's) are not the user's business here and are silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            code = app(args=argv, prog_name="lipkit", standalone_mode=False)
+        except typer.TyperException as error:
+            code = click_error(error)
+        except (KeyboardInterrupt, typer.Abort):
+            typer.echo("interrupted", err=True)
+            code = 130
+        except LipkitError as error:
+            typer.echo(f"error: {one_line(error)}", err=True)
+            code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,220 @@
+"""``lipkit certify train | check | generalization``: robustness certificates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lipkit.cli.app import certify_app
+from lipkit.cli.console import Progress, fail, nothing, valid
+from lipkit.errors import LipkitError
+from lipkit.io import claim_output_folder
+
+CERTIFY_OUTPUTS = ["checkpoint.pt", "metrics.json", "model.onnx", "model.safetensors",
+                   "report.md", "certified_accuracy.png"]
+
+
+def _eps_list(text: str) -> list[float]:
+    from lipkit.errors import check_radii
+
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--eps must be numbers separated by commas, got {text!r}")
+    return valid(check_radii, "--eps", values)
+
+
+@certify_app.command("train")
+def certify_train(
+    out: Annotated[Path, typer.Option(help="Output folder (resumes from its checkpoint).")] = Path(
+        "lipkit-certify"),
+    data: Annotated[str, typer.Option(help="digits; mnist:DIR, fashion-mnist:DIR (idx files) "
+                                      "or cifar10:DIR (binary batches); or a .safetensors "
+                                      "file with x_train, y_train, x_test, y_test.")] = "digits",
+    model: Annotated[str, typer.Option(help="Preset: mlp or convnet.")] = "mlp",
+    size: Annotated[str, typer.Option(help="small, medium or large.")] = "medium",
+    layer: Annotated[str, typer.Option(help="Layer method: bjorck, orthogonal, aol, spectral, "
+                                       "clip, bcop.")] = "bjorck",
+    last: Annotated[str, typer.Option(help="Last layer: orthonormal or unit-rows.")] = (
+        "orthonormal"),
+    loss: Annotated[str, typer.Option(help="margin-ce, hkr, hinge, gloro or ce.")] = "margin-ce",
+    offset: Annotated[float | None, typer.Option(help="margin-ce offset.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="margin-ce temperature.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="HKR hinge weight.")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 150,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle Adam).")] = 3e-3,
+    eps: Annotated[str, typer.Option(help="Radii, comma-separated.")] = "0.1,0.3,0.5,1.0",
+    norm: Annotated[str, typer.Option(help="Perturbation norm: 2 or inf.")] = "2",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Train a 1-Lipschitz preset and certify it: metrics.json, model.onnx, report.md, PNG."""
+    from lipkit.certify.experiment import DEFAULT_LOSS_OPTIONS, train_and_certify
+    from lipkit.certify.train import TrainingConfig
+    from lipkit.errors import check_seed
+
+    radii = _eps_list(eps)
+    valid(check_seed, "--seed", seed)
+    options = dict(DEFAULT_LOSS_OPTIONS.get(loss, {}))
+    for name, value in (("offset", offset), ("temperature", temperature), ("alpha", alpha)):
+        if value is not None:
+            if name not in options:
+                fail(f"--{name} does not apply to the {loss} loss")
+            options[name] = value
+    finish = nothing
+    try:
+        config = TrainingConfig(loss, options, epochs, batch_size, lr, seed)
+        finish = claim_output_folder(out, "certify train", CERTIFY_OUTPUTS)
+        metrics = _with_epoch_progress(
+            lambda progress: train_and_certify(out, data, model, size, layer, last, config,
+                                               radii, norm, progress=progress),
+            epochs, enabled=not as_json)
+    except (LipkitError, OSError) as error:
+        fail(str(error))
+    finally:
+        finish()
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2,
+                              default=str))
+        return
+    _print_certification(metrics)
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+def _with_epoch_progress(run, total: int, enabled: bool):
+    with Progress(enabled, transient=True) as display:
+        update = display.bar("training", total)
+
+        def progress(epoch: int, epochs: int, row: dict) -> None:
+            update(epoch, description=(
+                f"training: loss {row['loss']:.4f}, test accuracy "
+                f"{row.get('test_accuracy', float('nan')):.3f}"))
+
+        return run(progress if display.enabled else None)
+
+
+def _print_certification(metrics: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    constants = metrics["constants"]
+    table = Table(title=f"certified accuracy ({metrics['form']} certificate, "
+                  f"l{metrics['norm']}; clean accuracy {metrics['clean_accuracy']:.3f})")
+    for column in ("eps", "certified (VRA)", "PGD (upper bound)"):
+        table.add_column(column, justify="right")
+    for radius, vra in metrics["certified_accuracy"].items():
+        pgd = metrics["pgd_accuracy"][radius] if metrics.get("pgd_accuracy") else None
+        table.add_row(radius, f"{vra:.3f}", "-" if pgd is None else f"{pgd:.3f}")
+    console.print(table)
+    broken = metrics.get("broken_certificates") or {}
+    console.print(f"||f||_L <= {constants['whole']:.6g} from {constants['source']}; "
+                  f"certificates broken by PGD: l2 {broken.get('2', '-')}, "
+                  f"l-inf {broken.get('inf', '-')}")
+
+
+@certify_app.command("check")
+def certify_check(
+    model: Annotated[Path, typer.Argument(help="A model: .onnx, or a dense-chain state dict "
+                                          "(.pt/.pth, read with weights_only; .safetensors).")],
+    data: Annotated[str, typer.Option(help="digits (its 20 % test split); the test set of "
+                                      "mnist:DIR, fashion-mnist:DIR or cifar10:DIR; or a "
+                                      ".safetensors file with x, y tensors.")] = "digits",
+    eps: Annotated[str, typer.Option(help="Radii, comma-separated.")] = "0.1,0.3,0.5,1.0",
+    norm: Annotated[str, typer.Option(help="Perturbation norm: 2 or inf.")] = "2",
+    form: Annotated[str, typer.Option(help="Certificate: pairwise, per-logit or global.")] = (
+        "pairwise"),
+    activation: Annotated[str, typer.Option(help="Activation between the layers of a state "
+                                            "dict: maxmin, relu or tanh.")] = "maxmin",
+    method: Annotated[list[str] | None, typer.Option(
+        "--method", "-m", help="Upper-bound method for imported models, repeatable "
+        "(default: naive, autolip, seqlip).")] = None,
+    attack: Annotated[bool, typer.Option(help="Run PGD (accuracy and soundness).")] = True,
+    seed: Annotated[int, typer.Option(help="Random seed of the attacks.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Certify a model you bring: VRA at each eps, PGD accuracy, broken certificates."""
+    from lipkit.certify import certified_accuracy, logit_constants
+    from lipkit.certify.experiment import (
+        check_labels_fit,
+        fit_inputs,
+        load_classifier,
+        load_data,
+    )
+    from lipkit.errors import check_seed
+
+    radii = _eps_list(eps)
+    valid(check_seed, "--seed", seed)
+    try:
+        classifier = load_classifier(model, activation)
+        dataset = load_data(data)
+        x = fit_inputs(classifier, dataset.x_test)
+        labels = check_labels_fit(classifier, x, dataset.y_test, data)
+        constants = logit_constants(classifier, methods=method or None)
+        result = certified_accuracy(classifier, x, labels, radii, norm, form,
+                                    constants=constants, attack=attack, seed=seed)
+    except (LipkitError, OSError) as error:
+        fail(str(error))
+    metrics = result.to_dict()
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2, default=str))
+        return
+    _print_certification(metrics)
+
+
+@certify_app.command("generalization")
+def certify_generalization(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("lipkit-generalization"),
+    epochs: Annotated[int, typer.Option(help="Training epochs per run.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Spectral complexity vs generalization gap on digits with 0/50/100 % random labels."""
+    from lipkit.certify.generalization import label_noise_experiment, plot_label_noise
+    from lipkit.errors import check_seed
+    from lipkit.io import atomic_write_json
+
+    if epochs < 1:
+        fail(f"--epochs must be >= 1, got {epochs}")
+    valid(check_seed, "--seed", seed)
+    finish = nothing
+    try:
+        finish = claim_output_folder(out, "certify generalization",
+                                     ["generalization.json", "generalization.png"])
+        rows = _with_steps(lambda progress: label_noise_experiment(epochs=epochs, seed=seed,
+                                                                   progress=progress),
+                           total=6, enabled=not as_json)
+        summary = [{k: v for k, v in row.items() if k != "normalized_margins"} for row in rows]
+        atomic_write_json(out / "generalization.json", summary)
+        plot_label_noise(rows, out / "generalization.png")
+    except (LipkitError, OSError) as error:
+        fail(str(error))
+    finally:
+        finish()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="digits with random labels: R_A / gamma against the gap")
+    for column in ("network", "random labels", "train acc", "test acc", "gap", "R_A",
+                   "gamma", "R_A / gamma"):
+        table.add_column(column)
+    for row in summary:
+        table.add_row(row["network"], f"{row['random_labels']:.0%}",
+                      f"{row['train_accuracy']:.3f}", f"{row['test_accuracy']:.3f}",
+                      f"{row['generalization_gap']:.3f}", f"{row['spectral_complexity']:.4g}",
+                      f"{row['margin']:.4g}", f"{row['normalized_complexity']:.4g}")
+    Console().print(table)
+    typer.echo(f"figure: {out / 'generalization.png'}")
+
+
+def _with_steps(run, total: int, enabled: bool):
+    with Progress(enabled, transient=True) as display:
+        advance = display.task("training", total)
+        return run((lambda message: advance(message)) if display.enabled else None)
