@@ -50,6 +50,11 @@ def estimate(
     radius: Annotated[
         float | None, typer.Option(help="Radius of the l-inf ball around --center.")
     ] = None,
+    option: Annotated[
+        list[str] | None, typer.Option(
+            "--option", "-o", help="A method's own option, METHOD.FIELD=VALUE, repeatable "
+            "(e.g. lower-jacobian.points=1024); an unknown one lists the method's options.")
+    ] = None,
 ) -> None:
     """Bound the Lipschitz constant of a network: every method's bound and the interval.
 
@@ -103,7 +108,7 @@ def estimate(
             report = run_estimate(network, methods=method or None, norm=norm,
                                   input_shape=shape, time_limit=time_limit, seed=seed,
                                   budget=budget_seconds, progress=progress, status=status,
-                                  update=update, **extra)
+                                  update=update, options=_method_options(option), **extra)
         if plot is not None:
             from lipkit.estimate.plot import plot_report
 
@@ -122,6 +127,19 @@ def estimate(
             typer.echo(f"plot written to {plot}")
     if report.interrupted:
         raise typer.Exit(130)
+
+
+def _method_options(pairs: list[str] | None) -> dict:
+    """``--option METHOD.FIELD=VALUE`` pairs as ``{method: {field: text}}`` (each method's
+    options dataclass reads the text as its field's type)."""
+    options: dict = {}
+    for pair in pairs or []:
+        key, separator, value = pair.partition("=")
+        method, dot, field = key.strip().rpartition(".")
+        if not separator or not dot or not method or not field:
+            fail(f"--option must look like METHOD.FIELD=VALUE, got {pair!r}")
+        options.setdefault(method, {})[field] = value.strip()
+    return options
 
 
 def _number_or_none(text: str):

@@ -12,6 +12,7 @@ The witness is the final pair.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -44,13 +45,25 @@ def adversarial_direction(network, x: torch.Tensor, n_iterations: int = 10,
     return d / d.flatten(1).norm(dim=1).clamp_min(1e-300).reshape(shape)
 
 
-@register_method("lower-adversarial", kind="lower", norms=("2", "1", "inf"), local=True)
+@dataclass(frozen=True)
+class AdversarialOptions:
+    """Options of ``lower-adversarial``."""
+
+    points: int = 128  # random points (of the domain) the power iteration starts from
+    refine: int = 16  # best pairs refined by ascent on their ratio
+    steps: int = 100  # ascent steps of the refinement
+    learning_rate: float = 1e-3  # Adam's step size on the pairs
+
+
+@register_method("lower-adversarial", kind="lower", norms=("2", "1", "inf"), local=True,
+                 options=AdversarialOptions)
 def lower_adversarial(network, options: Options) -> Bound:
     """r_adv by power iteration, scored over magnitudes, refined by ascent on the ratio."""
     started = time.perf_counter()
     norm = options.norm
     domain = domain_of(network, options)
-    x = candidate_points(network, options, int(options.extra.get("points", 128)))
+    own = options.own(AdversarialOptions)
+    x = candidate_points(network, options, own.points)
     d = adversarial_direction(network, x, seed=options.seed)
     if norm == "inf":
         directions = [torch.sign(d)]
@@ -73,12 +86,12 @@ def lower_adversarial(network, options: Options) -> Bound:
             better = ratio > best_ratio
             best_ratio = torch.where(better, ratio, best_ratio)
             best_second[better] = second[better]
-    keep = best_ratio.argsort(descending=True)[: int(options.extra.get("refine", 16))]
+    keep = best_ratio.argsort(descending=True)[: own.refine]
     first = x[keep].clone().requires_grad_(True)
     second = best_second[keep].clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([first, second], lr=float(options.extra.get("lr", 1e-3)))
+    optimizer = torch.optim.Adam([first, second], lr=own.learning_rate)
     history = [(first.detach().clone(), second.detach().clone())]
-    for _ in range(int(options.extra.get("steps", 100))):
+    for _ in range(own.steps):
         if options.time_limit and time.perf_counter() - started > options.time_limit:
             break
         numerator = vector_norm(network.forward(first) - network.forward(second), norm)

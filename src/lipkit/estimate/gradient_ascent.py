@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -46,18 +47,28 @@ class _Softened:
         return self.negative_slope * x + (1 - self.negative_slope) * soft
 
 
-@register_method("lower-gradient", kind="lower", norms=("2",), local=True)
+@dataclass(frozen=True)
+class GradientAscentOptions:
+    """Options of ``lower-gradient``."""
+
+    steps: int = 50  # ascent steps
+    starts: int = 8  # best random / data points the ascent starts from
+    learning_rate: float = 0.05  # Adam's step size on the points
+
+
+@register_method("lower-gradient", kind="lower", norms=("2",), local=True,
+                 options=GradientAscentOptions)
 def lower_gradient(network, options: Options) -> Bound:
     """Gradient ascent on ||J(x) v|| from the best random / data points (l2)."""
     started = time.perf_counter()
     domain = domain_of(network, options)
-    steps = int(options.extra.get("steps", 50))
-    starts = int(options.extra.get("starts", 8))
+    own = options.own(GradientAscentOptions)
+    steps, starts = own.steps, own.starts
     points = candidate_points(network, options, 128)
     x, _, directions = best_jacobian_points(network, points, "2", keep=starts)
     x = x.clone().requires_grad_(True)
     v = directions.reshape(x.shape).clone()
-    optimizer = torch.optim.Adam([x], lr=float(options.extra.get("lr", 0.05)))
+    optimizer = torch.optim.Adam([x], lr=own.learning_rate)
     visited = [x.detach().clone()]
     for step in range(steps):
         if options.time_limit and time.perf_counter() - started > options.time_limit:

@@ -10,6 +10,7 @@ its proven float64 rounding. With a local domain the points and pairs stay insid
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -71,12 +72,19 @@ def best_jacobian_points(network, points: torch.Tensor, norm: str, keep: int = 1
     return points[order], values[order], directions[order]
 
 
+@dataclass(frozen=True)
+class JacobianOptions:
+    """Options of ``lower-jacobian``."""
+
+    points: int = 256  # random points (of the domain) whose Jacobians are computed
+
+
 @register_method("lower-jacobian", kind="lower", norms=("2", "1", "inf"), local=True,
-                 cost="cheap")
+                 cost="cheap", options=JacobianOptions)
 def lower_jacobian(network, options: Options) -> Bound:
     """Largest Jacobian norm over data and 256 random points, verified by a pair."""
     started = time.perf_counter()
-    points = candidate_points(network, options, options.extra.get("points", 256))
+    points = candidate_points(network, options, options.own(JacobianOptions).points)
     deadline = None if options.time_limit is None else started + 0.8 * options.time_limit
     best, values, directions = best_jacobian_points(network, points, options.norm, keep=8,
                                                     deadline=deadline)

@@ -33,7 +33,7 @@ from lipkit.estimate.network import (
     Reshape,
     TransposedConvolution,
 )
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import NoOptions, Options, register_method
 
 _DENSE_LIMIT = 4_000_000  # entries of a merged matrix worth materializing
 # bounded as operators (the DFT bound), never merged into dense products
@@ -69,7 +69,8 @@ def compose(network: Network, affine_constant, runs: list[list[int]] | None = No
     return constants[-1] if constants else 1.0
 
 
-@register_method("naive", kind="upper", norms=("2", "1", "inf"), cost="instant")
+@register_method("naive", kind="upper", norms=("2", "1", "inf"), cost="instant",
+                 options=NoOptions)
 def naive(network, options: Options) -> Bound:
     """Product of each layer's certified operator norm and each activation's slope."""
     started = time.perf_counter()
@@ -125,7 +126,8 @@ def _per_channel(diagonal: Diagonal) -> bool:
     return bool(torch.all(scale == scale[:, :1]))
 
 
-@register_method("autolip", kind="upper", norms=("2", "1", "inf"), cost="instant")
+@register_method("autolip", kind="upper", norms=("2", "1", "inf"), cost="instant",
+                 options=NoOptions)
 def autolip(network, options: Options) -> Bound:
     """AutoLip: the graph composition with consecutive affine maps merged."""
     started = time.perf_counter()

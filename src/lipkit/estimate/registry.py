@@ -19,12 +19,14 @@ optional dependency is missing (the ``all`` extra) is simply not in :data:`METHO
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lipkit.errors import UnknownMethodError
+from lipkit.errors import InvalidArgumentError, UnknownMethodError
 
 #: lipkit's own methods and the modules (in lipkit.estimate) that register them
 BUILT_IN = {
@@ -38,9 +40,15 @@ BUILT_IN = {
 COSTS = ("instant", "cheap", "expensive")
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a method that has none."""
+
+
 @dataclass
 class Options:
-    """What every method may read: the norm, a time limit, data points, a seed, progress."""
+    """What every method may read: the norm, a time limit, data points, a seed, progress,
+    the domain, and ``method``: its own options (the frozen dataclass it registered)."""
 
     norm: str = "2"
     time_limit: float | None = None
@@ -49,6 +57,16 @@ class Options:
     progress: Callable[[str], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     domain: Any = None  # a lipkit.estimate.domain.Domain; None: read from extra
+    method: Any = None  # the running method's own options (an instance of its dataclass)
+
+    def own(self, kind: type):
+        """The running method's options as ``kind``: those ``estimate`` made, else (a method
+        called directly) its fields found in ``extra``, else its defaults."""
+        if isinstance(self.method, kind):
+            return self.method
+        fields = option_fields(kind)
+        return kind(**{key: coerce(kind.__name__, key, fields[key], value)
+                       for key, value in self.extra.items() if key in fields})
 
 
 @dataclass
@@ -63,6 +81,73 @@ class Method:
     summary: str = ""
     local: bool = False  # bounds the constant over a local domain (else only over R^n)
     cost: str = "expensive"  # "instant", "cheap" or "expensive" (see the module docstring)
+    options: type | None = NoOptions  # its frozen options dataclass (None: reads Options.extra)
+
+    def make_options(self, given=None):
+        """The method's options from ``given``: None (defaults), an instance of its options
+        dataclass, or a dict of its fields; an unknown field is an error naming both."""
+        kind = self.options
+        if kind is None:
+            return None
+        if given is None:
+            return kind()
+        if isinstance(given, kind):
+            return given
+        if not isinstance(given, dict):
+            raise InvalidArgumentError(
+                f"options of {self.name} must be a {kind.__name__} or a dict, got "
+                f"{type(given).__name__}")
+        names = option_fields(kind)
+        for key in given:
+            if key not in names:
+                raise InvalidArgumentError(
+                    f"{self.name} has no option '{key}'; its options: "
+                    f"{', '.join(names) or 'none'}")
+        try:
+            return kind(**{key: coerce(self.name, key, names[key], value)
+                           for key, value in given.items()})
+        except TypeError as error:
+            raise InvalidArgumentError(f"options of {self.name}: {error}") from None
+
+
+def option_fields(kind: type) -> dict[str, type]:
+    """The fields of an options dataclass and their types (``int``, ``float``, ...)."""
+    hints = typing.get_type_hints(kind)
+    return {f.name: hints.get(f.name, object) for f in dataclasses.fields(kind)}
+
+
+def coerce(method: str, name: str, kind, value):
+    """``value`` as the field's type (text from the command line included); a value of the
+    wrong kind is an error naming the method and the option."""
+    origin = typing.get_origin(kind)
+    choices = typing.get_args(kind) if origin is not None else (kind,)
+    if value is None and type(None) in choices:
+        return None
+    for choice in choices:
+        if choice is type(None):
+            continue
+        try:
+            if choice is bool:
+                if isinstance(value, str):
+                    if value.lower() in ("true", "1", "yes"):
+                        return True
+                    if value.lower() in ("false", "0", "no"):
+                        return False
+                    continue
+                return bool(value)
+            if choice is int:
+                number = float(value) if isinstance(value, str) else value
+                if isinstance(number, bool) or int(number) != number:
+                    continue
+                return int(number)
+            if choice is float:
+                return float(value)
+            if choice is str:
+                return str(value)
+            return value
+        except (TypeError, ValueError, OverflowError):
+            continue
+    raise InvalidArgumentError(f"{method} option '{name}' must be {kind}, got {value!r}")
 
 
 class _Registry(dict):
@@ -125,17 +210,20 @@ def _always(network) -> None:
 
 
 def register_method(name: str, kind: str, norms=("2",), fits: Callable = _always,
-                    summary: str = "", local: bool = False, cost: str = "expensive"):
+                    summary: str = "", local: bool = False, cost: str = "expensive",
+                    options: type | None = None):
     """Decorator registering ``function(network, options) -> Bound`` under ``name``;
     ``local``: the method reads ``options.domain`` and bounds the constant over it;
-    ``cost``: ``"instant"``, ``"cheap"`` or ``"expensive"``."""
+    ``cost``: ``"instant"``, ``"cheap"`` or ``"expensive"``; ``options``: the frozen
+    dataclass of the method's own options (read as ``options.method``), or None for a
+    method that still reads the untyped ``options.extra``."""
     if cost not in COSTS:
         raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
 
     def decorate(function):
         METHODS[name] = Method(name, kind, tuple(norms), function, fits,
                                summary or (function.__doc__ or "").strip().splitlines()[0],
-                               local, cost)
+                               local, cost, options)
         return function
 
     return decorate

@@ -16,13 +16,20 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from lipkit.errors import LipkitError, check_seed, check_time_limit
+from lipkit.errors import InvalidArgumentError, LipkitError, check_seed, check_time_limit
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import Domain
 from lipkit.estimate.importers import load_network
 from lipkit.estimate.network import Network, NotApplicableError
 from lipkit.estimate.reference import ModelReference
-from lipkit.estimate.registry import COSTS, METHODS, Options, get_method
+from lipkit.estimate.registry import (
+    COSTS,
+    METHODS,
+    Options,
+    coerce,
+    get_method,
+    option_fields,
+)
 
 #: the default wall-clock budget of a run, in seconds (a 2-core machine answers within it)
 DEFAULT_BUDGET = 60.0
@@ -157,6 +164,47 @@ def _share(method, remaining: float, expensive_left: int, time_limit: float | No
     return share if time_limit is None else min(time_limit, share)
 
 
+_DOMAIN_KEYS = ("center", "radius", "box", "ball", "data_domain")
+
+
+def _method_options(names: list[str], given: dict | None, extra: dict) -> dict:
+    """Each method's typed options: its entry of ``given`` with the keyword options of the
+    run that it has; a keyword no method of the run has, or an entry for a method not in
+    the run, is an error naming it."""
+    given = dict(given or {})
+    for name in given:
+        if name not in names:
+            get_method(name)  # an unknown id lists the choices
+            raise InvalidArgumentError(f"options are given for {name}, which this run does "
+                                       f"not use (methods: {', '.join(names)})")
+    shared = {key: value for key, value in extra.items() if key not in _DOMAIN_KEYS}
+    legacy = [name for name in names if get_method(name).options is None]
+    claimed: set[str] = set()
+    typed = {}
+    for name in names:
+        method = get_method(name)
+        if method.options is None:
+            typed[name] = None
+            continue
+        fields = option_fields(method.options)
+        own = {key: value for key, value in shared.items() if key in fields}
+        claimed |= set(own)
+        entry = given.get(name)
+        if isinstance(entry, method.options):
+            typed[name] = replace(entry, **{key: coerce(name, key, fields[key], value)
+                                            for key, value in own.items()})
+        else:
+            typed[name] = method.make_options({**own, **(entry or {})})
+    unknown = [key for key in shared if key not in claimed]
+    if unknown and not legacy:
+        choices = {name: ", ".join(option_fields(get_method(name).options)) or "none"
+                   for name in names}
+        raise InvalidArgumentError(
+            f"unknown option '{unknown[0]}': no method of this run has it (their options: "
+            + "; ".join(f"{name}: {fields}" for name, fields in choices.items()) + ")")
+    return typed
+
+
 def check_witnesses(bounds: list[Bound], reference: ModelReference | None) -> None:
     """Mark ``failed`` every lower bound whose witness pair does not attain its value on the
     user's own model (:mod:`lipkit.estimate.reference`)."""
@@ -184,6 +232,7 @@ def estimate(
     status: Callable[[str], None] | None = None,
     budget: float | None = DEFAULT_BUDGET,
     update: Callable[[Report], None] | None = None,
+    options: dict | None = None,
     **extra,
 ) -> Report:
     """Bound ``||f||_L`` of a model (nn.Module, .onnx / .mat path, or Network).
@@ -207,8 +256,12 @@ def estimate(
             with no time left is listed as skipped. Ctrl-C ends the run early with the
             bounds found so far (``report.interrupted``).
         update: called with the report after each method (a live display).
-        extra: method options (e.g. ``split=2`` for LipSDP, ``points=512``), and the
-            domain of a local constant: ``center`` and ``radius`` (a ball in the ``ball``
+        options: each method's own options, ``{method id: its options dataclass or a dict of
+            its fields}`` (e.g. ``{"lower-jacobian": {"points": 1024}}``); a field no method
+            has is an error naming the method and the field.
+        extra: options given to every method of the run that has them (e.g.
+            ``points=512``; a name no method of the run has is an error), and the domain of
+            a local constant: ``center`` and ``radius`` (a ball in the ``ball``
             norm, ``"inf"`` by default, or ``"2"``) or ``box=(lower, upper)``, each
             optionally intersected with ``data_domain=(low, high)``
             (:class:`lipkit.estimate.domain.Domain`). With a local domain, the lower
@@ -244,6 +297,7 @@ def estimate(
         get_method(name)  # unknown names fail before anything runs
     given = {name: position for position, name in enumerate(names)}
     names = _schedule(names)
+    typed = _method_options(names, options, extra)
     options = Options(norm=norm, time_limit=time_limit, data=data, seed=seed,
                       progress=status, extra=extra, domain=domain)
     reference = None if isinstance(source, Network) else ModelReference(source, network)
@@ -263,7 +317,8 @@ def estimate(
         if progress is not None:
             progress(name, index, len(names))
         try:
-            result = run_method(name, network, replace(options, time_limit=limit))
+            result = run_method(name, network, replace(options, time_limit=limit,
+                                                       method=typed[name]))
         except KeyboardInterrupt:
             report.interrupted = True
             for rest in names[index:]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -55,11 +56,19 @@ def _relaxed_max(left: torch.Tensor, right: torch.Tensor, alpha: float, beta: fl
         float(torch.linalg.matrix_norm(right, ord=2))
 
 
-@register_method("seqlip", kind="upper", norms=("2",), fits=_chain_fits, cost="cheap")
+@dataclass(frozen=True)
+class SeqLipOptions:
+    """Options of ``seqlip``."""
+
+    exact_width: int = 14  # hidden widths up to which the vertex maximization is exact
+
+
+@register_method("seqlip", kind="upper", norms=("2",), fits=_chain_fits, cost="cheap",
+                 options=SeqLipOptions)
 def seqlip(network, options: Options) -> Bound:
     """SeqLip: exact vertex maximization for narrow layers, a sound relaxation otherwise."""
     started = time.perf_counter()
-    exact_width = int(options.extra.get("exact_width", 14))
+    exact_width = options.own(SeqLipOptions).exact_width
     layers = network.chain()
     if len(layers) == 1:
         value = float(torch.linalg.matrix_norm(layers[0].weight, ord=2))

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.optimize
@@ -149,7 +150,14 @@ def _fits(network: Network) -> str | None:
     return None
 
 
-@register_method("shor", kind="upper", norms=("inf",), fits=_fits)
+@dataclass(frozen=True)
+class ShorOptions:
+    """Options of ``shor``."""
+
+    iterations: int = DEFAULT_ITERATIONS  # L-BFGS iterations per smoothing stage
+
+
+@register_method("shor", kind="upper", norms=("inf",), fits=_fits, options=ShorOptions)
 def shor(network: Network, options: Options) -> Bound:
     """l-inf upper bound of a one-hidden-layer ReLU net by Shor's SDP relaxation (Chen et al.
     2020), certified by an eigenvalue."""
@@ -157,7 +165,7 @@ def shor(network: Network, options: Options) -> Bound:
     if norm_name(options.norm) != "inf":
         raise NotApplicableError("encoded for the l-infinity norm")
     weight, alpha, output = _one_hidden_layer(network)
-    iterations = int(options.extra.get("iterations", DEFAULT_ITERATIONS))
+    iterations = options.own(ShorOptions).iterations
     limit = options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT
     deadline = started + float(limit)
     # interval bound of each row: sum_j max over z of |s_j-th entry|, z per unit independently
