@@ -56,11 +56,14 @@ def test_forward_error_bounds_the_exact_error(seed, scale, leaky):
     model = _model(seed, scale, leaky)
     network = load_network(model)
     x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    y, error = forward_error(network, x)
-    for point, computed, bound in zip(x, y, error, strict=True):
+    y, error, total = forward_error(network, x)
+    for point, computed, bound, norm_bound in zip(x, y, error, total, strict=True):
         exact = _exact_forward(model, point.tolist())
+        squared = Fraction(0)
         for value, approx, slack in zip(exact, computed.tolist(), bound.tolist(), strict=True):
             assert abs(Fraction(approx) - value) <= Fraction(slack), (approx, float(value))
+            squared += (Fraction(approx) - value) ** 2
+        assert squared <= Fraction(float(norm_bound)) ** 2, (float(squared), norm_bound)
 
 
 @pytest.mark.parametrize("method", ["lower-jacobian", "lower-adversarial"])

@@ -24,6 +24,10 @@ weights. Per node, with ``v`` the computed input and ``e`` its error bound:
   group's largest input error;
 - a sum of ``k`` nodes: ``sum e_i + gamma(k) sum |v_i|``.
 
+The same local terms are also carried in the l2 norm, ``E_out = ||A||_2 E_in + ||fresh||_2``
+(``L E`` through an activation; sorting is 1-Lipschitz in l2): on deep networks ``|A|``
+amplifies errors far more than ``A``, and the norm form stays near the true rounding.
+
 A lower bound divides such a difference by ``||x1 - x2||``, so a pair whose separation is
 tiny next to ``e`` proves little: :func:`lipkit.estimate.witness.certified_ratios` subtracts
 the error and reports what remains.
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 
 import numpy as np
 import torch
@@ -116,53 +121,81 @@ def _absolute(operator):
     return Matrix(matrix, operator.in_shape, operator.out_shape).apply
 
 
+_NORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _operator_norm(operator) -> float:
+    """A proven upper bound on ``||A||_2``, cached per operator (shared with the methods that
+    ask the operator for its norm)."""
+    if operator not in _NORMS:
+        _NORMS[operator] = float(operator.norm(2))
+    return _NORMS[operator]
+
+
 @torch.no_grad()
-def forward_error(network, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(y, e)``: the float64 output at ``x`` and a bound ``|y - f(x)| <= e`` (see above)."""
+def forward_error(network, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y, e, E)``: the float64 output at ``x``, an elementwise bound ``|y - f(x)| <= e``,
+    and a bound ``||y - f(x)||_2 <= E`` per point (see above: the same local rounding terms,
+    carried by ``|A|`` elementwise and by ``||A||_2`` in norm; the norm form stays tight on
+    deep networks, where ``|A|`` multiplies errors far more than ``A`` does)."""
     from lipkit.estimate.network import DTYPE, Activation, Add, Affine
 
     x = x.detach().to(DTYPE)
     values: list[torch.Tensor] = []
     errors: list[torch.Tensor] = []
+    totals: list[torch.Tensor] = []
+    zero = torch.zeros(x.shape[0], dtype=DTYPE)
 
     def read(index):
-        return (x, torch.zeros_like(x)) if index == -1 else (values[index], errors[index])
+        if index == -1:
+            return x, torch.zeros_like(x), zero
+        return values[index], errors[index], totals[index]
+
+    def size(tensor):
+        return tensor.flatten(1).norm(dim=1) * (1 + gamma(tensor[0].numel() + 2))
 
     for node in network.nodes:
         op = node.op
         if isinstance(op, Affine):
-            v, e = read(node.inputs[0])
+            v, e, total = read(node.inputs[0])
             y = op(v)
             absolute = _absolute(op.operator)
             magnitude = absolute(v.abs())
             if op.bias is not None:
                 magnitude = magnitude + op.bias.abs()
             n = _terms(op.operator)
-            error = absolute(e) * (1 + gamma(n + 2)) + gamma(n + 2) * magnitude * (
-                1 + gamma(n + 2))
+            fresh = gamma(n + 2) * magnitude * (1 + gamma(n + 2))
+            error = absolute(e) * (1 + gamma(n + 2)) + fresh
+            total = _operator_norm(op.operator) * total * (1 + 4 * UNIT) + size(fresh)
         elif isinstance(op, Activation):
-            v, e = read(node.inputs[0])
+            v, e, total = read(node.inputs[0])
             y = op(v)
-            if op.kind == "groupsort":
-                size = op.params["group_size"]
-                grouped = e.reshape(e.shape[0], -1, size)
+            if op.kind == "groupsort":  # a sorting network: 1-Lipschitz in l-inf and l2
+                size_ = op.params["group_size"]
+                grouped = e.reshape(e.shape[0], -1, size_)
                 error = grouped.amax(dim=2, keepdim=True).expand_as(grouped).reshape(e.shape)
             else:
                 lipschitz = op.lipschitz
                 error = lipschitz * e * (1 + 4 * UNIT)
+                total = lipschitz * total * (1 + 4 * UNIT)
+                fresh = None
                 if op.kind in _PRODUCT_KINDS:
-                    error = error + 2 * UNIT * y.abs()
+                    fresh = 2 * UNIT * y.abs()
                 elif op.kind not in _EXACT_KINDS:
-                    error = error + TRANSCENDENTAL_ULPS * UNIT * (
-                        y.abs() + lipschitz * v.abs()) + 1e-300
+                    fresh = TRANSCENDENTAL_ULPS * UNIT * (y.abs() + lipschitz * v.abs()) + 1e-300
+                if fresh is not None:
+                    error = error + fresh
+                    total = total + size(fresh)
         elif isinstance(op, Add):
             inputs = [read(i) for i in node.inputs]
-            y = op(*[v for v, _ in inputs])
+            y = op(*[v for v, _, _ in inputs])
             k = len(inputs)
-            error = sum(e for _, e in inputs) * (1 + gamma(k + 1)) + gamma(k + 1) * sum(
-                v.abs() for v, _ in inputs)
+            fresh = gamma(k + 1) * sum(v.abs() for v, _, _ in inputs)
+            error = sum(e for _, e, _ in inputs) * (1 + gamma(k + 1)) + fresh
+            total = sum(t for _, _, t in inputs) * (1 + gamma(k + 1)) + size(fresh)
         else:  # pragma: no cover - the Network's node types are closed
             raise TypeError(f"unknown node type {type(op).__name__}")
         values.append(y)
         errors.append(error)
-    return values[-1], errors[-1]
+        totals.append(total)
+    return values[-1], errors[-1], totals[-1]

@@ -117,13 +117,16 @@ def certified_ratios(network: Network, first: torch.Tensor, second: torch.Tensor
     to be at most the exact ratio of the pair (the output difference less the proven
     rounding of both forward passes and of the norms; 0 where nothing is left)."""
     first, second = first.to(DTYPE), second.to(DTYPE)
-    y1, e1 = forward_error(network, first)
-    y2, e2 = forward_error(network, second)
+    y1, e1, total1 = forward_error(network, first)
+    y2, e2, total2 = forward_error(network, second)
     difference = (y1 - y2).flatten(1)
     outputs, inputs = difference.shape[1], first[0].numel()
     numerator = vector_norm(difference, norm)
-    # ||d_exact|| >= ||fl(y1 - y2)|| (1 - u) - ||e1 + e2||, and the norm's own rounding
-    slack = vector_norm((e1 + e2).flatten(1), norm) * (1 + gamma(outputs + 2))
+    # ||d_exact|| >= ||fl(y1 - y2)|| (1 - u) - ||e1 + e2||, and the norm's own rounding; the
+    # l2 error bounds convert: ||.||_inf <= ||.||_2, ||.||_1 <= sqrt(m) ||.||_2
+    elementwise = vector_norm((e1 + e2).flatten(1), norm)
+    in_norm = (total1 + total2) * (math.sqrt(outputs) if norm == "1" else 1.0)
+    slack = torch.minimum(elementwise, in_norm) * (1 + gamma(outputs + 2))
     low = numerator * (1 - gamma(outputs + 3)) - slack
     separation = vector_norm(first - second, norm)
     high = separation * (1 + gamma(inputs + 3))
