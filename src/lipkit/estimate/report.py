@@ -98,11 +98,13 @@ class Report:
 
 
 def default_methods(network: Network, norm: str, local: bool = False) -> list[str]:
-    """Every registered method that supports ``norm`` and fits the network (for a local
-    domain: those that bound the local constant, and the global upper bounds, which bound
-    it too)."""
+    """Every registered method that supports ``norm``, fits the network and can prove
+    something (not the ``estimate`` kind, which never enters an interval; ask for those by
+    name); for a local domain, those that bound the local constant and the global upper
+    bounds, which bound it too."""
     return [name for name, method in METHODS.items()
-            if norm in method.norms and method.fits(network) is None
+            if norm in method.norms and method.kind != "estimate"
+            and method.fits(network) is None
             and (not local or method.local or method.kind == "upper")]
 
 
@@ -289,7 +291,7 @@ def estimate(
     else:
         names = default_methods(network, norm, local=not domain.is_global)
         for name, method in METHODS.items():  # say what does not fit, and why
-            if name not in names and norm in method.norms:
+            if name not in names and norm in method.norms and method.kind != "estimate":
                 reason = method.fits(network) or _global_reason(method)
                 if reason is not None:
                     skipped.append(Bound.not_applicable(name, method.kind, norm, reason))
@@ -302,7 +304,9 @@ def estimate(
                       progress=status, extra=extra, domain=domain)
     reference = None if isinstance(source, Network) else ModelReference(source, network)
     report = Report(network, norm, domain=domain, budget=budget)
-    deadline = math.inf if budget is None else started + budget
+    # the methods share 90 % of the budget: the rest is the run's own work around them
+    # (witness checks on the user's model, the report)
+    deadline = math.inf if budget is None else started + 0.9 * budget
     expensive_left = sum(get_method(name).cost == "expensive" for name in names)
     for index, name in enumerate(names):
         method = get_method(name)

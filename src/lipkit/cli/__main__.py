@@ -1,0 +1,5 @@
+"""``python -m lipkit.cli``: the console script."""
+
+from lipkit.cli import run
+
+run()
