@@ -111,3 +111,33 @@ def test_time_limit_is_checked(value):
 def test_seed_is_checked(value):
     with pytest.raises(InvalidArgumentError, match="seed"):
         estimate(nn.Linear(2, 1), methods=["naive"], seed=value)
+
+
+def test_cli_local_run_without_methods_is_local_and_consistent(tmp_path):
+    import json
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from lipkit.cli import app
+
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 12), nn.ReLU(), nn.Linear(12, 2))
+    path = tmp_path / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3),), str(path), dynamo=False)
+    result = CliRunner().invoke(app, ["estimate", str(path), "--norm", "inf", "--center",
+                                      "0.5,-0.2,0.1", "--radius", "0.05", "--budget", "20",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["domain"]["kind"] == "local" and payload["interval"]["consistent"]
+    center = torch.tensor([0.5, -0.2, 0.1], dtype=torch.float64)
+    for bound in payload["bounds"]:
+        witness = bound["details"].get("witness", {}) if isinstance(bound["details"],
+                                                                    dict) else {}
+        for key in ("x1", "x2", "x"):
+            if key in witness:
+                point = torch.tensor(witness[key], dtype=torch.float64).reshape(-1)
+                assert float((point - center).abs().max()) <= 0.05 * (1 + 1e-9), bound
