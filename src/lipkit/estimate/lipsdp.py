@@ -104,6 +104,7 @@ its dual bound), ``couplings`` (the number of random pairs).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -607,7 +608,8 @@ def _solve(chain: Chain, formulation: str, pairs: list[np.ndarray], solver: str,
     if _eigenvalue_solver(chain, formulation, solver):
         from lipkit.estimate import lipsdp_eigenvalue
 
-        deadline = None if time_limit is None else started + float(time_limit)
+        # the descent gets 80% of the time: the float64 proof of the full LMI follows
+        deadline = None if time_limit is None else started + 0.8 * float(time_limit)
         solution = lipsdp_eigenvalue.solve(chain, formulation, deadline, tolerance)
         return _Solution(solution.multipliers, solution.value, solution.status, "eigenvalue",
                          time.perf_counter() - started, min(chain.widths[0], chain.widths[1]),
@@ -774,10 +776,11 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
     pieces = split_chain(layers, split, limit)
     deadline = None if time_limit is None else started + float(time_limit)
     value, problems = math.nan, []
-    chains = [Chain.from_layers(piece if piece[-1].activation is None else
-                                [*piece[:-1], Layer(piece[-1].weight, None, None, [])])
-              for piece in pieces]
     workers = 1 if workers is None else int(check_positive("workers", workers))
+    with _one_blas_thread():
+        chains = [Chain.from_layers(piece if piece[-1].activation is None else
+                                    [*piece[:-1], Layer(piece[-1].weight, None, None, [])])
+                  for piece in pieces]
     if workers > 1 and len(chains) > 1:
         records = _pieces_in_parallel(chains, workers, formulation, solver, deadline,
                                       tolerance, couplings, seed, progress, method)
@@ -790,8 +793,9 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
                          f"{chain.weights[-1].shape[0]})")
             remaining = None if deadline is None else max(deadline - time.perf_counter(),
                                                           0.05)
-            records.append(_piece(chain, formulation, solver, remaining, tolerance, couplings,
-                                  seed + number, progress, method))
+            with _one_blas_thread():
+                records.append(_piece(chain, formulation, solver, remaining, tolerance,
+                                      couplings, seed + number, progress, method))
     for number, (piece, record) in enumerate(zip(pieces, records, strict=True)):
         if record["status"] != "ok":
             where = f" (sub-network {number + 1} of {len(pieces)})" if len(pieces) > 1 else ""
@@ -811,6 +815,21 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
     if formulation.startswith("network"):
         return Bound(value, "estimate", "2", method, seconds, _UNPROVEN, details)
     return Bound(value, "upper", "2", method, seconds, "ok", details)
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """One BLAS thread for the SVDs, factorizations and solver steps of a piece: they are
+    small enough that a second thread gains little on two idle cores (BENCHMARKS.md, serial
+    runs), and on a busy machine spinning BLAS threads cost seconds (a 784 x 256 SVD took
+    2 s on two threads at load 15, the float64 proof of a 1296-row LMI 29 s)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _worker_threads(threads: int) -> None:

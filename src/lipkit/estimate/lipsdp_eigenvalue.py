@@ -35,17 +35,20 @@ each, as in :mod:`lipkit.estimate.lipsdp`).
 rows of ``M`` with ``tr Z_00 = 1`` whose every neuron ``i`` of every hidden layer ``k``
 satisfies ``E[(x_k,i - a v_i)(b v_i - x_k,i)] >= 0`` (``v = W_{k-1} x_{k-1}``, expectations
 over ``Z = E[z z^T]``), ``<W_l^T W_l, Z_ll> <=`` the SDP's optimal ``rho``. The smoothed
-problem's gradient is exactly this constraint's value for ``Z = sum_i w_i z_i z_i^T``,
-``z_i = (u_i, h_i)`` (``h_i`` the maximizing hidden rows), so at its optimum ``Z`` is nearly
-feasible; :func:`sdp_lower_bound` makes it feasible neuron by neuron, from the input forwards
-(scaling neuron ``i``'s row of every ``z_j`` by the largest ``d <= 1`` that satisfies its
-constraint, or replacing it by ``(a + b) / 2`` times its pre-activation, which satisfies it
-for every ``z_j``; a row only enters the constraints of its own and the next layer), and
-returns ``sqrt(<W_l^T W_l, Z_ll> / tr Z_00)``: the LipSDP optimum is at least this. It is
-computed in float64 with a relative safety margin of 1e-9 on each constraint, not outward
-rounded: a measure of the remaining gap, not a bound on the network. The descent stops when
-its value is within ``tolerance`` of this bound (checked after each stage), at the time
-limit, or after the last stage.
+problem's gradient in ``t`` is exactly this constraint's value (times 2) for ``Z = sum_i w_i
+z_i z_i^T``, ``z_i = (u_i, h_i)`` (``h_i`` the maximizing hidden rows), so at its optimum
+``Z`` is dual feasible (a zero gradient where ``t > 0``, a non-negative one at ``t = 0``) and
+its value is ``sum_i w_i lambda_i``, within ``mu log r`` of the top. At the descent's points
+``Z`` is made feasible neuron by neuron, from the input forwards (scaling neuron ``i``'s row
+of every ``z_j`` by the largest ``d <= 1`` that satisfies its constraint, or replacing it by
+``(a + b) / 2`` times its pre-activation, which satisfies it for every ``z_j``; a row only
+enters the constraints of its own and the next layer): the SDP's optimum is at least
+``sqrt(<W_l^T W_l, Z_ll>)``. Computed in float64 with a relative margin of 1e-9 on each
+constraint, not outward rounded: a measure of the remaining gap (``details["sdp_lower"]``),
+not a bound on the network. The descent evaluates it every :data:`DUAL_EVERY` iterations and
+at the end of each stage, and stops when its value is within ``tolerance`` of the bound,
+at the time limit, or after the last stage. :func:`sdp_lower_bound` computes the same bound
+from any multipliers on the caller's (unscaled) chain.
 
 Only the final multipliers leave this module: :func:`lipkit.estimate.lipsdp.certify` proves
 them on the full LMI in float64, as it does a conic solver's.
@@ -67,6 +70,7 @@ from lipkit.estimate.lipsdp import Chain, Multipliers, lmi_matrix
 
 SMOOTHING = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # the stages' mu, relative to the value
 ITERATIONS = 200  # L-BFGS iterations per stage at most
+DUAL_EVERY = 10  # iterations between two evaluations of the dual bound
 DEFAULT_TOLERANCE = 1e-3  # relative distance to the dual bound at which the descent stops
 _FEASIBILITY_MARGIN = 1e-9
 
@@ -84,6 +88,10 @@ class EigenvalueSolution:
 
 
 class _Stop(Exception):  # noqa: N818 - control flow, not an error
+    pass
+
+
+class _Converged(Exception):  # noqa: N818 - control flow, not an error
     pass
 
 
@@ -161,6 +169,20 @@ class _ScaledChain:
             gradients.append(gradient)
         return gradients
 
+    def dual_value(self, multipliers, factors, directions: torch.Tensor,
+                   formulation: str) -> float:
+        """``<W_l^T W_l, Z_ll>`` for ``Z = sum_j z_j z_j^T`` (``z_j`` the maximizing rows of
+        the columns of ``directions``, whose squared norms sum to 1), made feasible (module
+        docstring): a lower bound on the scaled chain's optimal ``rho``."""
+        rows = [directions]
+        for k, (t, factor) in enumerate(zip(multipliers, factors, strict=True)):
+            alpha, beta = self.slopes[k]
+            rows.append(torch.cholesky_solve(
+                (alpha + beta) * t[:, None] * (self.weights[k] @ rows[-1]), factor))
+        layers = [r.numpy() for r in rows]
+        weights = [w.numpy() for w in self.weights]
+        return _repaired_value(weights, self.slopes, layers, formulation)
+
     def split(self, t: torch.Tensor, formulation: str) -> list[torch.Tensor]:
         if formulation == "layer":
             return [t[k].expand(n) for k, n in enumerate(self.sizes)]
@@ -227,66 +249,101 @@ def solve(chain: Chain, formulation: str = "neuron", deadline: float | None = No
 
 def _descend(chain, scaled: _ScaledChain, formulation, x, deadline, tolerance
              ) -> EigenvalueSolution:
-    best = {"rho": math.inf, "x": x.copy()}
+    best = {"rho": math.inf, "t": np.exp(x), "lower": 0.0}
+    last: dict = {}  # the latest evaluation
     iterations, stages, mu = 0, 0, 1.0
 
-    def evaluate(point: np.ndarray):
-        t = np.exp(point)
+    def evaluate(t: np.ndarray):
         multipliers = scaled.split(torch.from_numpy(t), formulation)
         evaluated = scaled.matrix(multipliers)
         if evaluated is None or not torch.isfinite(evaluated[0]).all():
-            # outside the domain (a hidden block not negative definite: rho = infinity); a
-            # large finite value makes the line search step back (infinity breaks it)
-            return 1e3 * max(best["rho"], 1e-300) * (1 + float(np.abs(point).max())), \
-                np.zeros_like(point)
+            return None
         matrix, factors = evaluated
         values, vectors = torch.linalg.eigh(matrix)
+        last.update(t=t.copy(), multipliers=multipliers, factors=factors, values=values,
+                    vectors=vectors)
         top = float(values[-1])
         if top < best["rho"]:
-            best["rho"], best["x"] = top, point.copy()
+            best["rho"], best["t"] = top, t.copy()
         weights = torch.exp((values - top) / mu)
         total = float(weights.sum())
         used = weights > 1e-16 * total
         directions = vectors[:, used] * (weights[used] / total).sqrt()
         gradient = scaled.join(scaled.gradient(multipliers, factors, directions), formulation)
-        return top + mu * math.log(total), gradient.numpy() * t  # d/d log t
+        return top + mu * math.log(total), gradient.numpy()
 
-    def callback(_point):
+    def outside(point):
+        # outside the domain (a hidden block not negative definite: rho = infinity); a
+        # large finite value makes the line search step back (infinity breaks it)
+        return 1e3 * max(best["rho"], 1e-300) * (1 + float(np.abs(point).max())), \
+            np.zeros_like(point)
+
+    def in_logarithms(point: np.ndarray):  # over log t: every scale, t > 0
+        t = np.exp(point)
+        result = evaluate(t)
+        return outside(point) if result is None else (result[0], result[1] * t)
+
+    def callback(point):
         nonlocal iterations
         iterations += 1
+        if iterations % DUAL_EVERY == 0 and \
+                lower_bound(np.exp(point)) * (1 + tolerance) ** 2 >= best["rho"]:
+            raise _Converged
         if deadline is not None and time.perf_counter() > deadline:
             raise _Stop
 
-    status, lower = "iteration limit", math.nan
+    def lower_bound(t: np.ndarray) -> float:
+        """The dual bound at ``t`` (scaled chain's rho), kept in ``best["lower"]``."""
+        if "t" in last and np.array_equal(last["t"], t):  # the accepted point's evaluation
+            multipliers, factors = last["multipliers"], last["factors"]
+            values, vectors = last["values"], last["vectors"]
+        else:
+            multipliers = scaled.split(torch.from_numpy(t), formulation)
+            evaluated = scaled.matrix(multipliers)
+            if evaluated is None:
+                return best["lower"]
+            factors = evaluated[1]
+            values, vectors = torch.linalg.eigh(evaluated[0])
+        top = float(values[-1])
+        weights = torch.exp((values - top) / mu)
+        used = weights > 1e-16 * float(weights.sum())
+        directions = vectors[:, used] * (weights[used] / float(weights.sum())).sqrt()
+        value = scaled.dual_value(multipliers, factors, directions, formulation)
+        best["lower"] = max(best["lower"], value * (1 - 1e-9))
+        return best["lower"]
+
+    def minimize(function, start, bounds, iterations):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return scipy.optimize.minimize(
+                function, start, jac=True, method="L-BFGS-B", callback=callback,
+                bounds=bounds, options={"maxiter": iterations, "maxcor": 20,
+                                        "ftol": 1e-15, "gtol": 1e-12}).x
+
+    status = "iteration limit"
     try:
-        evaluate(x)
-        if not math.isfinite(best["rho"]):
+        if evaluate(best["t"]) is None:
             raise _Stop
         for stage in SMOOTHING:
             mu = stage * best["rho"]
-            with np.errstate(over="ignore", invalid="ignore"):
-                result = scipy.optimize.minimize(
-                    evaluate, best["x"], jac=True, method="L-BFGS-B", callback=callback,
-                    options={"maxiter": ITERATIONS, "maxcor": 20, "ftol": 1e-15,
-                             "gtol": 1e-12})
-            del result
+            point = np.exp(minimize(in_logarithms, np.log(best["t"]), None, ITERATIONS))
             stages += 1
-            lower = sdp_lower_bound(chain, _multipliers(scaled, best["x"], formulation),
-                                    formulation, mu_relative=stage)
-            if math.sqrt(best["rho"]) * scaled.scale <= lower * (1 + tolerance):
-                status = "optimal"
-                break
+            # at the smoothed problem's optimum its gradient's Z is dual feasible
+            if lower_bound(point) * (1 + tolerance) ** 2 >= best["rho"]:
+                raise _Converged
             if deadline is not None and time.perf_counter() > deadline:
                 raise _Stop
+    except _Converged:
+        status = "optimal"
     except _Stop:
         status = "time limit"
     value = math.sqrt(best["rho"]) * scaled.scale if math.isfinite(best["rho"]) else math.inf
-    return EigenvalueSolution(_multipliers(scaled, best["x"], formulation), value, lower,
+    lower = math.sqrt(best["lower"]) * scaled.scale if best["lower"] > 0 else math.nan
+    return EigenvalueSolution(_multipliers(scaled, best["t"], formulation), value, lower,
                               status, iterations, stages)
 
 
-def _multipliers(scaled: _ScaledChain, x: np.ndarray, formulation: str) -> Multipliers:
-    parts = scaled.split(torch.from_numpy(np.exp(x)), formulation)
+def _multipliers(scaled: _ScaledChain, t: np.ndarray, formulation: str) -> Multipliers:
+    parts = scaled.split(torch.from_numpy(t), formulation)
     return scaled.to_chain([p.numpy().copy() for p in parts])
 
 
@@ -349,20 +406,23 @@ def sdp_lower_bound(chain: Chain, multipliers: Multipliers, formulation: str = "
     best = 0.0
     for smoothing in (mu_relative, 10 * mu_relative, 100 * mu_relative):
         weights = np.exp((values - top) / (smoothing * top))
-        best = max(best, _repaired_value(chain, list(layers), weights / weights.sum(),
-                                         formulation))
+        root = np.sqrt(weights / weights.sum())
+        best = max(best, _repaired_value(chain.weights, chain.slopes,
+                                         [rows * root for rows in layers], formulation))
     return math.sqrt(best) * (1 - 1e-9)
 
 
-def _repaired_value(chain: Chain, layers, weights, formulation) -> float:
-    """``<W_l^T W_l, Z_ll>`` of ``Z = sum_j w_j z_j z_j^T`` made feasible (``tr Z_00 = 1``)."""
-    for k in range(chain.depth):
-        alpha, beta = chain.slopes[k]
-        before = chain.weights[k] @ layers[k]  # pre-activations of each z_j (n_k+1 x count)
+def _repaired_value(weights: list[np.ndarray], slopes, layers, formulation) -> float:
+    """``<W_l^T W_l, Z_ll>`` of ``Z = sum_j z_j z_j^T`` (the columns of ``layers``, their
+    inputs' squared norms summing to 1) made feasible neuron by neuron, from the input
+    forwards (a row enters only its own layer's and the next one's constraints)."""
+    layers = list(layers)
+    for k, (alpha, beta) in enumerate(slopes):
+        before = weights[k] @ layers[k]  # pre-activations of each z_j
         after = layers[k + 1]
-        cross = (before * after) @ weights
-        square = (after * after) @ weights
-        pre = (before * before) @ weights
+        cross = (before * after).sum(axis=1)
+        square = (after * after).sum(axis=1)
+        pre = (before * before).sum(axis=1)
         if formulation == "layer":  # one constraint per layer: the sum of its neurons'
             cross, square, pre = (np.array([v.sum()]) for v in (cross, square, pre))
         factors, replace = _feasible_scaling(cross, square, pre, alpha, beta)
@@ -371,5 +431,5 @@ def _repaired_value(chain: Chain, layers, weights, formulation) -> float:
         after = after * factors[:, None]
         after[replace] = (alpha + beta) / 2 * before[replace]
         layers[k + 1] = after
-    output = chain.weights[-1] @ layers[-1]
-    return max(float(((output * output).sum(axis=0)) @ weights), 0.0)
+    output = weights[-1] @ layers[-1]
+    return max(float((output * output).sum()), 0.0)
