@@ -638,11 +638,20 @@ def _solve(chain: Chain, formulation: str, pairs: list[np.ndarray], solver: str,
     else:
         names = [solver.upper()]
     for name in names:
-        settings = _solver_settings(name, time_limit, tolerance)
         try:
             with warnings.catch_warnings():  # an inaccurate solution is judged by the proof
                 warnings.simplefilter("ignore")
-                problem.solve(solver=name, **settings)
+                # compiled first, so that the solver gets what is left of the time limit
+                data, solving_chain, inverse_data = problem.get_problem_data(
+                    name, solver_opts=_solver_settings(name, time_limit, tolerance))
+                remaining = None if time_limit is None else \
+                    time_limit - (time.perf_counter() - started)
+                if remaining is not None and remaining <= 0:
+                    status = "time limit reached while cvxpy built the SDP"
+                    break
+                settings = _solver_settings(name, remaining, tolerance)
+                problem.unpack_results(solving_chain.solve_via_data(
+                    problem, data, solver_opts=settings), solving_chain, inverse_data)
             status = str(problem.status)
         except cp.error.SolverError as error:
             status = f"solver error: {str(error).splitlines()[0]}"
