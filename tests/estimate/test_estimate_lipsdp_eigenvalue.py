@@ -193,3 +193,20 @@ def test_the_dual_bound_is_below_every_proven_value():
     # the descent stopped because its own dual bound came within the tolerance (1e-3)
     assert solution.status == "optimal"
     assert solution.value <= solution.lower * (1 + 1e-3) + 1e-12
+
+
+def test_the_conic_solver_also_stops_at_the_time_limit():
+    # a 180-row reduced LMI that SCS does not solve in 0.5 s: compiled (which cannot be
+    # interrupted: ~1-2 s here), then given the rest, or not run when none is left
+    import cvxpy  # noqa: F401 - imported before the clock starts (seconds, once)
+
+    network = mlp([100, 60, 60, 10], 21, scale=1.0)
+    started = time.perf_counter()
+    bound = lipsdp(network, "neuron", solver="scs", time_limit=0.5)
+    seconds = time.perf_counter() - started
+    assert seconds < 5.0, seconds
+    assert bound.details["solver"] == "scs"
+    assert bound.kind == "upper" or bound.status.startswith("uncertified"), bound.status
+    if bound.kind == "upper":  # a proven value is never below the SDP's optimum
+        best = lipsdp(network, "neuron", solver="eigenvalue", tolerance=1e-6)
+        assert bound.value >= best.details["sdp_lower"]
