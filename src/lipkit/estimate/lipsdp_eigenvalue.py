@@ -212,6 +212,11 @@ def _start(scaled: _ScaledChain) -> list[np.ndarray]:
             return start
     except (Uncertified, torch.linalg.LinAlgError):
         pass
+    return _safe_constants(scaled)
+
+
+def _safe_constants(scaled: _ScaledChain) -> list[np.ndarray]:
+    """Per-layer multipliers that keep every hidden block negative definite (``_start``)."""
     constants = [1.0]
     for alpha, beta in reversed(scaled.slopes[1:]):
         constants.append(constants[-1] * (1 + 2 * abs(alpha * beta) + (alpha + beta) ** 2))
@@ -240,9 +245,13 @@ def solve(chain: Chain, formulation: str = "neuron", deadline: float | None = No
         if formulation == "layer":
             initial = [np.array([float(np.exp(np.mean(np.log(t))))]) for t in initial]
             # the geometric mean of a layer's multipliers need not keep it feasible
-            while scaled.matrix(scaled.split(torch.from_numpy(
-                    np.concatenate(initial)), "layer")) is None:
+            for _ in range(20):
+                if scaled.matrix(scaled.split(torch.from_numpy(
+                        np.concatenate(initial)), "layer")) is not None:
+                    break
                 initial = [2 * t for t in initial]
+            else:
+                initial = [t[:1] for t in _safe_constants(scaled)]
         return _descend(chain, scaled, formulation, np.log(np.concatenate(initial)),
                         deadline, tolerance)
 
