@@ -61,7 +61,16 @@ as estimates, never as upper bounds.
 The default solver is Clarabel (interior point, exact to 1e-8) for LMIs up to 32 rows and SCS
 (first order, tolerance 1e-5) beyond: Clarabel factors a dense matrix of side ``~rows^2 / 2``
 at every step (the 60-row MNIST LMI: 3.4 s on two idle cores, to 24.36635), SCS one
-eigendecomposition of the LMI per iteration (0.9 s, certified 24.36673).
+eigendecomposition of the LMI per iteration (0.9 s, certified 24.36673). LipSDP-Layer and
+LipSDP-Neuron beyond 128 rows (``solver="eigenvalue"`` to ask for it anywhere) are solved
+without a conic solver, in their eigenvalue form (:mod:`lipkit.estimate.lipsdp_eigenvalue`:
+L-BFGS on a smoothed largest eigenvalue of the eliminated LMI, warm-started from ECLipsE-Fast,
+with a dual feasible point's lower bound on the optimum, ``details["sdp_lower"]``): a
+784-256-10 network trained on digits in 4 s to within 1e-4 of the SDP's optimum, where SCS
+took 418 s for a looser value, 784-256-256-10 in 10 s where SCS stopped at 600 s above
+compositional's value (two busy cores: BENCHMARKS.md, "LipSDP-Neuron at MNIST scale"). Every
+solver gets the time limit (what is left of it after cvxpy built the problem; the eigenvalue
+form 80 % of it, the proof follows); its last point is proven like any other.
 
 **Soundness: the proof is for the original network's LMI.** The reductions only produce
 multipliers ``T``; the bound is proven for those ``T`` on the full ``(n_0 + n)``-row
@@ -90,12 +99,14 @@ cores), with the same seeds and hence the same records as one after the other.
 
 **Options** of the registered methods: ``time_limit`` (passed to the solver), ``seed`` (the
 random pairs of ``lipsdp-network-rand``), ``progress``, and in ``extra``: ``split``,
-``max_neurons``, ``workers``, ``solver`` (``"auto"``, ``"clarabel"``, ``"scs"``),
-``tolerance`` (the solver's), ``couplings`` (the number of random pairs).
+``max_neurons``, ``workers``, ``solver`` (``"auto"``, ``"clarabel"``, ``"scs"``,
+``"eigenvalue"``), ``tolerance`` (the solver's; the eigenvalue form's relative distance to
+its dual bound), ``couplings`` (the number of random pairs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -120,6 +131,7 @@ MAX_NEURONS = {"layer": 1000, "neuron": 1000, "network": 64, "network-rand": 100
 _MAX_ENTRIES = 4_000_000  # a merged dense layer's entries worth materializing
 _MAX_INPUT = 10_000  # input features (the proof factorizes the full (n_0 + n)-row LMI)
 _CLARABEL_SIZE = 32  # LMI rows up to which the default solver is Clarabel, SCS beyond
+_EIGENVALUE_SIZE = 128  # LMI rows beyond which LipSDP-Layer / Neuron use the eigenvalue form
 _SCS_TOLERANCE = 1e-5
 _UNIT_ROUNDOFF = 2.0**-53
 _SMALLEST_SUBNORMAL = 2.0**-1074
@@ -417,8 +429,9 @@ class _Solution:
     status: str
     solver: str
     seconds: float
-    lmi_size: int  # rows of the LMI handed to the solver
-    formulation: str  # "inverse" (one hidden layer) or "reduced"
+    lmi_size: int  # rows of the LMI handed to the solver (eigenvalue: of A(T))
+    formulation: str  # "inverse" (one hidden layer), "reduced" or "eigenvalue"
+    lower: float = math.nan  # the eigenvalue solver's dual bound on the optimal sqrt(rho)
 
 
 def _rank(matrix: np.ndarray) -> int:
@@ -591,10 +604,20 @@ def _inverse_problem(chain: Chain, formulation: str):
 
 def _solve(chain: Chain, formulation: str, pairs: list[np.ndarray], solver: str,
            time_limit: float | None, tolerance: float | None) -> _Solution:
-    """Solve the (reduced, scaled) SDP with cvxpy and map its multipliers back."""
+    """Solve the (reduced, scaled) SDP with cvxpy, or in its eigenvalue form, and map its
+    multipliers back."""
+    started = time.perf_counter()
+    if _eigenvalue_solver(chain, formulation, solver):
+        from lipkit.estimate import lipsdp_eigenvalue
+
+        # the descent gets 80% of the time: the float64 proof of the full LMI follows
+        deadline = None if time_limit is None else started + 0.8 * float(time_limit)
+        solution = lipsdp_eigenvalue.solve(chain, formulation, deadline, tolerance)
+        return _Solution(solution.multipliers, solution.value, solution.status, "eigenvalue",
+                         time.perf_counter() - started, min(chain.widths[0], chain.widths[1]),
+                         "eigenvalue", solution.lower)
     import cvxpy as cp  # heavy import: only when an SDP is solved
 
-    started = time.perf_counter()
     norms = [float(np.linalg.norm(w, 2)) for w in chain.weights]
     factors = [1.0 / n if n > 0 else 1.0 for n in norms]
     scaled = Chain([w * f for w, f in zip(chain.weights, factors, strict=True)], chain.slopes)
@@ -617,11 +640,20 @@ def _solve(chain: Chain, formulation: str, pairs: list[np.ndarray], solver: str,
     else:
         names = [solver.upper()]
     for name in names:
-        settings = _solver_settings(name, time_limit, tolerance)
         try:
             with warnings.catch_warnings():  # an inaccurate solution is judged by the proof
                 warnings.simplefilter("ignore")
-                problem.solve(solver=name, **settings)
+                # compiled first, so that the solver gets what is left of the time limit
+                data, solving_chain, inverse_data = problem.get_problem_data(
+                    name, solver_opts=_solver_settings(name, time_limit, tolerance))
+                remaining = None if time_limit is None else \
+                    time_limit - (time.perf_counter() - started)
+                if remaining is not None and remaining <= 0:
+                    status = "time limit reached while cvxpy built the SDP"
+                    break
+                settings = _solver_settings(name, remaining, tolerance)
+                problem.unpack_results(solving_chain.solve_via_data(
+                    problem, data, solver_opts=settings), solving_chain, inverse_data)
             status = str(problem.status)
         except cp.error.SolverError as error:
             status = f"solver error: {str(error).splitlines()[0]}"
@@ -642,6 +674,27 @@ def _solve(chain: Chain, formulation: str, pairs: list[np.ndarray], solver: str,
     multipliers = unpack(values).scaled(mapping)
     return _Solution(multipliers, raw, status, name.lower(), seconds, size,
                      "inverse" if inverse else "reduced")
+
+
+def _cvxpy_rows(chain: Chain) -> int:
+    """Rows of the LMI the cvxpy path would solve (the smaller exact form)."""
+    reduced = min(chain.widths[0], chain.widths[1]) + sum(chain.widths[1:])
+    if chain.depth == 1:
+        return min(reduced, chain.widths[1] + min(chain.weights[1].shape))
+    return reduced
+
+
+def _eigenvalue_solver(chain: Chain, formulation: str, solver: str) -> bool:
+    """Whether ``solver`` means the eigenvalue form: ``"eigenvalue"``, or ``"auto"`` for
+    LipSDP-Layer / Neuron beyond :data:`_EIGENVALUE_SIZE` rows (where a conic solver's
+    iterations on the LMI cost seconds to minutes)."""
+    if solver == "eigenvalue":
+        if formulation not in ("layer", "neuron"):
+            raise InvalidArgumentError(f"the eigenvalue solver solves lipsdp-layer and "
+                                       f"lipsdp-neuron, not lipsdp-{formulation}")
+        return True
+    return (solver == "auto" and formulation in ("layer", "neuron")
+            and _cvxpy_rows(chain) > _EIGENVALUE_SIZE)
 
 
 def _solver_settings(name: str, time_limit: float | None, tolerance: float | None) -> dict:
@@ -708,8 +761,9 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
     layers of a chain; ``formulation``: ``"layer"``, ``"neuron"``, ``"network"`` or
     ``"network-rand"``; ``split``: weight matrices per sub-network (default: the whole
     chain, cut only beyond ``max_neurons`` hidden neurons); ``solver``: ``"auto"``,
-    ``"clarabel"`` or ``"scs"`` (through cvxpy; ``"auto"`` falls back to the other one when
-    the first returns nothing); ``tolerance``: the solver's stopping tolerance;
+    ``"clarabel"``, ``"scs"`` (through cvxpy; ``"auto"`` falls back to the other one when
+    the first returns nothing) or ``"eigenvalue"`` (layer / neuron only; ``"auto"`` picks it
+    beyond 128 LMI rows); ``tolerance``: the solver's stopping tolerance;
     ``couplings``, ``seed``: the random pairs of ``"network-rand"``; ``workers``: worker
     processes solving the sub-networks side by side (default 1: in this process), each with
     ``cpu_count // workers`` BLAS threads.
@@ -733,10 +787,11 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
     pieces = split_chain(layers, split, limit)
     deadline = None if time_limit is None else started + float(time_limit)
     value, problems = math.nan, []
-    chains = [Chain.from_layers(piece if piece[-1].activation is None else
-                                [*piece[:-1], Layer(piece[-1].weight, None, None, [])])
-              for piece in pieces]
     workers = 1 if workers is None else int(check_positive("workers", workers))
+    with _one_blas_thread():
+        chains = [Chain.from_layers(piece if piece[-1].activation is None else
+                                    [*piece[:-1], Layer(piece[-1].weight, None, None, [])])
+                  for piece in pieces]
     if workers > 1 and len(chains) > 1:
         records = _pieces_in_parallel(chains, workers, formulation, solver, deadline,
                                       tolerance, couplings, seed, progress, method)
@@ -749,8 +804,9 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
                          f"{chain.weights[-1].shape[0]})")
             remaining = None if deadline is None else max(deadline - time.perf_counter(),
                                                           0.05)
-            records.append(_piece(chain, formulation, solver, remaining, tolerance, couplings,
-                                  seed + number, progress, method))
+            with _one_blas_thread():
+                records.append(_piece(chain, formulation, solver, remaining, tolerance,
+                                      couplings, seed + number, progress, method))
     for number, (piece, record) in enumerate(zip(pieces, records, strict=True)):
         if record["status"] != "ok":
             where = f" (sub-network {number + 1} of {len(pieces)})" if len(pieces) > 1 else ""
@@ -770,6 +826,21 @@ def lipsdp(source: Network | list[Layer], formulation: str = "neuron", *,
     if formulation.startswith("network"):
         return Bound(value, "estimate", "2", method, seconds, _UNPROVEN, details)
     return Bound(value, "upper", "2", method, seconds, "ok", details)
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """One BLAS thread for the SVDs, factorizations and solver steps of a piece: they are
+    small enough that a second thread gains little on two idle cores (BENCHMARKS.md, serial
+    runs), and on a busy machine spinning BLAS threads cost seconds (a 784 x 256 SVD took
+    2 s on two threads at load 15, the float64 proof of a 1296-row LMI 29 s)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _worker_threads(threads: int) -> None:
@@ -847,11 +918,14 @@ def _piece(chain: Chain, formulation: str, solver: str, time_limit, tolerance, c
     pairs = _pairs_for(chain, formulation, couplings, seed)
     if progress is not None:
         progress(f"{method}: solving the SDP ({full_size} LMI rows before reduction)")
+    started = time.perf_counter()
     solution = _solve(chain, formulation, pairs, solver, time_limit, tolerance)
     record = {"solver": solution.solver, "solver_status": solution.status,
               "solver_value": solution.raw_value, "solve_seconds": solution.seconds,
               "lmi_size": full_size, "solved_lmi_size": solution.lmi_size,
               "solved_formulation": solution.formulation}
+    if not math.isnan(solution.lower):
+        record["sdp_lower"] = solution.lower
     if formulation.startswith("network"):
         record["couplings"] = int(sum(len(p) for p in pairs))
     if solution.multipliers is None:
@@ -861,7 +935,10 @@ def _piece(chain: Chain, formulation: str, solver: str, time_limit, tolerance, c
         progress(f"{method}: certifying the {full_size}x{full_size} LMI in float64")
     certify_started = time.perf_counter()
     best, failure = None, None
-    for multipliers in _candidates(solution.multipliers):
+    for number, multipliers in enumerate(_candidates(solution.multipliers)):
+        if number and best is None and time_limit is not None and \
+                time.perf_counter() > started + 2 * time_limit + 1:
+            break  # the retries cost a full proof each: give up twice past the limit
         try:
             certificate = certify(chain, multipliers)
         except Uncertified as error:
@@ -871,6 +948,8 @@ def _piece(chain: Chain, formulation: str, solver: str, time_limit, tolerance, c
             best = certificate
         if best.inflation <= 1e-6:
             break
+        if time_limit is not None and time.perf_counter() > started + time_limit:
+            break  # past the time limit: the best proven value so far
     if best is None:
         return {**record, "value": solution.raw_value, "status": f"uncertified: {failure}"}
     value = _round_up(best.value + chain.correction)
