@@ -922,3 +922,13 @@ def test_external_data_over_the_size_limit_is_refused_before_it_is_read(tmp_path
                                                    rf"bytes, more than the {limit} ") as error:
         import_onnx(path)
     assert str(error.value).startswith(f"{path}: with the external data of tensor ")
+
+
+def test_shapes_that_disagree_with_the_declared_ones_name_the_node(tmp_path):
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc", transB=1),
+             helper.make_node("Relu", ["h"], ["y"], name="relu")]
+    path = save(nodes, {"w": np.ones((3, 4))}, (4,), ["N", 5], tmp_path / "declared.onnx")
+    with pytest.raises(InvalidArgumentError,
+                       match=r"node 'relu' \(op Relu\): its output 'y' has features of shape "
+                             r"\(3,\), where onnx declares or infers \[\?, 5\]"):
+        import_onnx(path)

@@ -279,6 +279,13 @@ class _Translator:
         self.scalar_steps: dict[str, tuple[str, str, np.ndarray]] = {}
         self.patterns: dict[str, _Pattern] = {}
         self.static_batch: int | None = None
+        # value name -> the shape onnx declares or infers for it (None: a symbolic size)
+        self.inferred: dict[str, list[int | None]] = {}
+        for value in (*self.graph.value_info, *self.graph.output):
+            tensor_type = value.type.tensor_type
+            if value.type.HasField("tensor_type") and tensor_type.HasField("shape"):
+                self.inferred[value.name] = [d.dim_value if d.HasField("dim_value") else None
+                                             for d in tensor_type.shape.dim]
 
     # -- the graph ---------------------------------------------------------------------
     def run(self) -> Network:
@@ -386,6 +393,7 @@ class _Translator:
             step.attributes = {attribute.name: _attribute_value(attribute)
                                for attribute in node.attribute}
             self.translate_step(step)
+            self.check_inferred(step)
         except LipkitError:
             raise
         except (ArithmeticError, LookupError, TypeError, ValueError, MemoryError) as error:
@@ -459,6 +467,19 @@ class _Translator:
             raise self.invalid(step, f"cannot be folded ({_describe(error)})") from None
         for name, result in zip((n for n in step.outputs if n), results, strict=True):
             self.constants[name] = np.array(result)  # a writable copy, for torch
+
+    def check_inferred(self, step: _Step) -> None:
+        """The shapes the translation computed agree with those onnx declares or infers."""
+        for name in step.outputs:
+            inferred = self.inferred.get(name)
+            if inferred is None or name not in self.values:
+                continue
+            shape = self.values[name][1]
+            if len(inferred) != len(shape) + 1 or any(
+                    i is not None and i != s for i, s in zip(inferred[1:], shape, strict=True)):
+                text = "[" + ", ".join("?" if i is None else str(i) for i in inferred) + "]"
+                raise self.invalid(step, f"its output '{name}' has features of shape {shape}, "
+                                         f"where onnx declares or infers {text}")
 
     # -- errors ------------------------------------------------------------------------
     def unsupported(self, step: _Step, reason: str) -> UnsupportedModuleError:
