@@ -4,6 +4,7 @@ translate and files that are not ONNX are one-line errors naming the node or the
 
 import itertools
 import math
+import re
 import warnings
 
 import numpy as np
@@ -716,4 +717,218 @@ def test_huge_initializers_are_refused_before_they_are_read(tmp_path, monkeypatc
 
     monkeypatch.setattr(onnx_file.numpy_helper, "to_array", forbidden)
     with pytest.raises(InvalidArgumentError, match=r"initializer 'w' has shape \[300, 300\]"):
+        import_onnx(path)
+
+
+# -- normalization: one opset, folding by onnx's reference evaluator, sizes checked first ---
+class SqueezesAndClips(nn.Module):
+    """Clip (attributes before opset 11, inputs after), Unsqueeze / Squeeze (axes attribute
+    before opset 13, input after) and the Shape -> Gather -> Concat -> Reshape of a view."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.clip = nn.Hardtanh(-0.5, 2.0)
+        self.conv = nn.Conv1d(1, 1, 3)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.conv(self.clip(self.fc(x)).unsqueeze(1)).squeeze(1)
+        return self.out(h.view(h.size(0), -1))
+
+
+def test_models_exported_at_several_opsets_import_to_the_same_network(tmp_path):
+    torch.manual_seed(21)
+    model = SqueezesAndClips().eval()
+    x = inputs((6,), seed=3) * 3
+    outputs = {}
+    for opset in (10, 11, 13, 17, 20):
+        path = export(model, (6,), tmp_path / f"opset{opset}.onnx", opset_version=opset)
+        assert onnx.load(str(path)).opset_import[0].version == opset
+        network = import_onnx(path)
+        with torch.no_grad():
+            outputs[opset] = network(x)
+        kinds = [node.op.kind for node in network.nodes if isinstance(node.op, Activation)]
+        assert kinds == ["hardtanh"], opset
+    with torch.no_grad():
+        expected = model(x).double()
+    for opset, got in outputs.items():
+        torch.testing.assert_close(got, expected, **TOLERANCE, msg=f"opset {opset}")
+        torch.testing.assert_close(got, outputs[20], atol=1e-12, rtol=1e-12, msg=f"{opset}")
+
+
+@pytest.mark.parametrize("opset", [None, 17])
+@pytest.mark.parametrize(("activation", "kind"), [
+    (nn.GELU(), "gelu"), (nn.LogSigmoid(), "logsigmoid"), (nn.Tanhshrink(), "tanhshrink"),
+    (nn.Softshrink(), "softshrink"), (nn.Softshrink(0.3), "softshrink"),
+])
+def test_activations_exported_as_op_patterns_are_read(activation, kind, opset, tmp_path):
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 6), activation, nn.Linear(6, 2))
+    options = {} if opset is None else {"opset_version": opset}
+    network = check_same_function(model, (3,), tmp_path / "pattern.onnx", **options)
+    kinds = [node.op.kind for node in network.nodes if isinstance(node.op, Activation)]
+    assert kinds == [kind]
+    if isinstance(activation, nn.Softshrink):
+        (node,) = [node for node in network.nodes if isinstance(node.op, Activation)]
+        assert node.op.params["lambd"] == activation.lambd
+
+
+SQRT2 = np.float32(math.sqrt(2))  # 1.41421353816986083984375, as torch writes it
+
+
+def _gelu_nodes(sqrt2=SQRT2, one=1.0, half=0.5):
+    return [constant("sqrt2", sqrt2), constant("one", np.float32(one)),
+            constant("half", np.float32(half)),
+            helper.make_node("Div", ["x", "sqrt2"], ["scaled"], name="div"),
+            helper.make_node("Erf", ["scaled"], ["erf"], name="erf"),
+            helper.make_node("Add", ["erf", "one"], ["plus"], name="plus_one"),
+            helper.make_node("Mul", ["x", "plus"], ["double"], name="times_x"),
+            helper.make_node("Mul", ["double", "half"], ["y"], name="halve")]
+
+
+def _softshrink_nodes(greater=0.5, sub=0.5, less=-0.5, add=0.5, zero=0.0):
+    return [constant("g", np.float32(greater)), constant("s", np.float32(sub)),
+            constant("l", np.float32(less)), constant("a", np.float32(add)),
+            constant("zero", np.float32(zero)),
+            helper.make_node("Greater", ["x", "g"], ["above"], name="above"),
+            helper.make_node("Sub", ["x", "s"], ["shifted_down"], name="shift_down"),
+            helper.make_node("Where", ["above", "shifted_down", "zero"], ["upper"], name="upper"),
+            helper.make_node("Less", ["x", "l"], ["below"], name="below"),
+            helper.make_node("Add", ["x", "a"], ["shifted_up"], name="shift_up"),
+            helper.make_node("Where", ["below", "shifted_up", "zero"], ["lower"], name="lower"),
+            helper.make_node("Add", ["upper", "lower"], ["y"], name="sum")]
+
+
+def test_handmade_patterns_match_onnxruntime(tmp_path):
+    for name, nodes, kind in [("gelu", _gelu_nodes(), "gelu"),
+                              ("softshrink", _softshrink_nodes(), "softshrink")]:
+        path = save(nodes, {}, (3, 4), ["N", 3, 4], tmp_path / f"{name}.onnx")
+        network = check_against_onnxruntime(path, (3, 4))
+        assert [node.op.kind for node in network.nodes] == [kind]
+
+
+@pytest.mark.parametrize(("nodes", "node", "operator", "reason"), [
+    (_gelu_nodes(sqrt2=np.float32(1.4142)), "erf", "Erf", "not x / sqrt(2)"),
+    (_gelu_nodes(sqrt2=np.nextafter(SQRT2, np.float32(2))), "erf", "Erf", "not x / sqrt(2)"),
+    (_gelu_nodes(one=2.0), "plus_one", "Add", "only as GELU"),
+    (_gelu_nodes(half=0.25), "halve", "Mul", "only as GELU"),
+    (_softshrink_nodes(sub=0.4), "upper", "Where", "only inside Softshrink"),
+    (_softshrink_nodes(less=-0.4), "lower", "Where", "only inside Softshrink"),
+    (_softshrink_nodes(zero=0.1), "upper", "Where", "only inside Softshrink"),
+    (_softshrink_nodes(greater=-0.5, sub=-0.5, less=0.5, add=-0.5), "upper", "Where",
+     "l >= 0"),
+    ([helper.make_node("Tanh", ["x"], ["t"], name="tanh"),
+      helper.make_node("Log", ["t"], ["y"], name="log")], "log", "Log", "only as LogSigmoid"),
+])
+def test_lookalikes_of_exported_patterns_are_named(nodes, node, operator, reason, tmp_path):
+    path = save(nodes, {}, (3, 4), ["N", 3, 4], tmp_path / "lookalike.onnx")
+    with pytest.raises(UnsupportedModuleError, match=re.escape(reason)) as error:
+        import_onnx(path)
+    assert error.value.path == node and f"ONNX {operator}" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("nodes", "node", "shape"), [
+    ([constant("size", np.array([1 << 20, 1 << 20], dtype=np.int64)),
+      helper.make_node("ConstantOfShape", ["size"], ["big"], name="bomb")],
+     "bomb", [1 << 20, 1 << 20]),
+    ([constant("size", np.array([1 << 28, 4], dtype=np.int64)),
+      constant("ones", np.ones((1, 4), dtype=np.float32)),
+      helper.make_node("Expand", ["ones", "size"], ["big"], name="bomb")],
+     "bomb", [1 << 28, 4]),
+    ([constant("ones", np.ones((1, 4), dtype=np.float32)),
+      constant("repeats", np.array([1 << 27, 1], dtype=np.int64)),
+      helper.make_node("Tile", ["ones", "repeats"], ["big"], name="bomb")],
+     "bomb", [1 << 27, 4]),
+])
+def test_constant_bombs_are_refused_before_they_are_computed(nodes, node, shape, tmp_path,
+                                                              monkeypatch):
+    from lipkit.estimate.importers import onnx_file
+
+    nodes = [*nodes, helper.make_node("Add", ["x", "big"], ["y"], name="add")]
+    path = save(nodes, {}, (4,), ["N", 4], tmp_path / "bomb.onnx")
+
+    class Forbidden:
+        def __init__(self, model, *args, **kwargs):
+            raise AssertionError(f"evaluated {[n.op_type for n in model.graph.node]}")
+
+    monkeypatch.setattr(onnx_file, "ReferenceEvaluator", Forbidden)
+    with pytest.raises(InvalidArgumentError) as error:
+        import_onnx(path)
+    message = str(error.value)
+    assert f"node '{node}'" in message and f"would have shape {shape}" in message
+    assert "\n" not in message
+
+
+def test_small_constants_are_folded_by_the_reference_evaluator(tmp_path, monkeypatch):
+    from lipkit.estimate.importers import onnx_file
+
+    calls = []
+    evaluator = onnx_file.ReferenceEvaluator
+
+    def counted(model, *args, **kwargs):
+        calls.append(model.graph.node[0].op_type)
+        return evaluator(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_file, "ReferenceEvaluator", counted)
+    nodes = [constant("size", np.array([3, 4], dtype=np.int64)),
+             constant("two", np.float32(2.0)),
+             helper.make_node("ConstantOfShape", ["size"], ["ones"], name="ones",
+                              value=numpy_helper.from_array(np.array([1.5], np.float32))),
+             helper.make_node("Mul", ["ones", "two"], ["threes"], name="threes"),
+             helper.make_node("Add", ["x", "threes"], ["y"], name="add")]
+    path = save(nodes, {}, (3, 4), ["N", 3, 4], tmp_path / "fold.onnx")
+    network = check_against_onnxruntime(path, (3, 4))
+    assert calls == ["ConstantOfShape", "Mul"]
+    (node,) = network.nodes
+    torch.testing.assert_close(node.op.bias, torch.full((3, 4), 3.0, dtype=torch.float64))
+
+
+def test_files_over_the_size_limit_are_refused_before_they_are_parsed(tmp_path, monkeypatch):
+    import lipkit.io
+
+    path = export(nn.Sequential(nn.Linear(30, 30), nn.ReLU()), (30,), tmp_path / "big.onnx")
+    size = path.stat().st_size
+    monkeypatch.setattr(lipkit.io, "MAX_MODEL_BYTES", size - 1)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the oversized file was parsed")
+
+    monkeypatch.setattr(onnx, "load", forbidden)
+    monkeypatch.setattr(onnx.checker, "check_model", forbidden)
+    with pytest.raises(InvalidArgumentError,
+                       match=rf"^{re.escape(str(path))}: {size} bytes, more than the {size - 1} "):
+        import_onnx(path)
+
+
+def test_external_data_over_the_size_limit_is_refused_before_it_is_read(tmp_path,
+                                                                        monkeypatch):
+    import lipkit.io
+    from lipkit.estimate.importers import onnx_file
+
+    exported = onnx.load(str(export(nn.Linear(40, 40), (40,), tmp_path / "inline.onnx")))
+    path = tmp_path / "external.onnx"
+    onnx.save_model(exported, str(path), save_as_external_data=True, location="weights.bin",
+                    size_threshold=0)
+    limit = path.stat().st_size + (tmp_path / "weights.bin").stat().st_size - 1
+    monkeypatch.setattr(lipkit.io, "MAX_MODEL_BYTES", limit)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the external data was read")
+
+    monkeypatch.setattr(onnx_file, "load_external_data_for_model", forbidden)
+    with pytest.raises(InvalidArgumentError, match=r"in 'weights.bin' the model takes \d+ "
+                                                   rf"bytes, more than the {limit} ") as error:
+        import_onnx(path)
+    assert str(error.value).startswith(f"{path}: with the external data of tensor ")
+
+
+def test_shapes_that_disagree_with_the_declared_ones_name_the_node(tmp_path):
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc", transB=1),
+             helper.make_node("Relu", ["h"], ["y"], name="relu")]
+    path = save(nodes, {"w": np.ones((3, 4))}, (4,), ["N", 5], tmp_path / "declared.onnx")
+    with pytest.raises(InvalidArgumentError,
+                       match=r"node 'relu' \(op Relu\): its output 'y' has features of shape "
+                             r"\(3,\), where onnx declares or infers \[\?, 5\]"):
         import_onnx(path)

@@ -2,7 +2,10 @@
 
 The file is read as data with the ``onnx`` package (parsed, checked by ``onnx.checker``,
 external weight files beside it included, initializers converted with
-``onnx.numpy_helper``); nothing in it is executed. The graph's nodes are
+``onnx.numpy_helper``); nothing in it is executed. Its size, with its external data's, is
+checked against ``lipkit.io.MAX_MODEL_BYTES`` before it is parsed. A model older than opset
+17 is brought to opset 17 by onnx's version converter (where it can), and onnx's shape
+inference records the shapes it can infer. The graph's nodes are
 translated in their (topological) order, the ones the output does not depend on skipped:
 
 - dense layers: ``Gemm`` (``transA=0``, any ``transB`` / ``alpha`` / ``beta``), ``MatMul`` with
@@ -22,7 +25,11 @@ translated in their (topological) order, the ones the output does not depend on 
   ``Elu``, ``Celu``, ``Selu``, ``Softplus``, ``Softsign``, ``Sigmoid``, ``HardSigmoid``,
   ``HardSwish``, ``Tanh``, ``Gelu`` (exact and tanh), ``Mish``, ``Clip``, ``ThresholdedRelu``
   and ``Shrink`` where continuous, ``x * Sigmoid(x)`` (SiLU) and ``x * Tanh(Softplus(x))``
-  (Mish) as PyTorch exports them; constants must be finite floats (NaN / inf refused, naming
+  (Mish) as PyTorch exports them, and the op patterns PyTorch writes for activations ONNX
+  lacks (every constant checked exactly, a look-alike refused by name): GELU below opset 20
+  ``x * (Erf(x / sqrt(2)) + 1) * 0.5`` (the products in any order), LogSigmoid
+  ``Log(Sigmoid(x))``, Tanhshrink ``x - Tanh(x)``, Softshrink ``Where(x > l, x - l, 0) +
+  Where(x < -l, x + l, 0)``; constants must be finite floats (NaN / inf refused, naming
   the initializer), and no initializer larger than ``_MAX_ENTRIES`` is converted;
 - GroupSort, as PyTorch exports lipkit's: a descending ``TopK`` over a whole axis (GroupSort,
   FullSort), and MaxMin's ``Split`` of an axis of size 2 into halves, (``Squeeze``,) ``Max``
@@ -34,8 +41,12 @@ translated in their (topological) order, the ones the output does not depend on 
   dimensions), ``Identity``, ``Dropout`` (the identity at inference);
 - constants: initializers, ``Constant`` nodes, and the shape arithmetic exporters emit on
   them (``Shape``, ``Gather``, ``Slice``, ``Concat``, ``Reshape``, ``Transpose``, ``Cast``,
-  arithmetic, ...), folded with numpy. ``Shape`` of a computed tensor stands for the batch
-  size by a marker that may only end up as the leading entry of a ``Reshape``'s shape.
+  ``ConstantOfShape``, ``Expand``, arithmetic, ...), computed by onnx's reference evaluator
+  once onnx's shape inference has bounded each output (above ``_MAX_ENTRIES`` entries, an
+  error naming the node: a ``ConstantOfShape`` / ``Expand`` / ``Tile`` bomb is never
+  computed). ``Shape`` of a computed tensor stands for the batch size by a marker that only
+  ops moving int64 entries may carry, and that may only end up as the leading entry of a
+  ``Reshape``'s shape.
 
 The first dimension of the graph's input is the batch; the input shape (without it) comes
 from the input's declared type, or from ``input_shape`` where the type leaves a dimension
@@ -46,6 +57,7 @@ and its operator; a file that is not a valid ONNX model is an
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -54,6 +66,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lipkit import io
 from lipkit.errors import InvalidArgumentError, LipkitError, UnsupportedModuleError
 from lipkit.estimate.importers import translations as T
 from lipkit.estimate.network import (
@@ -75,7 +88,9 @@ from lipkit.nn.operator_norm import ConvGeometry
 
 try:  # onnx is in the "all" extra
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper, numpy_helper, shape_inference, version_converter
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model
+    from onnx.reference import ReferenceEvaluator
 except ImportError:  # pragma: no cover - depends on the installation
     onnx = None
 
@@ -85,6 +100,14 @@ _PAD_MODES = {"constant": "zeros", "reflect": "reflect", "edge": "replicate", "w
 _BATCH = -(1 << 40)
 _FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 _MAX_ENTRIES = 1 << 26  # the largest dense matrix / constant built here (512 MiB in float64)
+# the opset older models are converted to (onnx's version converter) before translation;
+# newer models are read as they are: the converter's downgrades fail on operators added
+# since (Gelu at 20), and the handlers still read the older forms of attributes as inputs
+# for the models the converter cannot upgrade
+_OPSET = 17
+# a constant input of a folded node at most this large is given to shape inference as an
+# initializer (its value read: a Reshape's shape, an Expand's sizes); a larger one by its type
+_INFERENCE_VALUE_ENTRIES = 4096
 
 
 def import_onnx(path, input_shape=None) -> Network:
@@ -101,16 +124,82 @@ def import_onnx(path, input_shape=None) -> Network:
 
 
 def _load(path: Path):
-    """Parse and check the file; every failure is one InvalidArgumentError naming it."""
+    """Parse, check and normalize the file; every failure is one InvalidArgumentError
+    naming it. The file's size (and its external data's) is checked before it is parsed."""
     if not path.is_file():
         raise InvalidArgumentError(f"{path}: no such file")
+    limit = io.MAX_MODEL_BYTES
+    size = path.stat().st_size
+    if size > limit:
+        raise InvalidArgumentError(f"{path}: {size} bytes, more than the {limit} lipkit reads")
     try:
         # checked by path: external data files are then checked to lie beside the model
         onnx.checker.check_model(str(path))
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf and the checker raise many types
         raise InvalidArgumentError(f"{path}: not a valid ONNX model ({_describe(error)})"
                                    ) from None
+    if _external_data_bytes(model, path, size, limit):
+        try:
+            load_external_data_for_model(model, str(path.parent))
+        except Exception as error:
+            raise InvalidArgumentError(f"{path}: its external data cannot be read "
+                                       f"({_describe(error)})") from None
+    return _normalize(model)
+
+
+def _external_tensors(graph):
+    """The tensors of ``graph`` (initializers, Constant attributes, subgraphs) stored in
+    external data files."""
+    for tensor in graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor
+    for node in graph.node:
+        for attribute in node.attribute:
+            for tensor in (attribute.t, *attribute.tensors):
+                if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                    yield tensor
+            for subgraph in (attribute.g, *attribute.graphs):
+                yield from _external_tensors(subgraph)
+
+
+def _external_data_bytes(model, path: Path, size: int, limit: int) -> int:
+    """The bytes the model's external data adds, refused (naming the tensor) where the file
+    and its external data together exceed ``limit``, before any of it is read."""
+    total = 0
+    for tensor in _external_tensors(model.graph):
+        info = ExternalDataInfo(tensor)
+        location = path.parent / info.location
+        try:
+            length = (info.length if info.length is not None and info.length > 0
+                      else location.stat().st_size - (info.offset or 0))
+        except OSError as error:
+            raise InvalidArgumentError(f"{path}: the external data '{info.location}' of tensor "
+                                       f"'{tensor.name}' cannot be read ({_describe(error)})"
+                                       ) from None
+        total += max(length, 0)
+        if size + total > limit:
+            raise InvalidArgumentError(
+                f"{path}: with the external data of tensor '{tensor.name}' in "
+                f"'{info.location}' the model takes {size + total} bytes, more than the "
+                f"{limit} lipkit reads"
+            )
+    return total
+
+
+def _normalize(model):
+    """The model at opset ``_OPSET`` at least (onnx's version converter) with the shapes onnx
+    infers recorded (``value_info``), where onnx can do either; else the model as it is."""
+    opset = next((entry.version for entry in model.opset_import
+                  if entry.domain in ("", "ai.onnx")), 1)
+    # a failed conversion (no adapter for some op) keeps the original model: the handlers
+    # read the older forms (Squeeze's axes attribute, Clip's min / max attributes, ...)
+    if opset < _OPSET:
+        with contextlib.suppress(Exception):
+            model = version_converter.convert_version(model, _OPSET)
+    # inference is an aid (fold sizes are inferred again per node); the handlers check shapes
+    with contextlib.suppress(Exception):
+        model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     return model
 
 
@@ -123,6 +212,7 @@ class _Step:
     inputs: list[str]  # "" for an omitted optional input
     outputs: list[str]
     attributes: dict
+    node: object = None  # the NodeProto
 
     def attribute(self, name: str, default=None):
         return self.attributes.get(name, default)
@@ -151,6 +241,21 @@ class _Half:
     squeezed: bool  # the split axis (of size 1) removed
 
 
+@dataclass
+class _Pattern:
+    """A pending value inside one of the op patterns PyTorch exports for an activation
+    (GELU below opset 20, Softshrink): the rest of the pattern waits for it."""
+
+    label: str  # the node that began the pattern
+    kind: str  # "erf", "erf+1", "(erf+1)/2", "2gelu", "greater", "less", "upper", "lower"
+    source: str  # the value x the activation is applied to
+    value: np.ndarray | None = None  # the compared constant (Softshrink's lambd)
+
+
+_GELU_PATTERN = "x * (Erf(x / sqrt(2)) + 1) * 0.5"
+_SOFTSHRINK_PATTERN = "Where(x > l, x - l, 0) + Where(x < -l, x + l, 0)"
+
+
 class _Translator:
     def __init__(self, model, path: Path, input_shape):
         self.graph = model.graph
@@ -168,7 +273,19 @@ class _Translator:
         # to recognise x * gate as one activation; softplus output -> its input
         self.gates: dict[str, tuple[str, str]] = {}
         self.softplus_inputs: dict[str, str] = {}
+        # activation output -> (op, input name), for Log(Sigmoid(x)) and x - Tanh(x)
+        self.applied: dict[str, tuple[str, str]] = {}
+        # output of x + c, x - c, x * c, x / c of a scalar constant c -> (op, x, c)
+        self.scalar_steps: dict[str, tuple[str, str, np.ndarray]] = {}
+        self.patterns: dict[str, _Pattern] = {}
         self.static_batch: int | None = None
+        # value name -> the shape onnx declares or infers for it (None: a symbolic size)
+        self.inferred: dict[str, list[int | None]] = {}
+        for value in (*self.graph.value_info, *self.graph.output):
+            tensor_type = value.type.tensor_type
+            if value.type.HasField("tensor_type") and tensor_type.HasField("shape"):
+                self.inferred[value.name] = [d.dim_value if d.HasField("dim_value") else None
+                                             for d in tensor_type.shape.dim]
 
     # -- the graph ---------------------------------------------------------------------
     def run(self) -> Network:
@@ -268,13 +385,15 @@ class _Translator:
 
     def translate(self, node, position: int) -> None:
         step = _Step(label=node.name or f"{node.op_type}_{position}", op=node.op_type,
-                     inputs=list(node.input), outputs=list(node.output), attributes={})
+                     inputs=list(node.input), outputs=list(node.output), attributes={},
+                     node=node)
         if node.domain not in ("", "ai.onnx"):
             raise self.unsupported(step, f"operators of domain '{node.domain}' are not supported")
         try:
             step.attributes = {attribute.name: _attribute_value(attribute)
                                for attribute in node.attribute}
             self.translate_step(step)
+            self.check_inferred(step)
         except LipkitError:
             raise
         except (ArithmeticError, LookupError, TypeError, ValueError, MemoryError) as error:
@@ -284,20 +403,83 @@ class _Translator:
     def translate_step(self, step: _Step) -> None:
         for name in step.inputs:
             if name and not (name in self.values or name in self.constants or name in self.pads
-                             or name in self.halves):
+                             or name in self.halves or name in self.patterns):
                 raise self.unsupported(
                     step, f"reads '{name}', which no supported node produces"
                 )
         if step.op == "Constant":
             self.constants[step.outputs[0]] = self.constant_node(step)
-        elif step.op in _FOLDERS and all(not name or name in self.constants
-                                         for name in step.inputs):
-            self.constants[step.outputs[0]] = _FOLDERS[step.op](self, step)
+        elif step.op in _FOLDABLE and all(not name or name in self.constants
+                                          for name in step.inputs):
+            self.fold(step)
         elif step.op in _HANDLERS:
             _HANDLERS[step.op](self, step)
         else:
             raise self.unsupported(step, "no translation into the network description exists "
                                          "for this operator")
+
+    # -- constant folding ----------------------------------------------------------------
+    def fold(self, step: _Step) -> None:
+        """A node of constant inputs, computed by onnx's reference evaluator once shape
+        inference (reading the small inputs' values) bounds the size of its outputs."""
+        marker = _FOLDABLE[step.op]
+        if step.op == "Cast" and step.attribute("to") != onnx.TensorProto.INT64:
+            marker = ()
+        values = {}
+        for position, name in enumerate(step.inputs):
+            if name:
+                values[name] = np.asarray(self.constants[name])
+                if marker != "all" and position not in marker and _has_batch(values[name]):
+                    raise self.unsupported(step, "computes with the batch size (lipkit keeps "
+                                                 "it symbolic)")
+        known = {name: value for name, value in values.items()
+                 if value.size <= _INFERENCE_VALUE_ENTRIES}
+        try:
+            graph = helper.make_graph(
+                [step.node], "fold",
+                [helper.make_tensor_value_info(
+                    name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+                 for name, value in values.items() if name not in known],
+                [onnx.ValueInfoProto(name=name) for name in step.outputs if name],
+                [numpy_helper.from_array(value, name) for name, value in known.items()])
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("",
+                                                                                self.opset)])
+            model = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        except Exception as error:  # onnx raises many types for an inconsistent node
+            raise self.invalid(step, f"cannot be folded ({_describe(error)})") from None
+        for output in model.graph.output:
+            tensor_type = output.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else None
+                    for d in tensor_type.shape.dim]
+            if not tensor_type.HasField("shape") or None in dims:
+                raise self.unsupported(step, f"the size of its output '{output.name}' is not "
+                                             "known before it is computed (lipkit folds "
+                                             "constants of inferred size only)")
+            entries = math.prod(dims)
+            if entries > _MAX_ENTRIES:
+                raise self.invalid(step, f"its output '{output.name}' would have shape {dims} "
+                                         f"({entries:,} entries; lipkit computes at most "
+                                         f"{_MAX_ENTRIES:,})")
+        try:
+            results = ReferenceEvaluator(model).run(
+                None, {name: value for name, value in values.items() if name not in known})
+        except Exception as error:  # the evaluator raises what numpy raises
+            raise self.invalid(step, f"cannot be folded ({_describe(error)})") from None
+        for name, result in zip((n for n in step.outputs if n), results, strict=True):
+            self.constants[name] = np.array(result)  # a writable copy, for torch
+
+    def check_inferred(self, step: _Step) -> None:
+        """The shapes the translation computed agree with those onnx declares or infers."""
+        for name in step.outputs:
+            inferred = self.inferred.get(name)
+            if inferred is None or name not in self.values:
+                continue
+            shape = self.values[name][1]
+            if len(inferred) != len(shape) + 1 or any(
+                    i is not None and i != s for i, s in zip(inferred[1:], shape, strict=True)):
+                text = "[" + ", ".join("?" if i is None else str(i) for i in inferred) + "]"
+                raise self.invalid(step, f"its output '{name}' has features of shape {shape}, "
+                                         f"where onnx declares or infers {text}")
 
     # -- errors ------------------------------------------------------------------------
     def unsupported(self, step: _Step, reason: str) -> UnsupportedModuleError:
@@ -321,6 +503,12 @@ class _Translator:
             raise self.unsupported(step, f"reads a part of Split '{self.halves[name].label}'; "
                                          "lipkit reads a Split of a computed tensor only as "
                                          "MaxMin (Split in halves, Max and Min, Concat)")
+        if name in self.patterns:
+            pattern = self.patterns[name]
+            raise self.unsupported(step, f"reads '{name}' of the pattern begun at "
+                                         f"'{pattern.label}', which lipkit reads only as "
+                                         "PyTorch exports GELU (" + _GELU_PATTERN + ") or "
+                                         "Softshrink (" + _SOFTSHRINK_PATTERN + ")")
         if name in self.pads:
             raise self.unsupported(step, f"reads the output of Pad '{self.pads[name].label}'; "
                                          "lipkit folds a Pad only into a following Conv or "
@@ -373,7 +561,7 @@ class _Translator:
 
     def affine(self, step: _Step, operator: LinearOperator, bias, index: int) -> None:
         if bias is not None:
-            bias = torch.as_tensor(np.ascontiguousarray(bias), dtype=DTYPE)
+            bias = torch.as_tensor(np.array(bias), dtype=DTYPE)  # a writable copy
         self.emit(step, Affine(operator, bias), [index], operator.out_shape)
 
     def alias(self, step: _Step, name: str) -> None:
@@ -681,12 +869,21 @@ class _Translator:
         self.emit(step, affine, [index], shape)
 
     def add(self, step: _Step, subtract: bool = False) -> None:
+        if self.pattern_add(step, subtract):
+            return
         left, right = self.is_tensor(step, 0), self.is_tensor(step, 1)
         if left and right:
+            if subtract and self.applied.get(step.inputs[1]) == ("Tanh", step.inputs[0]):
+                # x - tanh(x) = tanhshrink(x), as PyTorch exports nn.Tanhshrink
+                index, shape = self.tensor(step, 0)
+                self.emit(step, T.activation(step.label, "ONNX Sub", "tanhshrink"), [index],
+                          shape)
+                return
             self.join(step, [0, 1], subtract)
             return
         index, shape = self.tensor(step, 0 if left else 1)
         constant = self.floats(step, 1 if left else 0)
+        self.record_scalar_step(step, 1 if left else 0)
         bias = self.broadcast(step, -constant if subtract and left else constant, shape)
         # c - x = -x + c
         scale = -1.0 if subtract and not left else 1.0
@@ -714,6 +911,8 @@ class _Translator:
             self.join(step, list(range(len(step.inputs))))
 
     def mul(self, step: _Step, divide: bool = False) -> None:
+        if not divide and self.pattern_mul(step):
+            return
         left, right = self.is_tensor(step, 0), self.is_tensor(step, 1)
         if left and right and not divide:
             for x, gate in ((0, 1), (1, 0)):
@@ -729,6 +928,7 @@ class _Translator:
             raise self.unsupported(step, "divides by a tensor computed from the input")
         index, shape = self.tensor(step, 0 if left else 1)
         factor = self.broadcast(step, self.floats(step, 1 if left else 0), shape)
+        self.record_scalar_step(step, 1 if left else 0)
         if divide:
             if not np.all(factor != 0):
                 raise self.invalid(step, "divides by zero")
@@ -750,6 +950,7 @@ class _Translator:
                                          f"{sorted(attributes) or 'none'})")
         values = {name: step.attribute(name, default) for name, default in attributes.items()}
         activation = translate(self, step, values, shape)
+        self.applied[step.outputs[0]] = (step.op, step.inputs[0])
         # the gates of x * sigmoid(x) (SiLU) and x * tanh(softplus(x)) (Mish), as exported
         if step.op == "Sigmoid":
             self.gates[step.outputs[0]] = (step.inputs[0], "silu")
@@ -758,6 +959,111 @@ class _Translator:
         elif step.op == "Tanh" and step.inputs[0] in self.softplus_inputs:
             self.gates[step.outputs[0]] = (self.softplus_inputs[step.inputs[0]], "mish")
         self.emit(step, activation, [index], shape)
+
+    # -- activations PyTorch exports as op patterns (every constant checked exactly) ------
+    def record_scalar_step(self, step: _Step, position: int) -> None:
+        """Remember ``x op c`` for a scalar float constant c (c at ``position``)."""
+        constant = np.asarray(self.constant(step, position))
+        if constant.size == 1 and constant.dtype.kind == "f":
+            op = step.op if position == 1 or step.op in ("Add", "Mul") else "reversed"
+            self.scalar_steps[step.outputs[0]] = (op, step.inputs[1 - position], constant)
+
+    def emit_pattern(self, step: _Step, source: str, kind: str, **params) -> None:
+        index, shape = self.values[source]
+        self.emit(step, T.activation(step.label, f"ONNX {step.op}", kind, **params), [index],
+                  shape)
+
+    def erf(self, step: _Step) -> None:
+        """Erf, only as the start of GELU's pattern: Erf(x / sqrt(2))."""
+        op, source, constant = self.scalar_steps.get(step.inputs[0], (None, None, None))
+        if op != "Div" or not _exactly(constant, math.sqrt(2)):
+            raise self.unsupported(step, "lipkit reads Erf only inside GELU as PyTorch exports "
+                                         f"it, {_GELU_PATTERN}; its input is not x / sqrt(2)")
+        self.patterns[step.outputs[0]] = _Pattern(step.label, "erf", source)
+
+    def log(self, step: _Step) -> None:
+        """Log, only as LogSigmoid: Log(Sigmoid(x))."""
+        op, source = self.applied.get(step.inputs[0], (None, None))
+        if op != "Sigmoid":
+            raise self.unsupported(step, "lipkit reads Log only as LogSigmoid, Log(Sigmoid(x))")
+        self.emit_pattern(step, source, "logsigmoid")
+
+    def compare(self, step: _Step) -> None:
+        """Greater / Less of x and a scalar, only inside Softshrink's pattern."""
+        constant = self.constant(step, 1) if self.is_tensor(step, 0) else None
+        if constant is None or np.size(constant) != 1 or np.asarray(constant).dtype.kind != "f":
+            raise self.unsupported(step, "lipkit reads comparisons only inside Softshrink as "
+                                         f"PyTorch exports it, {_SOFTSHRINK_PATTERN}")
+        self.patterns[step.outputs[0]] = _Pattern(step.label, step.op.lower(), step.inputs[0],
+                                                  np.asarray(constant))
+
+    def where(self, step: _Step) -> None:
+        """Where(x > l, x - l, 0) and Where(x < -l, x + l, 0), the halves of Softshrink."""
+        condition = self.patterns.get(step.inputs[0])
+        op, source, constant = self.scalar_steps.get(step.inputs[1], (None, None, None))
+        zero = step.inputs[2] in self.constants and _exactly(self.constants[step.inputs[2]], 0)
+        if condition is not None and zero and source == condition.source:
+            lambd = condition.value
+            if (condition.kind == "greater" and op == "Sub" and _equal(constant, lambd)
+                    and float(lambd.reshape(())) >= 0):
+                self.patterns[step.outputs[0]] = _Pattern(step.label, "upper", source, lambd)
+                return
+            if (condition.kind == "less" and op == "Add" and _equal(-constant, lambd)
+                    and float(constant.reshape(())) >= 0):
+                self.patterns[step.outputs[0]] = _Pattern(step.label, "lower", source,
+                                                          constant)
+                return
+        raise self.unsupported(step, "lipkit reads Where only inside Softshrink as PyTorch "
+                                     f"exports it, {_SOFTSHRINK_PATTERN} with l >= 0")
+
+    def pattern_add(self, step: _Step, subtract: bool) -> bool:
+        """GELU's Erf(.) + 1 and Softshrink's sum of its halves; False if no pattern."""
+        patterns = [self.patterns.get(name) for name in step.inputs[:2]]
+        if not any(patterns):
+            return False
+        first, second = patterns
+        if not subtract and first and second and {first.kind, second.kind} == {"upper", "lower"}:
+            if first.source == second.source and _equal(first.value, second.value):
+                self.emit_pattern(step, first.source, "softshrink",
+                                  lambd=_number(first.value))
+                return True
+            raise self.unsupported(step, f"adds halves of different Softshrinks (lipkit reads "
+                                         f"{_SOFTSHRINK_PATTERN})")
+        pattern = first or second
+        other = step.inputs[1] if first else step.inputs[0]
+        if (not subtract and pattern.kind == "erf" and not (first and second)
+                and other in self.constants and _exactly(self.constants[other], 1)):
+            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "erf+1", pattern.source)
+            return True
+        raise self.unsupported(step, f"{step.op} of the pattern begun at '{pattern.label}' "
+                                     f"(lipkit reads it only as GELU, {_GELU_PATTERN}, or "
+                                     f"Softshrink, {_SOFTSHRINK_PATTERN})")
+
+    def pattern_mul(self, step: _Step) -> bool:
+        """The products of GELU's pattern, in any order; False if no pattern."""
+        patterns = [self.patterns.get(name) for name in step.inputs[:2]]
+        if not any(patterns):
+            return False
+        pattern = patterns[0] or patterns[1]
+        other = step.inputs[1] if patterns[0] else step.inputs[0]
+        half = other in self.constants and _exactly(self.constants[other], 0.5)
+        x = pattern.source
+        op, source, constant = self.scalar_steps.get(other, (None, None, None))
+        half_x = op == "Mul" and source == x and _exactly(constant, 0.5)
+        if all(patterns):
+            pass
+        elif pattern.kind == "erf+1" and half:  # (Erf(.) + 1) * 0.5
+            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "(erf+1)/2", x)
+            return True
+        elif pattern.kind == "erf+1" and other == x:  # x * (Erf(.) + 1)
+            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "2gelu", x)
+            return True
+        elif ((pattern.kind == "erf+1" and half_x) or (pattern.kind == "(erf+1)/2" and other == x)
+              or (pattern.kind == "2gelu" and half)):
+            self.emit_pattern(step, x, "gelu")
+            return True
+        raise self.unsupported(step, f"Mul of the pattern begun at '{pattern.label}' (lipkit "
+                                     f"reads it only as GELU, {_GELU_PATTERN})")
 
     def clip(self, step: _Step, values: dict, shape) -> Activation:
         """Clip: ``min`` / ``max`` are inputs (opset 11 on) or attributes (before)."""
@@ -1027,123 +1333,62 @@ _HANDLERS = {
     "Max": _Translator.extreme,
     "Min": _Translator.extreme,
     "Concat": _Translator.concat,
+    "Erf": _Translator.erf,
+    "Log": _Translator.log,
+    "Greater": _Translator.compare,
+    "Less": _Translator.compare,
+    "Where": _Translator.where,
 }
 
 
-# -- constant folding (numpy on initializers and Constant outputs) -------------------------
+# -- constant folding (onnx's reference evaluator on initializers and Constant outputs) -----
 def _check_no_batch(translator: _Translator, step: _Step, *values) -> None:
     for value in values:
-        array = np.asarray(value)
-        if array.dtype.kind in "iu" and np.any(array == _BATCH):
+        if _has_batch(value):
             raise translator.unsupported(step, "computes with the batch size (lipkit keeps it "
                                                "symbolic)")
 
 
-def _fold_arithmetic(function):
-    def fold(translator: _Translator, step: _Step) -> np.ndarray:
-        values = [translator.constant(step, i) for i in range(len(step.inputs))]
-        _check_no_batch(translator, step, *values)
-        result = function(*values)
-        if step.op == "Div" and all(np.asarray(v).dtype.kind in "iu" for v in values):
-            result = np.trunc(result).astype(np.result_type(*values))
-        return np.asarray(result)
-    return fold
+def _exactly(value, number: float) -> bool:
+    """``value`` is one float equal to ``number`` rounded to its type (torch's float32
+    sqrt(2) is 1.41421353816986083984375, exactly)."""
+    value = np.asarray(value)
+    return (value.dtype.kind == "f" and value.size == 1
+            and bool(value.reshape(()) == np.asarray(number, dtype=value.dtype)))
 
 
-def _fold_reshape(translator: _Translator, step: _Step) -> np.ndarray:
-    data, target = translator.constant(step, 0), translator.constant(step, 1)
-    target = [int(t) for t in np.ravel(target)]
-    if not step.attribute("allowzero", 0):
-        target = [data.shape[i] if t == 0 else t for i, t in enumerate(target)]
-    return np.reshape(data, target)
+def _equal(first, second) -> bool:
+    """Two scalar constants of one float type with equal values."""
+    first, second = np.asarray(first), np.asarray(second)
+    return (first.dtype == second.dtype and first.size == second.size == 1
+            and bool(first.reshape(()) == second.reshape(())))
 
 
-def _fold_squeeze(translator: _Translator, step: _Step, unsqueeze: bool = False) -> np.ndarray:
-    data = translator.constant(step, 0)
-    axes = step.attribute("axes")
-    if axes is None:
-        axes = translator.constant(step, 1)
-    if axes is None:
-        return np.squeeze(data)
-    axes = tuple(int(a) for a in np.ravel(axes))
-    if not unsqueeze:
-        return np.squeeze(data, axis=axes)
-    rank = data.ndim + len(axes)
-    return np.expand_dims(data, tuple(a + rank if a < 0 else a for a in axes))
+def _number(value) -> float:
+    """A float constant as the attributes are read: float32 as its shortest decimal."""
+    value = np.asarray(value).reshape(())
+    return float(str(value)) if value.dtype == np.float32 else float(value)
 
 
-def _fold_slice(translator: _Translator, step: _Step) -> np.ndarray:
-    data = translator.constant(step, 0)
-    if translator.opset < 10:
-        starts, ends = step.attribute("starts"), step.attribute("ends")
-        axes, steps = step.attribute("axes"), None
-    else:
-        starts, ends, axes, steps = (translator.constant(step, i) for i in range(1, 5))
-    starts, ends = [int(s) for s in np.ravel(starts)], [int(e) for e in np.ravel(ends)]
-    axes = range(len(starts)) if axes is None else [int(a) for a in np.ravel(axes)]
-    steps = [1] * len(starts) if steps is None else [int(s) for s in np.ravel(steps)]
-    for start, end, axis, stride in zip(starts, ends, axes, steps, strict=True):
-        axis = axis + data.ndim if axis < 0 else axis
-        size = data.shape[axis]
-        start = start + size if start < 0 else start
-        end = end + size if end < 0 else end
-        if stride > 0:
-            start, end = min(max(start, 0), size), min(max(end, 0), size)
-        else:
-            start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
-        data = np.take(data, range(start, end, stride), axis=axis)
-    return data
+def _has_batch(value) -> bool:
+    array = np.asarray(value)
+    return array.dtype.kind in "iu" and bool(np.any(array == _BATCH))
 
 
-def _fold_cast(translator: _Translator, step: _Step) -> np.ndarray:
-    dtype = helper.tensor_dtype_to_np_dtype(step.attribute("to"))
-    return np.asarray(translator.constant(step, 0)).astype(dtype)
-
-
-def _fold_flatten(translator: _Translator, step: _Step) -> np.ndarray:
-    data = translator.constant(step, 0)
-    axis = int(step.attribute("axis", 1))
-    axis = axis + data.ndim if axis < 0 else axis
-    return data.reshape(math.prod(data.shape[:axis]), -1)
-
-
-def _fold_constant_of_shape(translator: _Translator, step: _Step) -> np.ndarray:
-    shape = [int(s) for s in np.ravel(translator.constant(step, 0))]
-    _check_no_batch(translator, step, shape)
-    if min(shape, default=0) < 0 or math.prod(shape) > _MAX_ENTRIES:
-        raise translator.invalid(step, f"a constant of shape {shape}")
-    value = step.attribute("value")
-    value = np.zeros(1, dtype=np.float32) if value is None else np.ravel(value)
-    return np.full(shape, value[0], dtype=value.dtype)
-
-
-_FOLDERS = {
-    "Identity": lambda t, s: t.constant(s, 0),
-    "Dropout": lambda t, s: t.constant(s, 0),
-    "Cast": _fold_cast,
-    "Transpose": lambda t, s: np.transpose(t.constant(s, 0), s.attribute("perm")),
-    "Reshape": _fold_reshape,
-    "Flatten": _fold_flatten,
-    "Squeeze": _fold_squeeze,
-    "Unsqueeze": lambda t, s: _fold_squeeze(t, s, unsqueeze=True),
-    "Concat": lambda t, s: np.concatenate(
-        [t.constant(s, i) for i in range(len(s.inputs))], axis=s.attribute("axis")),
-    "Gather": lambda t, s: np.take(t.constant(s, 0), t.constant(s, 1),
-                                   axis=s.attribute("axis", 0)),
-    "Slice": _fold_slice,
-    "Shape": lambda t, s: np.array(np.shape(t.constant(s, 0)), dtype=np.int64)[
-        s.attribute("start", 0):s.attribute("end")],
-    "ConstantOfShape": _fold_constant_of_shape,
-    "Add": _fold_arithmetic(np.add),
-    "Sub": _fold_arithmetic(np.subtract),
-    "Mul": _fold_arithmetic(np.multiply),
-    "Div": _fold_arithmetic(np.divide),
-    "Neg": _fold_arithmetic(np.negative),
-    "Sqrt": _fold_arithmetic(np.sqrt),
-    "Reciprocal": _fold_arithmetic(np.reciprocal),
-    "Mod": lambda t, s: _fold_arithmetic(np.fmod if s.attribute("fmod", 0) else np.mod)(t, s),
-    "Max": _fold_arithmetic(lambda *values: np.maximum.reduce(np.broadcast_arrays(*values))),
-    "Min": _fold_arithmetic(lambda *values: np.minimum.reduce(np.broadcast_arrays(*values))),
+# Operators folded by onnx's reference evaluator when every input is a constant (shape
+# arithmetic, casts, element-wise math on initializers); no subgraphs, no random numbers.
+# op -> the input positions that may hold the batch-size marker (see the module doc): ops
+# that only move int64 entries around, so the marker comes out unchanged
+_FOLDABLE = {
+    **dict.fromkeys(("Identity", "Concat"), "all"),
+    **dict.fromkeys(("Dropout", "Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape",
+                     "Flatten", "Transpose", "Cast"), (0,)),
+    **dict.fromkeys(("Shape", "Size", "ConstantOfShape", "Expand", "Tile", "Range", "Add",
+                     "Sub", "Mul", "Div", "Neg", "Abs", "Sqrt", "Reciprocal", "Pow", "Exp",
+                     "Log", "Mod", "Max", "Min", "Floor", "Ceil", "Round", "Sign", "Equal",
+                     "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or",
+                     "Where", "CastLike", "Split", "GatherElements", "ReduceProd",
+                     "ReduceSum", "ReduceMax", "ReduceMin"), ()),
 }
 
 
