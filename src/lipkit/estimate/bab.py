@@ -61,9 +61,10 @@ from lipkit.estimate.mip import (
 from lipkit.estimate.mip import (
     pattern_at,
     piecewise_linear_chain,
+    scale_reason,
     verify,
 )
-from lipkit.estimate.network import Network
+from lipkit.estimate.network import Network, NotApplicableError
 from lipkit.estimate.registry import Options, register_method
 from lipkit.estimate.solvers import feasible, new_highs
 
@@ -225,7 +226,10 @@ class _RegionProgram:
         """Add the half-space ``sign * row . u >= margin * ||row||``."""
         scale = float(np.linalg.norm(row))
         index = np.arange(self.dims + 1)
-        values = np.append(-sign * row / scale if scale > 0 else np.zeros(self.dims), 1.0)
+        # a gate whose row is zero is identically 0 on the region (e.g. MaxMin of two equal
+        # units): both of its patterns give the same Jacobian, so neither prunes the region
+        values = (np.append(-sign * row / scale, 1.0) if scale > 0
+                  else np.zeros(self.dims + 1))
         self._add(index, values)
         self.count += 1
 
@@ -447,6 +451,9 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     if max_boxes < 1:
         raise InvalidArgumentError(f"exact-bab: max_boxes must be positive, got {max_boxes}")
     layers, (weight, _) = piecewise_linear_chain(network)
+    reason = scale_reason(layers, weight)
+    if reason is not None:
+        raise NotApplicableError(reason)
     row = extra.get("output")
     if row is not None:
         row = int(row)

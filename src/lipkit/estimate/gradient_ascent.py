@@ -120,7 +120,12 @@ def _ascend(network: Network, x: torch.Tensor, norm: str, steps: int, learning_r
             objective = (column.reshape(flat_shape) * signs).sum(dim=1)
         optimizer.zero_grad()
         (-objective.sum()).backward()
+        previous = x.detach().clone()
         optimizer.step()
+        with torch.no_grad():  # a non-finite step (an overflowing second derivative) is undone
+            bad = ~torch.isfinite(x.flatten(1)).all(dim=1)
+            if bool(bad.any()):
+                x[bad] = previous[bad]
         if not domain.is_global:
             with torch.no_grad():
                 x.copy_(domain.project(x))

@@ -9,6 +9,7 @@ its proven float64 rounding. With a local domain the points and pairs stay insid
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -68,6 +69,16 @@ def best_jacobian_points(network, points: torch.Tensor, norm: str, keep: int = 1
                                   dtype=points.dtype)]
     values, directions = torch.cat(values), torch.cat(directions)
     points = points[: len(values)]
+    # a point, a norm or a direction that is not finite (an overflow, a NaN from a search)
+    # is never a witness
+    finite = (torch.isfinite(values) & torch.isfinite(points.flatten(1)).all(dim=1)
+              & torch.isfinite(directions.flatten(1)).all(dim=1))
+    if not bool(finite.all()):
+        values = torch.where(finite, values, torch.full_like(values, -math.inf))
+        directions = torch.where(finite.reshape(-1, *([1] * (directions.ndim - 1))),
+                                 directions, torch.ones_like(directions))
+        points = torch.where(finite.reshape(-1, *([1] * (points.ndim - 1))), points,
+                             torch.zeros_like(points))
     order = values.argsort(descending=True)[:keep]
     return points[order], values[order], directions[order]
 

@@ -207,6 +207,30 @@ def piecewise_linear_chain(network: Network):
     return layers, (weight, bias)
 
 
+#: the range of the product of the layers' norms in which the solvers' absolute tolerances
+#: (HiGHS: feasibility 1e-7, gaps 1e-9) are small next to the constant and its big-M values
+SOLVER_SCALE = (1e-6, 1e7)
+
+
+def scale_reason(layers, output_weight) -> str | None:
+    """Why the exact solvers cannot be trusted on this chain, or None: the product of its
+    layers' l-inf norms (an upper bound on every slope product) outside
+    :data:`SOLVER_SCALE`, where an absolute tolerance is no longer small next to the
+    constant (tiny weights) or next to the big-M constants (huge weights)."""
+    def norm(matrix):
+        return float(np.abs(matrix).sum(axis=1).max(initial=0.0))
+
+    product = norm(output_weight)
+    for layer in layers:  # slope matrix P + Q diag(z) G: norm at most |P| + |Q| |G|
+        product *= norm(layer.weight) * (norm(layer.keep) + norm(layer.relu) * norm(layer.gate))
+    low, high = SOLVER_SCALE
+    if product == 0.0 or low <= product <= high:
+        return None
+    return (f"the product of the layers' norms is {product:.3g}, outside [{low:g}, {high:g}] "
+            "where the solver's absolute tolerances stay small next to the constant and its "
+            "big-M values (rescale the weights)")
+
+
 # --------------------------------------------------------------------------------------
 # the model
 
@@ -804,6 +828,9 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
     time_limit = options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT
     deadline = started + float(time_limit)
     layers, output = piecewise_linear_chain(network)
+    reason = scale_reason(layers, output[0])
+    if reason is not None:
+        raise NotApplicableError(reason)
     row = extra.get("output")
     if row is not None:
         row = int(row)
