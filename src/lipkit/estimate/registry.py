@@ -33,6 +33,7 @@ BUILT_IN = {
     "seqlip": "seqlip", "compositional": "compositional", "lipsdp-layer": "lipsdp",
     "lipsdp-neuron": "lipsdp", "lipsdp-network": "lipsdp", "lipsdp-network-rand": "lipsdp",
     "lp-jacobian": "lp_jacobian", "shor": "shor", "exact-mip": "mip", "exact-bab": "bab",
+    "local-crown": "local_crown",
 }
 #: the order a run takes its methods in, cheapest first
 COSTS = ("instant", "cheap", "expensive")
