@@ -96,7 +96,7 @@ class DenseChain:
         g = spec.expand(x.shape[0], *spec.shape[-2:]) @ self.layers[-1].weight
         for layer, z in zip(reversed(self.hidden), reversed(pre), strict=True):
             p, q = layer.activation.below, layer.activation.above
-            slope = torch.where(z > 0, q, p)
+            slope = torch.where(z > 0, torch.full_like(z, q), torch.full_like(z, p))
             g = (g * slope[:, None, :]) @ layer.weight
         return g
 
