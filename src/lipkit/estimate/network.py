@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from lipkit.errors import InvalidArgumentError, LipkitError
 from lipkit.estimate.activations import elementwise
-from lipkit.estimate.rounding import gamma, round_up, spectral_norm_upper
+from lipkit.estimate.rounding import induced_norm_upper
 from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
 
 _CONV_TRANSPOSE_FUNCTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d,
@@ -107,16 +107,8 @@ def _non_finite(node: Node) -> str | None:
 
 
 def _induced_norm(matrix: torch.Tensor, p: float) -> float:
-    """A proven upper bound on the induced ``p``-norm, its float64 rounding included."""
-    if matrix.numel() == 0:
-        return 0.0
-    if p == 2:
-        return spectral_norm_upper(matrix)
-    if p == math.inf:
-        return round_up(float(matrix.abs().sum(dim=1).max()) * (1 + gamma(matrix.shape[1] + 1)))
-    if p == 1:
-        return round_up(float(matrix.abs().sum(dim=0).max()) * (1 + gamma(matrix.shape[0] + 1)))
-    raise InvalidArgumentError(f"unsupported norm {p!r}; choose from 1, 2, inf")
+    """A proven upper bound on the induced ``p``-norm (rounding.py's one function)."""
+    return induced_norm_upper(matrix, p)
 
 
 @dataclass(eq=False)

@@ -27,5 +27,27 @@ from lipkit.estimate.engine.forward import (
 from lipkit.estimate.engine.gradient import GradientBounds
 from lipkit.estimate.engine.relaxations import Relaxation, relaxation_of
 
+
+def box_pre_activation_bounds(network, lower, upper):
+    """Per hidden layer ``(low, high)`` (NumPy, ``(boxes, width)``) of the pre-activations
+    over a batch of boxes, or None when the engine does not apply (GroupSort, residual
+    joins, operators too large): what exact-mip and exact-bab intersect their own bounds
+    with over a local box."""
+    import numpy as np
+    import torch
+
+    from lipkit.estimate.network import NotApplicableError
+
+    try:
+        chain = DenseChain.of(network)
+    except NotApplicableError:
+        return None
+    lower = torch.as_tensor(np.atleast_2d(lower), dtype=torch.float64)
+    upper = torch.as_tensor(np.atleast_2d(upper), dtype=torch.float64)
+    bounds = layer_bounds(chain, lower, upper)
+    return [(low.numpy(), high.numpy()) for low, high in zip(bounds.lower, bounds.upper,
+                                                             strict=True)]
+
 __all__ = ["DenseChain", "GradientBounds", "LayerBounds", "Relaxation", "backward_lower",
-           "box_tensors", "interval_affine", "layer_bounds", "relaxation_of", "spec_lower"]
+           "box_pre_activation_bounds", "box_tensors", "interval_affine", "layer_bounds",
+           "relaxation_of", "spec_lower"]

@@ -54,6 +54,11 @@ class DenseChain:
         layers, reason = dense_chain(network, max_entries)
         if layers is None:
             raise NotApplicableError(reason)
+        return cls.from_layers(layers)
+
+    @classmethod
+    def from_layers(cls, layers) -> DenseChain:
+        """The chain of :meth:`Network.chain`'s layers."""
         result = []
         for layer in layers:
             weight = layer.weight.detach().to(torch.float64)

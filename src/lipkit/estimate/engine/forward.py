@@ -140,17 +140,29 @@ def backward_lower(chain: DenseChain, depth: int, spec: torch.Tensor, bounds: La
     return _down(total - error)
 
 
+#: coefficients (per box) of one layer's CROWN pass beyond which, from that layer on, the
+#: bounds are interval arithmetic only
+MAX_LINEAR_ENTRIES = 4_000_000
+
+
 def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
-                 splits: list[torch.Tensor] | None = None, linear: bool = True) -> LayerBounds:
+                 splits: list[torch.Tensor] | None = None, linear: bool = True,
+                 max_entries: int | None = None) -> LayerBounds:
     """Bounds of every hidden pre-activation over each box ``lower <= x <= upper``
-    (``(batch, n)``): interval arithmetic, intersected with CROWN's (``linear``).
-    ``splits[k]``: ``(batch, width)`` with 1 (``z >= 0``), -1 (``z <= 0``) or 0 (free)."""
+    (``(batch, n)``): interval arithmetic, intersected with CROWN's (``linear``) up to the
+    first layer whose pass holds more than ``max_entries`` coefficients (default
+    :data:`MAX_LINEAR_ENTRIES`). ``splits[k]``: ``(batch, width)`` with 1 (``z >= 0``), -1
+    (``z <= 0``) or 0 (free)."""
+    limit = MAX_LINEAR_ENTRIES if max_entries is None else max_entries
     bounds = LayerBounds(lower, upper)
     batch = lower.shape[0]
     feasible = torch.ones(batch, dtype=torch.bool)
     post = (lower, upper)
+    widest = chain.inputs
     for k, layer in enumerate(chain.hidden):
         low, high = interval_affine(layer.weight, layer.bias, *post)
+        widest = max(widest, layer.inputs)
+        linear = linear and layer.outputs * widest <= limit
         if linear and k > 0:
             eye = torch.eye(layer.outputs, dtype=torch.float64).expand(batch, -1, -1)
             low = torch.maximum(low, backward_lower(chain, k, eye, bounds))
