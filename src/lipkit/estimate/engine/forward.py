@@ -88,29 +88,43 @@ def backward_lower(chain: DenseChain, depth: int, spec: torch.Tensor, bounds: La
                    lower_slopes: list | None = None, sound: bool = True) -> torch.Tensor:
     """A lower bound of ``spec @ z_depth`` over each box (``z_depth``: the output of the
     affine map of layer ``depth``; ``depth = len(chain.hidden)``: the network's output),
-    by CROWN. ``spec``: ``(batch, rows, width)``. ``lower_slopes``: per hidden layer before
+    by CROWN. ``spec``: ``(batch, rows, width)``, or a number ``s`` for the rows of ``s I``
+    (each entry of ``s z_depth``). ``lower_slopes``: per hidden layer before
     ``depth``, ``(batch, rows, width)`` slopes of the unstable neurons' lower lines (alpha),
     or None. ``sound=False`` skips the rounding terms (for optimizing the slopes)."""
+    identity = not isinstance(spec, torch.Tensor)  # a number s: the rows of s I
+    if identity:
+        batch, rows = bounds.input_lower.shape[0], chain.layers[depth].outputs
+    else:
+        batch, rows = spec.shape[0], spec.shape[1]
     lam = spec
-    batch, rows = spec.shape[0], spec.shape[1]
-    const = torch.zeros(batch, rows, dtype=spec.dtype)
+    const = torch.zeros(batch, rows, dtype=torch.float64)
     magnitude = torch.zeros_like(const)
     error = torch.zeros_like(const)
     terms = 0
     for j in range(depth, -1, -1):
         layer = chain.layers[j]
-        const = const + lam @ layer.bias
-        m = lam @ layer.weight
-        if sound:
-            magnitude = magnitude + lam.abs() @ layer.bias.abs()
-            product = lam.abs() @ layer.absolute  # what Lambda W misses, times reach(z)
+        product = None  # |Lambda| |W|: what Lambda W misses, times reach(z)
+        if identity:  # s I W = s W exactly (s a sign): nothing missed
+            const = const + lam * layer.bias
+            m = (lam * layer.weight).expand(batch, -1, -1)
+            if sound:
+                magnitude = magnitude + layer.bias.abs()
+            identity = False
+        else:
+            const = const + lam @ layer.bias
+            m = lam @ layer.weight
+            if sound:
+                magnitude = magnitude + lam.abs() @ layer.bias.abs()
+                product = lam.abs() @ layer.absolute
         terms += layer.outputs + 1
         if j == 0:
             centre, radius = box_centre_radius(bounds.input_lower, bounds.input_upper)
             value = (m * centre[:, None, :]).sum(-1) - (m.abs() * radius[:, None, :]).sum(-1)
             if sound:
-                reach = _reach(bounds.input_lower, bounds.input_upper)[:, None, :]
-                error = error + gamma(layer.outputs + 2) * (product * reach).sum(-1)
+                if product is not None:
+                    reach = _reach(bounds.input_lower, bounds.input_upper)[:, None, :]
+                    error = error + gamma(layer.outputs + 2) * (product * reach).sum(-1)
                 error = error + gamma(layer.inputs + 3) * (
                     m.abs() * (centre.abs() + radius)[:, None, :]).sum(-1)
             break
@@ -126,8 +140,9 @@ def backward_lower(chain: DenseChain, depth: int, spec: torch.Tensor, bounds: La
         const = const + shifted.sum(-1)
         lam = m * slope
         if sound:
-            post = _reach(bounds.post_lower[j - 1], bounds.post_upper[j - 1])[:, None, :]
-            error = error + gamma(layer.outputs + 2) * (product * post).sum(-1)
+            if product is not None:
+                post = _reach(bounds.post_lower[j - 1], bounds.post_upper[j - 1])[:, None, :]
+                error = error + gamma(layer.outputs + 2) * (product * post).sum(-1)
             magnitude = magnitude + shifted.abs().sum(-1)
             pre = _reach(bounds.lower[j - 1], bounds.upper[j - 1])[:, None, :]
             error = error + 2 * UNIT * (lam.abs() * pre).sum(-1)
@@ -163,10 +178,9 @@ def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
         low, high = interval_affine(layer.weight, layer.bias, *post)
         widest = max(widest, layer.inputs)
         linear = linear and layer.outputs * widest <= limit
-        if linear and k > 0:
-            eye = torch.eye(layer.outputs, dtype=torch.float64).expand(batch, -1, -1)
-            low = torch.maximum(low, backward_lower(chain, k, eye, bounds))
-            high = torch.minimum(high, -backward_lower(chain, k, -eye, bounds))
+        if linear and k > 0:  # the rows of +-I
+            low = torch.maximum(low, backward_lower(chain, k, 1.0, bounds))
+            high = torch.minimum(high, -backward_lower(chain, k, -1.0, bounds))
         if splits is not None and splits[k] is not None:
             low = torch.where(splits[k] > 0, low.clamp_min(0.0), low)
             high = torch.where(splits[k] < 0, high.clamp_max(0.0), high)

@@ -78,12 +78,19 @@ class GradientBounds:
             self.v_bounds[k] = self._bounds_of(k, linear)
 
     # -- one pass -----------------------------------------------------------------------
-    def upper(self, k: int, lam: torch.Tensor, constant: torch.Tensor | None = None
+    def upper(self, k: int, lam: torch.Tensor | float, constant: torch.Tensor | None = None
               ) -> torch.Tensor:
         """A proven upper bound of ``lam . v_k + constant`` over the graph, ``lam``:
-        ``(batch, rows, q, width_k)``, ``k < H - 1``. Returns ``(batch, rows, q)``."""
-        batch, rows, q = lam.shape[:3]
-        const = torch.zeros(batch, rows, q, dtype=lam.dtype) if constant is None \
+        ``(batch, rows, q, width_k)``, or a number ``s`` for ``s I`` (every entry of
+        ``s v_k``; ``q = width_k``), ``k < H - 1``. Returns ``(batch, rows, q)``."""
+        scaled_identity = not isinstance(lam, torch.Tensor)
+        if scaled_identity:
+            batch, rows = self.spec.shape[:2]
+            q = self.chain.layers[k + 1].inputs
+        else:
+            batch, rows, q = lam.shape[:3]
+        dtype = torch.float64
+        const = torch.zeros(batch, rows, q, dtype=dtype) if constant is None \
             else constant.clone()
         magnitude = const.abs()
         error = torch.zeros_like(const)
@@ -92,13 +99,17 @@ class GradientBounds:
         theta = self.theta
         while True:
             layer = self.chain.layers[k + 1]  # v_k = u_{k+1} W_{k+1}
-            m = lam @ layer.weight.T  # on u_{k+1}: (..., width_{k+1})
             d_low, d_high = (r[:, :, None, :] for r in self.ranges[k + 1])
             d_reach = torch.maximum(d_low.abs(), d_high.abs())
             v_low, v_high = (b[:, :, None, :] for b in self.v_bounds[k + 1])
             v_reach = torch.maximum(v_low.abs(), v_high.abs())
-            error = error + gamma(layer.inputs + 2) * (
-                (lam.abs() @ layer.absolute.T) * d_reach * v_reach).sum(-1)
+            if scaled_identity:  # s I W^T = s W^T exactly (a sign, or a power of two)
+                m = (lam * layer.weight.T).expand(batch, rows, q, -1)
+                scaled_identity = False
+            else:
+                m = lam @ layer.weight.T  # on u_{k+1}: (..., width_{k+1})
+                error = error + gamma(layer.inputs + 2) * (
+                    (lam.abs() @ layer.absolute.T) * d_reach * v_reach).sum(-1)
             if k + 1 == self.hidden - 1:  # v_{H-1} is known (to top_error)
                 top = self.top[:, :, None, :]
                 coefficient = m * top
@@ -141,8 +152,7 @@ class GradientBounds:
         batch, rows = self.spec.shape[:2]
         entries = batch * rows * width * max(self.chain.layers[k + 1].outputs, width)
         if linear and entries <= MAX_PASS_ENTRIES:
-            eye = torch.eye(width, dtype=torch.float64).expand(batch, rows, width, width)
-            return -self.upper(k, -eye), self.upper(k, eye)
+            return -self.upper(k, -1.0), self.upper(k, 1.0)
         layer = self.chain.layers[k + 1]
         v_low, v_high = self.v_bounds[k + 1]
         d_low, d_high = self.ranges[k + 1]
