@@ -11,6 +11,7 @@ from torch import nn
 from lipkit.errors import InvalidArgumentError
 from lipkit.estimate import METHODS, Options, estimate, load_network
 from lipkit.estimate import lp_jacobian as lp
+from lipkit.estimate.engine import relaxation_of
 from lipkit.estimate.witness import jacobians
 
 from .conftest import random_mlp
@@ -150,7 +151,7 @@ def test_activation_bounds_contain_the_activation_over_each_interval(activation)
     layer = kind.chain()[0].activation
     ends = torch.tensor([[-4.0, -0.5], [-2.0, 0.3], [-1.3, -1.2], [-0.2, 3.0], [1.0, 2.0]],
                         dtype=torch.float64)
-    low, high = lp._activation_interval(layer, ends[:, 0].numpy(), ends[:, 1].numpy())
+    low, high = (v.numpy() for v in relaxation_of(layer).interval(ends[:, 0], ends[:, 1]))
     t = torch.linspace(0, 1, 10_001, dtype=torch.float64)[:, None]
     with torch.no_grad():
         values = activation()(ends[:, 0] + t * (ends[:, 1] - ends[:, 0])).numpy()

@@ -19,6 +19,7 @@ from torch import nn
 
 from lipkit.certify.attack import broken_certificates, empirical_robust_accuracy
 from lipkit.certify.constants import logit_constants
+from lipkit.certify.local import DEFAULT_TIME_LIMIT, LocalCertification, local_certificates
 from lipkit.certify.radius import FORMS, LogitConstants, _norm, certified_radius
 from lipkit.errors import (
     InvalidArgumentError,
@@ -45,9 +46,22 @@ class Certification:
     constants: LogitConstants
     radius: torch.Tensor = field(repr=False)
     radius_by_form: dict[str, float] = field(default_factory=dict)
+    local: LocalCertification | None = None  # the local certificates (local=True)
+    global_certified_accuracy: list[float] | None = None  # by the global constants
+    domain: str = "R^n (inputs not clipped)"
 
     def to_dict(self) -> dict:
+        extra = {}
+        if self.local is not None:
+            extra = {
+                "local": {str(e): self.local.counts(e) for e in self.eps},
+                "global_certified_accuracy": dict(zip(map(str, self.eps),
+                                                      self.global_certified_accuracy,
+                                                      strict=True)),
+                "images": [image.to_dict() for image in self.local.images],
+            }
         return {
+            "domain": self.domain,
             "eps": self.eps, "norm": self.norm, "form": self.form,
             "clean_accuracy": self.clean_accuracy,
             "certified_accuracy": dict(zip(map(str, self.eps), self.certified_accuracy,
@@ -56,7 +70,7 @@ class Certification:
                 zip(map(str, self.eps), self.pgd_accuracy, strict=True)),
             "broken_certificates": self.broken,
             "median_radius_by_form": self.radius_by_form,
-            "constants": self.constants.to_dict(),
+            "constants": self.constants.to_dict(), **extra,
         }
 
 
@@ -75,7 +89,10 @@ def evaluation_model(model):
 
 def certified_accuracy(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="2",
                        form: str = "pairwise", constants: LogitConstants | None = None,
-                       attack: bool = True, steps: int = 20, seed: int = 0) -> Certification:
+                       attack: bool = True, steps: int = 20, seed: int = 0,
+                       local: bool = False, data_domain=None,
+                       time_limit: float = DEFAULT_TIME_LIMIT, restarts: int = 1,
+                       progress=None) -> Certification:
     """VRA of ``model`` on ``(x, labels)`` at each ``eps`` (module docstring).
 
     Args:
@@ -86,6 +103,13 @@ def certified_accuracy(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="
         constants: the logits' constants; default :func:`logit_constants` of the model.
         attack: also run PGD (robust accuracy and the soundness check).
         steps: PGD steps (>= 1).
+        local: certify each input with local constants and the direct bound over its ball
+            clipped to ``data_domain`` (:mod:`lipkit.certify.local`); the VRA is then theirs
+            (the global form's is kept in ``global_certified_accuracy``), and PGD runs in
+            the same clipped balls.
+        data_domain: ``(low, high)`` of the inputs (``(0, 1)`` for images), or None.
+        time_limit: seconds per input and eps for the local certificates.
+        restarts: PGD restarts.
 
     Raises:
         InvalidArgumentError: no or negative or non-finite ``eps``, ``steps < 1``, an empty
@@ -128,16 +152,46 @@ def certified_accuracy(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="
     by_form = {f: float(certified_radius(logits, constants, f, norm, input_dim)[correct]
                         .median()) if correct.any() else 0.0 for f in FORMS}
     vra = [float((correct & (radius > e)).float().mean()) for e in eps]
+    local_result, global_vra = None, None
+    domain_text = "R^n (inputs not clipped)"
+    if data_domain is not None:
+        data_domain = (float(data_domain[0]), float(data_domain[1]))
+        domain_text = f"the ball clipped to [{data_domain[0]:g}, {data_domain[1]:g}]"
+    if local:
+        if any(e <= 0 for e in eps):
+            raise InvalidArgumentError(f"local certificates need eps > 0, got {eps}")
+        local_result = local_certificates(model, x, labels, eps, norm, data_domain, time_limit,
+                                          progress=progress)
+        global_vra, vra = vra, local_result.accuracy()
     pgd, broken = None, None
     if attack:
-        pgd = [empirical_robust_accuracy(evaluate, x, labels, e, norm, steps, seed=seed)
-               for e in eps]
+        pgd = [empirical_robust_accuracy(evaluate, x, labels, e, norm, steps, restarts, seed,
+                                         data_domain) for e in eps]
         radius_l2 = certified_radius(logits, constants, form, "2", input_dim)
         radius_inf = certified_radius(logits, constants, form, "inf", input_dim)
         broken = {"2": broken_certificates(evaluate, x, radius_l2, "2", steps, seed=seed),
                   "inf": broken_certificates(evaluate, x, radius_inf, "inf", steps, seed=seed)}
+        if local_result is not None:
+            broken["local"] = _broken_local(evaluate, x, labels, local_result, norm, steps,
+                                            max(restarts, 4), seed, data_domain)
     return Certification(eps, norm, form, float(correct.float().mean()), vra, pgd, broken,
-                         constants, radius, by_form)
+                         constants, radius, by_form, local_result, global_vra, domain_text)
+
+
+def _broken_local(evaluate, x, labels, local_result, norm, steps, restarts, seed, domain):
+    """How many local certificates PGD breaks inside their own clipped balls (0 if sound)."""
+    from lipkit.certify.attack import pgd_attack, predictions
+
+    broken = 0
+    for value in local_result.eps:
+        index = [r.index for r in local_result.images if r.eps == value and r.certified]
+        if not index:
+            continue
+        chosen = x[index]
+        adversarial = pgd_attack(evaluate, chosen, labels[index], value, norm, steps,
+                                 restarts, seed, domain)
+        broken += int((predictions(evaluate, adversarial) != labels[index]).sum())
+    return broken
 
 
 def plot_certified_accuracy(results: dict[str, Certification], path, title: str = "") -> None:

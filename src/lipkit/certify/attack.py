@@ -8,8 +8,10 @@ changes at a point inside its own certified radius is a *broken certificate*: a 
 an acceptable outcome. The accuracy that survives PGD at ``eps`` is an upper bound on the
 true robust accuracy, the certified accuracy a lower bound.
 
-The threat model is the certificate's: any input within the ball (inputs are not clipped to
-a data range).
+The threat model is the certificate's: any input within the ball, intersected with the data
+domain ``(low, high)`` when one is given (the local certificates of
+:mod:`lipkit.certify.local` are over the ball clipped to ``[0, 1]`` for images; without a
+domain, inputs are not clipped).
 """
 
 from __future__ import annotations
@@ -35,8 +37,17 @@ def _project(delta: torch.Tensor, radius: torch.Tensor, norm: str) -> torch.Tens
     return delta * (radius / lengths).clamp(max=1.0).view(shape)
 
 
+def _clip(x: torch.Tensor, delta: torch.Tensor, domain) -> torch.Tensor:
+    """``delta`` such that ``x + delta`` lies in the data domain ``(low, high)``."""
+    if domain is None:
+        return delta
+    low, high = domain
+    return (x + delta).clamp(low, high) - x
+
+
 def pgd_attack(model, x: torch.Tensor, target: torch.Tensor, radius, norm="2",
-               steps: int = 20, restarts: int = 1, seed: int = 0) -> torch.Tensor:
+               steps: int = 20, restarts: int = 1, seed: int = 0,
+               domain=None) -> torch.Tensor:
     """Points within ``radius`` of ``x`` (per input) that try to move the prediction off
     ``target``; each input keeps its best point over the restarts.
 
@@ -45,6 +56,9 @@ def pgd_attack(model, x: torch.Tensor, target: torch.Tensor, radius, norm="2",
         radius: a float or a ``(batch,)`` tensor of ball radii.
         norm: ``2`` or ``"inf"``.
         steps: gradient steps per restart, of size ``2.5 radius / steps``.
+        domain: ``(low, high)`` the points are kept in (clipped after each projection,
+            which keeps them in the ball: the ball and the box are both convex and the box
+            contains ``x``), or None.
     """
     norm = _norm(norm)
     radius = torch.as_tensor(radius, dtype=x.dtype, device=x.device).expand(len(x)).clone()
@@ -55,7 +69,7 @@ def pgd_attack(model, x: torch.Tensor, target: torch.Tensor, radius, norm="2",
     step = 2.5 * radius / steps
     for _ in range(restarts):
         noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) * 2 - 1
-        delta = _project(noise * radius.view(shape), radius, norm)
+        delta = _clip(x, _project(noise * radius.view(shape), radius, norm), domain)
         for _ in range(steps):
             delta.requires_grad_(True)
             with torch.enable_grad():
@@ -66,7 +80,8 @@ def pgd_attack(model, x: torch.Tensor, target: torch.Tensor, radius, norm="2",
                     move = gradient.sign()
                 else:
                     move = gradient / gradient.flatten(1).norm(dim=1).clamp_min(1e-30).view(shape)
-                delta = _project(delta + step.view(shape) * move, radius, norm)
+                delta = _clip(x, _project(delta + step.view(shape) * move, radius, norm),
+                              domain)
         with torch.no_grad():
             score = _margin_violation(model(x + delta), target)
             better = score > best_score
@@ -97,10 +112,10 @@ def broken_certificates(model, x: torch.Tensor, radius: torch.Tensor, norm="2",
 
 def empirical_robust_accuracy(model, x: torch.Tensor, labels: torch.Tensor, eps: float,
                               norm="2", steps: int = 20, restarts: int = 1,
-                              seed: int = 0) -> float:
+                              seed: int = 0, domain=None) -> float:
     """Share of inputs still classified correctly after PGD at ``eps``: an upper bound on the
     robust accuracy."""
     if eps == 0:
         return float((predictions(model, x) == labels).float().mean())
-    adversarial = pgd_attack(model, x, labels, eps, norm, steps, restarts, seed)
+    adversarial = pgd_attack(model, x, labels, eps, norm, steps, restarts, seed, domain)
     return float((predictions(model, adversarial) == labels).float().mean())

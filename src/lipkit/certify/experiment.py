@@ -50,7 +50,7 @@ DEFAULT_LOSS_OPTIONS = {"margin-ce": {"offset": 2.12, "temperature": 0.25},
                         "hinge": {"min_margin": 1.0}, "gloro": {"eps": 0.5}, "ce": {}}
 
 
-def load_data(name: str, flat: bool = True, seed: int = 0):
+def load_data(name: str, flat: bool = True, seed: int = 0, test_only: bool = False):
     """A data set: ``digits`` split 80/20 (stratified, ``random_state=seed``); the files a
     user has, with their own train / test split: ``mnist:DIR`` or ``fashion-mnist:DIR`` (the
     four idx files, :func:`lipkit.data.load_mnist`), ``cifar10:DIR`` (the binary batches,
@@ -63,7 +63,8 @@ def load_data(name: str, flat: bool = True, seed: int = 0):
     kind, _, folder = name.partition(":")
     loaders = {"mnist": load_mnist, "fashion-mnist": load_mnist, "cifar10": load_cifar10}
     if kind in loaders and folder:
-        data = loaders[kind](folder)
+        data = loaders[kind](folder, test_only=True) if test_only and kind != "cifar10" \
+            else loaders[kind](folder)
         if flat:
             data = data._replace(x_train=data.x_train.flatten(1), x_test=data.x_test.flatten(1))
         return data

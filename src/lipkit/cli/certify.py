@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -85,6 +86,24 @@ def certify_train(
     typer.echo(f"report: {out / 'report.md'}")
 
 
+def _print_local(console, metrics: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="local certificates (images certified / images)")
+    for column in ("eps", "local constant", "direct bound", "either", "global form",
+                   "s / image"):
+        table.add_column(column, justify="right")
+    for radius, counts in metrics["local"].items():
+        images = counts["images"]
+        global_share = metrics["global_certified_accuracy"][radius]
+        table.add_row(radius, f"{counts['by_local_constant']}/{images}",
+                      f"{counts['by_direct_bound']}/{images}",
+                      f"{counts['certified']}/{images}",
+                      f"{round(global_share * images)}/{images}",
+                      f"{counts['seconds_per_image']:.2f}")
+    console.print(table)
+
+
 def _with_epoch_progress(run, total: int, enabled: bool):
     with Progress(enabled, transient=True) as display:
         update = display.bar("training", total)
@@ -111,10 +130,14 @@ def _print_certification(metrics: dict) -> None:
         pgd = metrics["pgd_accuracy"][radius] if metrics.get("pgd_accuracy") else None
         table.add_row(radius, f"{vra:.3f}", "-" if pgd is None else f"{pgd:.3f}")
     console.print(table)
+    if "local" in metrics:
+        _print_local(console, metrics)
+    console.print(f"domain: {metrics.get('domain', 'R^n')}")
     broken = metrics.get("broken_certificates") or {}
     console.print(f"||f||_L <= {constants['whole']:.6g} from {constants['source']}; "
                   f"certificates broken by PGD: l2 {broken.get('2', '-')}, "
-                  f"l-inf {broken.get('inf', '-')}")
+                  f"l-inf {broken.get('inf', '-')}"
+                  + (f", local {broken['local']}" if "local" in broken else ""))
 
 
 @certify_app.command("check")
@@ -135,6 +158,15 @@ def certify_check(
         "(default: naive, autolip, seqlip).")] = None,
     attack: Annotated[bool, typer.Option(help="Run PGD (accuracy and soundness).")] = True,
     seed: Annotated[int, typer.Option(help="Random seed of the attacks.")] = 0,
+    local: Annotated[bool, typer.Option(
+        "--local", help="Certify each image with local constants and the direct bound over "
+        "its eps-ball clipped to --domain (dense ReLU-type chains).")] = False,
+    domain: Annotated[str | None, typer.Option(
+        help="The inputs' data domain LOW,HIGH (balls and PGD are clipped to it), or none; "
+        "default 0,1 for the image data sets, none for a .safetensors file.")] = None,
+    time_limit: Annotated[float, typer.Option(help="Seconds per image and eps for --local.")
+                          ] = 10.0,
+    restarts: Annotated[int, typer.Option(help="PGD restarts.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Certify a model you bring: VRA at each eps, PGD accuracy, broken certificates."""
@@ -149,14 +181,33 @@ def certify_check(
 
     radii = _eps_list(eps)
     valid(check_seed, "--seed", seed)
+    if local and any(not value > 0 for value in radii):
+        fail(f"--eps must be > 0 with --local, got {eps!r}")
+    if not (time_limit > 0 and math.isfinite(time_limit)):
+        fail(f"--time-limit must be a finite number > 0, got {time_limit!r}")
+    if restarts < 1:
+        fail(f"--restarts must be >= 1, got {restarts}")
+    data_domain = _data_domain(domain, data)
     try:
         classifier = load_classifier(model, activation)
-        dataset = load_data(data)
+        dataset = load_data(data, test_only=True)
         x = fit_inputs(classifier, dataset.x_test)
         labels = check_labels_fit(classifier, x, dataset.y_test, data)
         constants = logit_constants(classifier, methods=method or None)
-        result = certified_accuracy(classifier, x, labels, radii, norm, form,
-                                    constants=constants, attack=attack, seed=seed)
+        with Progress(not as_json and local, transient=True) as display:
+            update = display.bar("local certificates", len(x) * len(radii)) \
+                if display.enabled else None
+            done = [0]
+
+            def progress(index: int, count: int) -> None:
+                done[0] += 1
+                update(done[0], description=f"local certificates: image {index + 1}/{count}")
+
+            result = certified_accuracy(classifier, x, labels, radii, norm, form,
+                                        constants=constants, attack=attack, seed=seed,
+                                        local=local, data_domain=data_domain,
+                                        time_limit=time_limit, restarts=restarts,
+                                        progress=progress if update else None)
     except (LipkitError, OSError) as error:
         fail(str(error))
     metrics = result.to_dict()
@@ -164,6 +215,24 @@ def certify_check(
         typer.echo(json.dumps(metrics, indent=2, default=str))
         return
     _print_certification(metrics)
+
+
+IMAGE_DATA = ("digits", "mnist:", "fashion-mnist:", "cifar10:")
+
+
+def _data_domain(text: str | None, data: str):
+    """``(low, high)`` from ``--domain`` (default ``[0, 1]`` for the image data sets)."""
+    if text is None:
+        return (0.0, 1.0) if data.startswith(IMAGE_DATA) else None
+    if text.strip().lower() == "none":
+        return None
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        fail(f"--domain must be LOW,HIGH or none, got {text!r}")
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        fail(f"--domain must be finite numbers LOW < HIGH, got {text!r}")
+    return low, high
 
 
 @certify_app.command("generalization")

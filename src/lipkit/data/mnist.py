@@ -84,11 +84,13 @@ def _find(folder: Path, stem: str) -> Path:
     raise LipkitError(f"no {stem}[.gz] in {folder}")
 
 
-def load_mnist(folder: str | Path) -> MnistSplit:
+def load_mnist(folder: str | Path, test_only: bool = False) -> MnistSplit:
     """MNIST (or Fashion-MNIST) from the four standard idx files in ``folder``.
 
     Looks for ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
     and ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``). Pixels are scaled to [0, 1].
+    ``test_only``: read only the two ``t10k`` files (for certifying a trained model); the
+    training split is then empty.
 
     Raises:
         LipkitError: a missing folder or file, a corrupt or truncated file, images and labels
@@ -98,7 +100,7 @@ def load_mnist(folder: str | Path) -> MnistSplit:
     if not folder.is_dir():
         raise LipkitError(f"MNIST folder {folder} does not exist")
     parts = []
-    for split in ("train", "t10k"):
+    for split in (("t10k",) if test_only else ("train", "t10k")):
         images = load_idx(_find(folder, f"{split}-images-idx3-ubyte"))
         labels_path = _find(folder, f"{split}-labels-idx1-ubyte")
         labels = load_idx(labels_path)
@@ -111,4 +113,6 @@ def load_mnist(folder: str | Path) -> MnistSplit:
                 f"{folder}: {split} images of shape {tuple(images.shape)} do not match labels "
                 f"of shape {tuple(labels.shape)}")
         parts += [images.float().div(255.0).unsqueeze(1), labels.long()]
+    if test_only:
+        parts = [parts[0][:0], parts[1][:0], *parts]
     return MnistSplit(*parts)

@@ -12,7 +12,11 @@ its time), SDP upper bounds (``lipsdp-*``, sub-networks optionally in worker pro
 an LP bound for the l-infinity and l1 norms (``lp-jacobian``), Shor's SDP relaxation for the
 l-infinity norm of one-hidden-layer networks (``shor``), exact l1 / l-inf values by
 MIP (``exact-mip``) or, for networks with few inputs, by branch and bound over input boxes
-(``exact-bab``, also l2). :func:`lipkit.estimate.plot.plot_report` draws a report as a PNG.
+(``exact-bab``, also l2), and local constants over a box or ball by bound propagation through
+the Clarke Jacobian with branch and bound (``local-crown``). Every bound over a box comes
+from one engine (:mod:`lipkit.estimate.engine`: per-activation relaxations, interval /
+CROWN / alpha-CROWN, one rounding policy). :func:`lipkit.estimate.plot.plot_report` draws
+a report as a PNG.
 """
 
 from lipkit.estimate.bound import Bound

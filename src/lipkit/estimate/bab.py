@@ -55,17 +55,17 @@ import torch
 from lipkit.errors import InvalidArgumentError
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import solver_box
-from lipkit.estimate.mip import (
-    _fits as _fits_gates,
-)
+from lipkit.estimate.engine import box_pre_activation_bounds
 from lipkit.estimate.mip import (
     pattern_at,
     piecewise_linear_chain,
+    piecewise_linear_fits,
     scale_reason,
     verify,
 )
-from lipkit.estimate.network import Network, NotApplicableError
+from lipkit.estimate.network import Activation, Network, NotApplicableError
 from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.rounding import induced_norms
 from lipkit.estimate.solvers import feasible, new_highs
 
 MAX_INPUTS = 8
@@ -175,15 +175,8 @@ def _interval_jacobian(layers, output, z_low, z_high, boxes: int):
 
 
 def operator_norms(matrices: np.ndarray, norm: str) -> np.ndarray:
-    """Induced norms of a batch of matrices (l-inf: largest row l1 norm; l1: largest column
-    l1 norm; l2: spectral norm)."""
-    if matrices.shape[0] == 0:
-        return np.zeros(0)
-    if norm == "inf":
-        return np.abs(matrices).sum(axis=2).max(axis=1)
-    if norm == "1":
-        return np.abs(matrices).sum(axis=1).max(axis=1)
-    return np.linalg.norm(matrices, ord=2, axis=(1, 2))
+    """Induced norms of a batch of matrices (:func:`lipkit.estimate.rounding.induced_norms`)."""
+    return induced_norms(matrices, norm)
 
 
 def region_rows(layers, pattern) -> np.ndarray:
@@ -253,10 +246,11 @@ class _Bounder:
     """Bounds and witnesses of batches of boxes for one network and norm."""
 
     def __init__(self, layers, output, norm: str, homogeneous: bool,
-                 deadline: float = math.inf):
+                 deadline: float = math.inf, network: Network | None = None):
         self.layers, self.output, self.norm = layers, output, norm
         self.homogeneous = homogeneous
         self.deadline = deadline  # past it, boxes keep their interval bounds (still sound)
+        self.network = network  # set for a local box of a chain the engine reads
         self.enumerated = self.programs = self.resolved = 0
         self.found: tuple[float, np.ndarray] | None = None  # (value, (x, t)) from an LP
 
@@ -264,6 +258,13 @@ class _Bounder:
         """Upper bounds of ``||J||`` over each box (exact where resolved). ``small``: boxes
         narrow enough to be resolved whatever their number of unstable gates."""
         ranges = gate_ranges(self.layers, low, high)
+        if self.network is not None:  # a local box: intersect with the engine's bounds
+            known = box_pre_activation_bounds(self.network, low[:, :-1], high[:, :-1])
+            if known is not None:
+                ranges = [(np.maximum(bottom, k_low), np.minimum(top, k_high))
+                          if k_low.shape == bottom.shape else (bottom, top)
+                          for (bottom, top), (k_low, k_high) in zip(ranges, known,
+                                                                    strict=True)]
         z_low = [(bottom >= 0).astype(float) for bottom, _ in ranges]
         z_high = [(top > 0).astype(float) for _, top in ranges]
         unstable = np.zeros(low.shape[0], dtype=int)
@@ -430,7 +431,7 @@ def _roots(box, homogeneous: bool):
 
 
 def _fits(network: Network) -> str | None:
-    reason = _fits_gates(network)
+    reason = piecewise_linear_fits(network)
     if reason is not None:
         return reason
     if network.in_features > MAX_INPUTS:
@@ -462,7 +463,9 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
                 f"exact-bab: output {row} out of range (the network has {weight.shape[0]})")
         weight = weight[row : row + 1]
     box, homogeneous, description = solver_box(network, options, "exact-bab")
-    bounder = _Bounder(layers, weight, norm, homogeneous, deadline)
+    aligned = len(layers) == sum(isinstance(node.op, Activation) for node in network.nodes)
+    bounder = _Bounder(layers, weight, norm, homogeneous, deadline,
+                       None if homogeneous or not aligned else network)
     low, high = _roots(box, homogeneous)
     best_value, best_point = -np.inf, None  # the best witness and its point (x, t)
 

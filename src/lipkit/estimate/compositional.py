@@ -63,9 +63,10 @@ import scipy.linalg
 import torch
 
 from lipkit.estimate.bound import Bound
-from lipkit.estimate.lipsdp import _gamma, prove_negative_definite
+from lipkit.estimate.lipsdp import prove_negative_definite
 from lipkit.estimate.network import DTYPE, Network, dense_chain
 from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.rounding import gamma as _gamma
 
 _MAX_ENTRIES = 16_000_000  # a layer's dense entries worth materializing
 _MAX_WIDTH = 4096  # hidden neurons: X_k is a dense (n_k x n_k) matrix

@@ -122,6 +122,7 @@ from lipkit.errors import InvalidArgumentError, check_positive
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.network import Affine, Layer, Network, NotApplicableError
 from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.rounding import gamma
 
 FORMULATIONS = ("layer", "neuron", "network", "network-rand")
 # hidden neurons per sub-network each formulation solves in reasonable time (SCS costs an
@@ -293,8 +294,7 @@ class Certificate:
     multipliers: Multipliers
 
 
-def _gamma(k: int) -> float:
-    return k * _UNIT_ROUNDOFF / (1 - k * _UNIT_ROUNDOFF)
+_gamma = gamma  # rounding.py's one policy
 
 
 def _rump_shift(diagonal: np.ndarray, error: float) -> float:

@@ -43,10 +43,10 @@ radius 1 by default) or ``extra["box"] = (lower, upper)`` (the options exact-mip
 bound is on the local constant over that box, ``sup ||f(x) - f(y)|| / ||x - y||`` over ``x, y``
 in it, and ``details["domain"]`` says so (``"R^n ..."`` for the global bound; run it alone
 or with exact-mip: the lower-bound methods search everywhere). Every pre-activation is
-bounded over the box (:func:`pre_activation_bounds`) by the tighter of interval propagation
-and of linear bounds in the input carried forward layer by layer (symbolic intervals: Wang
-et al., USENIX Security 2018; the forward form of CROWN, Zhang et al., NeurIPS 2018), in
-float64 with every rounding error moved outwards. A ReLU, LeakyReLU or
+bounded over the box (:func:`pre_activation_bounds`) by the engine
+(:mod:`lipkit.estimate.engine`): the tighter of interval propagation and of CROWN's linear
+bounds carried backwards (Zhang et al., NeurIPS 2018), in float64 with every rounding error
+moved outwards. A ReLU, LeakyReLU or
 identity neuron whose bounds do not straddle 0 is stable: its slope is fixed to its side's
 (``0`` or ``1`` for ReLU); the others keep ``[alpha, beta]`` (:func:`local_slopes`;
 ``details["stable_neurons"]`` counts the fixed ones). The same LP then runs with these
@@ -71,9 +71,11 @@ import torch
 
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import domain_of
-from lipkit.estimate.lipsdp import _gamma
+from lipkit.estimate.engine import DenseChain, layer_bounds, relaxation_of
 from lipkit.estimate.network import Network, dense_chain
 from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.rounding import gamma as _gamma
+from lipkit.estimate.rounding import induced_norm_upper
 
 _MAX_ENTRIES = 4_000_000
 MAX_PROGRAMS = 256  # LPs per bound at most (one per output for l-inf, per input for l1);
@@ -101,164 +103,30 @@ def _chain(network: Network, norm: str, box=None):
 
 def pre_activation_bounds(layers, lower, upper) -> list[tuple[np.ndarray, np.ndarray]]:
     """Sound bounds ``(low, high)`` on every hidden layer's pre-activations over the box
-    ``lower <= x <= upper``: per neuron the tighter of interval propagation and of linear
-    bounds in the input (:func:`_linear_step`), both in float64 rounded outwards (interval
-    bounds only from the first layer whose linear bounds would hold more than
-    ``_MAX_ENTRIES`` numbers on)."""
-    box = _Box(lower, upper)
-    post = (lower, upper)  # interval bounds on the layer's input
-    linear = None  # linear bounds on it in x, (A, c) below and above: none yet
-    bounds = []
-    for index, layer in enumerate(layers[:-1]):
-        weight = layer.weight.detach().numpy()
-        bias = np.zeros(weight.shape[0]) if layer.bias is None else \
-            layer.bias.detach().numpy().reshape(-1)
-        low, high = _Box(*post).affine(weight, bias)
-        if weight.shape[0] * lower.size > _MAX_ENTRIES or (index > 0 and linear is None):
-            linear = None  # too large (from here on): interval bounds only
-        else:  # the first layer's pre-activations are linear in x, exactly
-            linear = (weight, bias, weight, bias) if index == 0 else \
-                _linear_affine(weight, bias, linear, box.reach)
-            low = np.maximum(low, box.minimum(*linear[:2]))
-            high = np.minimum(high, -box.minimum(-linear[2], -linear[3]))
-        low, high = low - _SLACK * np.abs(low), high + _SLACK * np.abs(high)
-        bounds.append((low, high))
-        post = _activation_interval(layer.activation, low, high)
-        if linear is not None:
-            linear = _linear_step(layer.activation, low, high, linear, post, box.reach)
-    return bounds
-
-
-class _Box:
-    """The box ``lower <= x <= upper`` with its centre and radius, rounded outwards."""
-
-    def __init__(self, lower, upper):
-        self.centre = (lower + upper) / 2
-        self.radius = np.nextafter(np.maximum(upper - self.centre, self.centre - lower),
-                                   math.inf)
-        self.reach = np.maximum(np.abs(lower), np.abs(upper))
-
-    def affine(self, weight, bias):
-        """Bounds on ``weight @ x + bias`` over the box (interval arithmetic)."""
-        middle = weight @ self.centre + bias
-        spread = np.abs(weight) @ self.radius
-        error = _gamma(weight.shape[1] + 3) * (
-            np.abs(weight) @ (np.abs(self.centre) + self.radius) + np.abs(bias))
-        return middle - spread - error, middle + spread + error
-
-    def minimum(self, matrix, constant):
-        """A lower bound on ``matrix @ x + constant`` over the box."""
-        low, _ = self.affine(matrix, constant)
-        return np.nextafter(low, -math.inf)
-
-
-def _linear_affine(weight, bias, linear, reach):
-    """Linear bounds ``(A, c)`` below and above on ``weight @ a + bias`` from those on
-    ``a``, each valid for the float values stored: the rounding of the products, bounded by
-    ``gamma_n`` of the absolute sums over the box, moves the constants outwards."""
-    low_a, low_c, high_a, high_c = linear
-    positive, negative = np.maximum(weight, 0.0), np.minimum(weight, 0.0)
-    new_low_a = positive @ low_a + negative @ high_a
-    new_high_a = positive @ high_a + negative @ low_a
-    new_low_c = positive @ low_c + negative @ high_c + bias
-    new_high_c = positive @ high_c + negative @ low_c + bias
-    error = _gamma(weight.shape[1] + 3) * (
-        (np.abs(weight) @ (np.abs(low_a) + np.abs(high_a))) @ reach
-        + np.abs(weight) @ (np.abs(low_c) + np.abs(high_c)) + np.abs(bias))
-    return (new_low_a, np.nextafter(new_low_c - error, -math.inf),
-            new_high_a, np.nextafter(new_high_c + error, math.inf))
-
-
-def _linear_step(activation, low, high, linear, post, reach):
-    """Linear bounds in the input on ``phi(z)`` from those on ``z`` (in ``[low, high]``): for
-    ReLU / LeakyReLU / the identity (one breakpoint at 0, slopes ``p`` below and ``q`` above)
-    the exact line on a stable neuron, else the chord over ``[low, high]`` on the convex side
-    and the line ``lambda z`` (``lambda`` the slope of the longer side) on the other (symbolic
-    intervals, Wang et al. 2018; the forward form of CROWN / DeepPoly); other activations:
-    the constants ``post``."""
-    sides = _side_slopes(activation)
-    size = low.size
-    if sides is None:
-        zero = np.zeros((size, reach.size))
-        return zero, post[0].copy(), zero.copy(), post[1].copy()
-    p, q = sides
-    lam = np.where(high >= -low, q, p)  # the slope of the longer side
-    width = np.where(high > low, high - low, 1.0)
-    chord = (q * high - p * low) / width
-    offset = p * low - chord * low
-    margin = 1e-12 * (np.abs(chord) * (np.abs(low) + np.abs(high)) + abs(p) * np.abs(low)
-                      + abs(q) * np.abs(high)) + 1e-300
-    straddles = (low < 0) & (high > 0)
-    fixed = np.where(high <= 0, p, q)  # stable: phi(z) = p z or q z
-    convex = q >= p
-    slope_low = np.where(straddles, chord if not convex else lam, fixed)
-    slope_high = np.where(straddles, lam if not convex else chord, fixed)
-    offset_low = np.where(straddles & (not convex), offset - margin, 0.0)
-    offset_high = np.where(straddles & convex, offset + margin, 0.0)
-    low_a, low_c, high_a, high_c = linear
-    # slope * z: the lower bound of z where the slope is >= 0, its upper bound elsewhere
-    below_a = np.where((slope_low >= 0)[:, None], low_a, high_a) * slope_low[:, None]
-    below_c = np.where(slope_low >= 0, low_c, high_c) * slope_low + offset_low
-    above_a = np.where((slope_high >= 0)[:, None], high_a, low_a) * slope_high[:, None]
-    above_c = np.where(slope_high >= 0, high_c, low_c) * slope_high + offset_high
-    error_low = _gamma(3) * (np.abs(below_a) @ reach + np.abs(below_c) + np.abs(offset_low))
-    error_high = _gamma(3) * (np.abs(above_a) @ reach + np.abs(above_c) + np.abs(offset_high))
-    return (below_a, np.nextafter(below_c - error_low, -math.inf),
-            above_a, np.nextafter(above_c + error_high, math.inf))
-
-
-def _activation_interval(activation, low, high):
-    """Bounds on ``phi(a)`` for ``low <= a <= high``: its ends when ``phi`` is monotone
-    (slopes >= 0); for one decreasing, then increasing (GELU, SiLU, Mish, Hardswish: those
-    with a ``minimum``) the larger end above, and
-    below the slope range from either end (``phi(a) - phi(l)`` lies between ``alpha (a - l)``
-    and ``beta (a - l)``) and the global minimum; loosened by a relative 1e-10 for the
-    rounding of ``phi``'s evaluation."""
-    alpha, beta = activation.slope
-    at = [activation(torch.from_numpy(v)).numpy() for v in (low, high)]
-    if alpha >= 0:
-        out_low, out_high = at
-    else:
-        width = high - low
-        out_low = np.maximum(at[0] + min(alpha, 0.0) * width, at[1] - max(beta, 0.0) * width)
-        minimum = activation.minimum
-        out_low = np.maximum(out_low, -math.inf if minimum is None else minimum)
-        out_high = np.minimum(at[0] + max(beta, 0.0) * width, at[1] - min(alpha, 0.0) * width)
-        if minimum is not None:
-            out_high = np.minimum(out_high, np.maximum(*at))
-    loose = 1e-10
-    return (out_low - loose * np.abs(out_low) - 1e-300,
-            out_high + loose * np.abs(out_high) + 1e-300)
-
-
-def _side_slopes(activation) -> tuple[float, float] | None:
-    """The slopes below and above 0 of a piecewise-linear activation with its one breakpoint
-    at 0 (ReLU, LeakyReLU, the identity); None for the others."""
-    if activation.kind == "relu":
-        return 0.0, 1.0
-    if activation.kind == "leaky_relu":
-        return float(activation.params["negative_slope"]), 1.0
-    if activation.kind == "identity":
-        return 1.0, 1.0
-    return None
+    ``lower <= x <= upper``, from the engine (:func:`lipkit.estimate.engine.layer_bounds`:
+    interval arithmetic intersected with CROWN's linear bounds, in float64 rounded outwards;
+    interval bounds only from the first layer whose pass would hold more than
+    ``_MAX_ENTRIES`` coefficients on)."""
+    bounds = layer_bounds(DenseChain.from_layers(layers),
+                          torch.as_tensor(np.asarray(lower, dtype=np.float64))[None],
+                          torch.as_tensor(np.asarray(upper, dtype=np.float64))[None],
+                          max_entries=_MAX_ENTRIES)
+    return [(low[0].numpy(), high[0].numpy()) for low, high in zip(bounds.lower, bounds.upper,
+                                                                   strict=True)]
 
 
 def local_slopes(layers, lower, upper) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per hidden layer, each neuron's slope bounds over the box: for ReLU / LeakyReLU / the
-    identity, the slope of its side of 0 when the pre-activation's bounds do not straddle 0
-    (stable neurons), else the global ``[alpha, beta]``; other activations keep their global
-    range (their slope over an interval is not set by its ends)."""
+    """Per hidden layer, each neuron's slope bounds over the box: the derivative range of its
+    activation's relaxation (:meth:`Relaxation.derivative_range`: for ReLU / LeakyReLU / the
+    identity the slope of its side of 0 when the pre-activation's bounds do not straddle 0,
+    else the global ``[alpha, beta]``; other activations keep their global range, their slope
+    over an interval not being set by its ends)."""
     slopes = []
     for layer, (low, high) in zip(layers[:-1], pre_activation_bounds(layers, lower, upper),
                                   strict=False):
-        alpha, beta = (np.full(low.size, bound, dtype=np.float64)
-                       for bound in layer.activation.slope)
-        sides = _side_slopes(layer.activation)
-        if sides is not None:
-            negative, positive = sides
-            alpha[high <= 0], beta[high <= 0] = negative, negative
-            alpha[low >= 0], beta[low >= 0] = positive, positive
-        slopes.append((alpha, beta))
+        alpha, beta = relaxation_of(layer.activation).derivative_range(
+            torch.from_numpy(low), torch.from_numpy(high))
+        slopes.append((alpha.numpy().copy(), beta.numpy().copy()))
     return slopes
 
 
@@ -490,9 +358,7 @@ def lp_jacobian(network: Network, options: Options | None = None) -> Bound:
         fixed = sum(int(np.sum(alpha == beta)) for alpha, beta in slopes)
         details["stable_neurons"] = f"{fixed}/{sum(alpha.size for alpha, _ in slopes)}"
     if not slopes:  # a single matrix: its induced norm, exactly
-        matrix = weights[0]
-        value = float(np.abs(matrix).sum(axis=1).max())
-        value = float(np.nextafter(value * (1 + _gamma(matrix.shape[1] + 1)), math.inf))
+        value = induced_norm_upper(torch.from_numpy(weights[0]), math.inf)
         return Bound(value, "upper", norm, "lp-jacobian", time.perf_counter() - started,
                      details={**details, "programs": 0, "interval_bound": value})
     rows = weights[-1].shape[0]

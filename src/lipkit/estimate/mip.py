@@ -87,8 +87,10 @@ import scipy.sparse
 import torch
 
 from lipkit.errors import InvalidArgumentError, LipkitError
+from lipkit.estimate import rounding
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import solver_box
+from lipkit.estimate.engine import box_pre_activation_bounds
 from lipkit.estimate.network import Activation, Affine, Network, NotApplicableError
 from lipkit.estimate.registry import Options, register_method
 from lipkit.estimate.solvers import (
@@ -454,7 +456,11 @@ def _gate_fix(low, high) -> np.ndarray:
 
 
 def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
-            deadline: float, threads: int, seed: int, vertex_bounds: bool = True) -> _Encoding:
+            deadline: float, threads: int, seed: int, vertex_bounds: bool = True,
+            known=None) -> _Encoding:
+    """The MIP; ``known``: per layer, proven bounds on the pre-activations over the box
+    (the engine's, :func:`lipkit.estimate.engine.box_pre_activation_bounds`) that the
+    propagated ones are intersected with."""
     model, lps = _Model(threads, seed), 0
     lower, upper = box
     n = len(lower)
@@ -506,6 +512,8 @@ def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
             a = model.define([(layer.weight @ m, i) for m, i in primal]
                              + [(layer.bias[:, None], t)])
             d = a if identity else model.define([(layer.gate, a)])
+            if known is not None and identity and known[depth][0].shape[-1] == d.size:
+                model.intersect(d, *_widen(known[depth][0][0], known[depth][1][0]))
             if tighten and not exact:
                 lps += model.tighten(d, deadline)
             fixed = _gate_fix(model.lower[d], model.upper[d])
@@ -589,11 +597,7 @@ def pattern_jacobian(layers, output, pattern) -> np.ndarray:
 
 
 def _operator_norm(jac: np.ndarray, norm: str) -> float:
-    if jac.size == 0:
-        return 0.0
-    if norm == "2":
-        return float(np.linalg.norm(jac, ord=2))
-    return float(np.abs(jac).sum(axis=1 if norm == "inf" else 0).max())
+    return float(rounding.induced_norms(jac[None], norm)[0]) if jac.size else 0.0
 
 
 @dataclass
@@ -799,7 +803,7 @@ def _better(best: Witness | None, witness: Witness | None) -> Witness | None:
     return witness
 
 
-def _fits(network: Network) -> str | None:
+def piecewise_linear_fits(network: Network) -> str | None:
     """Whether the network is a chain of piecewise-linear activations with at most
     :data:`MAX_GATES` gates (counted without materializing the layers)."""
     if not network.is_chain():
@@ -818,7 +822,8 @@ def _fits(network: Network) -> str | None:
     return None
 
 
-@register_method("exact-mip", kind="exact", norms=("1", "inf"), fits=_fits, local=True)
+@register_method("exact-mip", kind="exact", norms=("1", "inf"), fits=piecewise_linear_fits,
+                 local=True)
 def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
     """Exact l1 / l-inf constant of a piecewise-linear network by MIP (LipMIP, HiGHS)."""
     started = time.perf_counter()
@@ -853,9 +858,13 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
 def _solve(network, options, started, deadline, layers, output, row, box, homogeneous,
            description, tighten, time_limit):
     norm, extra = norm_name(options.norm), options.extra
+    known = None
+    if not homogeneous and len(layers) == sum(
+            isinstance(node.op, Activation) for node in network.nodes):
+        known = box_pre_activation_bounds(network, *box)  # the engine's CROWN bounds
     encoding = _encode(layers, output, norm, box, homogeneous, tighten == "lp",
                        started + 0.3 * float(time_limit), int(extra.get("threads", 1)),
-                       options.seed, bool(extra.get("vertex_bounds", True)))
+                       options.seed, bool(extra.get("vertex_bounds", True)), known)
     seconds_model = time.perf_counter() - started
     search_pattern, search_point = _search_pattern(network, layers, box, homogeneous, norm,
                                                    row, options.seed, options.data)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from lipkit.errors import InvalidArgumentError, LipkitError
 from lipkit.estimate.activations import elementwise
-from lipkit.estimate.rounding import gamma, round_up, spectral_norm_upper
+from lipkit.estimate.rounding import induced_norm_upper
 from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
 
 _CONV_TRANSPOSE_FUNCTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d,
@@ -111,8 +111,8 @@ _NORM_CACHE: dict[int, tuple] = {}  # id(tensor) -> (weak reference, {p: norm})
 
 
 def _induced_norm(matrix: torch.Tensor, p: float) -> float:
-    """A proven upper bound on the induced ``p``-norm, its float64 rounding included (cached
-    per weight tensor: every method of a run asks for the same norms)."""
+    """A proven upper bound on the induced ``p``-norm (rounding.py's one function), cached
+    per weight tensor: every method of a run asks for the same norms."""
     key = id(matrix)
     entry = _NORM_CACHE.get(key)
     if entry is None or entry[0]() is not matrix:
@@ -120,20 +120,8 @@ def _induced_norm(matrix: torch.Tensor, p: float) -> float:
         _NORM_CACHE[key] = entry
     cache = entry[1]
     if p not in cache:
-        cache[p] = _compute_induced_norm(matrix, p)
+        cache[p] = induced_norm_upper(matrix, p)
     return cache[p]
-
-
-def _compute_induced_norm(matrix: torch.Tensor, p: float) -> float:
-    if matrix.numel() == 0:
-        return 0.0
-    if p == 2:
-        return spectral_norm_upper(matrix)
-    if p == math.inf:
-        return round_up(float(matrix.abs().sum(dim=1).max()) * (1 + gamma(matrix.shape[1] + 1)))
-    if p == 1:
-        return round_up(float(matrix.abs().sum(dim=0).max()) * (1 + gamma(matrix.shape[0] + 1)))
-    raise InvalidArgumentError(f"unsupported norm {p!r}; choose from 1, 2, inf")
 
 
 @dataclass(eq=False)

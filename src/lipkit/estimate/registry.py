@@ -32,8 +32,8 @@ from lipkit.errors import InvalidArgumentError, UnknownMethodError
 BUILT_IN = {  # in the order a run takes them within each cost class (the most telling first)
     "naive": "naive", "autolip": "naive", "lower-jacobian": "jacobian", "seqlip": "seqlip",
     "compositional": "compositional", "exact-bab": "bab", "exact-mip": "mip",
-    "lp-jacobian": "lp_jacobian", "shor": "shor", "lipsdp-neuron": "lipsdp",
-    "lipsdp-layer": "lipsdp", "lower-gradient": "gradient_ascent",
+    "local-crown": "local_crown", "lp-jacobian": "lp_jacobian", "shor": "shor",
+    "lipsdp-neuron": "lipsdp", "lipsdp-layer": "lipsdp", "lower-gradient": "gradient_ascent",
     "lower-adversarial": "adversarial", "lipsdp-network": "lipsdp",
     "lipsdp-network-rand": "lipsdp",
 }

@@ -1,0 +1,115 @@
+"""The dense chain every bound of the engine is computed on.
+
+``f(x) = W_L phi_{L-1}(... phi_1(W_1 x + b_1) ...) + b_L``: :meth:`Network.chain` with
+consecutive affine nodes multiplied out, each activation wrapped in its relaxation object
+(:mod:`lipkit.estimate.engine.relaxations`). Tensors are float64; a batch dimension comes
+first everywhere in the engine (one box, one branch of a branch and bound, one image per
+entry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lipkit.estimate.engine.relaxations import Relaxation, relaxation_of
+from lipkit.estimate.network import NotApplicableError, dense_chain
+
+#: operators whose dense matrix would hold more entries than this are refused
+MAX_ENTRIES = 4_000_000
+
+
+@dataclass(eq=False)
+class DenseLayer:
+    """``z -> weight z + bias``, then ``activation`` (None: the output layer)."""
+
+    weight: torch.Tensor  # (out, in)
+    bias: torch.Tensor  # (out,)
+    activation: Relaxation | None
+
+    def __post_init__(self):
+        self.absolute = self.weight.abs()
+
+    @property
+    def inputs(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def outputs(self) -> int:
+        return self.weight.shape[0]
+
+
+@dataclass(eq=False)
+class DenseChain:
+    """The layers of a network, last one without activation."""
+
+    layers: list[DenseLayer]
+
+    @classmethod
+    def of(cls, network, max_entries: int = MAX_ENTRIES) -> DenseChain:
+        """The chain of ``network``; NotApplicableError for residual joins, GroupSort or
+        operators too large to materialize."""
+        layers, reason = dense_chain(network, max_entries)
+        if layers is None:
+            raise NotApplicableError(reason)
+        return cls.from_layers(layers)
+
+    @classmethod
+    def from_layers(cls, layers) -> DenseChain:
+        """The chain of :meth:`Network.chain`'s layers."""
+        result = []
+        for layer in layers:
+            weight = layer.weight.detach().to(torch.float64)
+            bias = torch.zeros(weight.shape[0], dtype=torch.float64) if layer.bias is None \
+                else layer.bias.detach().to(torch.float64).reshape(-1)
+            activation = None if layer.activation is None else relaxation_of(layer.activation)
+            result.append(DenseLayer(weight, bias, activation))
+        return cls(result)
+
+    @property
+    def hidden(self) -> list[DenseLayer]:
+        return self.layers[:-1]
+
+    @property
+    def inputs(self) -> int:
+        return self.layers[0].inputs
+
+    @property
+    def outputs(self) -> int:
+        return self.layers[-1].outputs
+
+    @property
+    def piecewise_linear(self) -> bool:
+        return all(layer.activation.piecewise_linear for layer in self.hidden)
+
+    def forward(self, x: torch.Tensor, pre_activations: bool = False):
+        """The outputs at a batch of points (and every hidden pre-activation)."""
+        values = []
+        for layer in self.hidden:
+            z = x @ layer.weight.T + layer.bias
+            values.append(z)
+            x = layer.activation(z)
+        out = x @ self.layers[-1].weight.T + self.layers[-1].bias
+        return (out, values) if pre_activations else out
+
+    def pattern_gradient(self, x: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        """``spec @ J(x)`` with each neuron's slope that of its side of 0 (the gradient
+        where no pre-activation is 0): ``(batch, rows, inputs)``."""
+        _, pre = self.forward(x, pre_activations=True)
+        g = spec.expand(x.shape[0], *spec.shape[-2:]) @ self.layers[-1].weight
+        for layer, z in zip(reversed(self.hidden), reversed(pre), strict=True):
+            p, q = layer.activation.below, layer.activation.above
+            slope = torch.where(z > 0, torch.full_like(z, q), torch.full_like(z, p))
+            g = (g * slope[:, None, :]) @ layer.weight
+        return g
+
+
+def box_tensors(lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
+    """A box (or a batch of boxes) as float64 tensors ``(batch, n)``."""
+    lower = torch.as_tensor(np.asarray(lower) if not isinstance(lower, torch.Tensor) else lower,
+                            dtype=torch.float64)
+    upper = torch.as_tensor(np.asarray(upper) if not isinstance(upper, torch.Tensor) else upper,
+                            dtype=torch.float64)
+    return lower.reshape(-1, lower.shape[-1]), upper.reshape(-1, upper.shape[-1])

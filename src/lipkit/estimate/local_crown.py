@@ -1,0 +1,309 @@
+"""Local Lipschitz constants by linear bound propagation through the Clarke Jacobian, refined
+by branch and bound on unstable neurons (Shi, Wang, Zhang, Kolter & Hsieh, NeurIPS 2022).
+
+For each row ``c`` of a specification (an output, or a margin ``f_y - f_j``), the local
+constant of ``c^T f`` over a box ``D`` is at most the largest dual norm of its gradient over
+the derivative ranges the forward bounds allow (:mod:`lipkit.estimate.engine.gradient`).
+Branch and bound refines it: a branch fixes the sign of some unstable pre-activations
+(``z >= 0`` or ``z <= 0``), which fixes their derivatives and tightens every later bound
+(:func:`lipkit.estimate.engine.layer_bounds` with splits; a branch whose bounds contradict
+its splits is empty). The branches cover ``D``, and every gradient at a point of ``D``
+where no pre-activation is 0 is one of a branch's; Clarke's gradients are convex hulls of
+limits of those, so the largest branch bound bounds the local constant. Branches are taken
+by largest bound first, split on the neuron whose derivative range moves the gradient most
+(:meth:`GradientBounds.split_scores`), and closed when their bound is at most the level
+sought: the best witness (``1 + 1e-9``), or a caller's target (a certificate only needs
+``L < margin / eps``).
+
+The lower end is a witness: the largest gradient norm over seeded points of ``D`` (its
+centre, uniform points, and the vertices the best gradients point to), turned into a pair of
+points of ``D`` whose ratio is proven in float64 (:func:`lipkit.estimate.witness.step_pairs`).
+When every branch is closed by the witness the value is exact (to ``1e-9`` relative).
+
+Piecewise-linear activations (ReLU, LeakyReLU, the identity) only for the branch and bound;
+smooth ones get the single bound. The norms: ``inf`` (l-inf inputs; the l1 norm of the
+gradient), ``1`` and ``2`` (from the bounds on each gradient entry, looser). For a network
+with several outputs and no ``extra["output"]`` / ``extra["spec"]``, the value is the
+largest row's (l-inf), the sum of the rows' (l1) or their root sum of squares (l2): upper
+bounds on the induced norm of the Jacobian.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lipkit.errors import InvalidArgumentError
+from lipkit.estimate.bound import Bound, norm_name
+from lipkit.estimate.domain import Domain, domain_of
+from lipkit.estimate.engine import DenseChain, GradientBounds, layer_bounds
+from lipkit.estimate.network import Affine, Matrix, Network, Node, NotApplicableError
+from lipkit.estimate.registry import Options, register_method
+
+DEFAULT_TIME_LIMIT = 30.0
+DEFAULT_MAX_BRANCHES = 20_000
+_TOLERANCE = 1e-9
+_BATCH = 16
+_SAMPLES = 512
+
+
+@dataclass
+class LocalConstants:
+    """Per row: the proven upper bound, the witnessed lower bound and its pair of points."""
+
+    upper: np.ndarray
+    lower: np.ndarray
+    pairs: list[tuple[torch.Tensor, torch.Tensor] | None]
+    branches: int = 0
+    open_branches: int = 0
+    complete: bool = False
+    seconds: float = 0.0
+    status: str = "ok"
+    details: dict = field(default_factory=dict)
+
+
+def _fits(network: Network) -> str | None:
+    try:
+        DenseChain.of(network)
+    except NotApplicableError as error:
+        return str(error)
+    return None
+
+
+def _row_network(network: Network, row: torch.Tensor) -> Network:
+    """``x -> row . f(x)`` as a Network (for the witness's proven pair ratio)."""
+    last = len(network.nodes) - 1
+    node = Node("specification", Affine(Matrix(row[None, :].to(torch.float64))), [last])
+    return Network(network.input_shape, [*network.nodes, node], network.source)
+
+
+def _dual(gradients: torch.Tensor, norm: str) -> torch.Tensor:
+    p = {"inf": 1, "1": math.inf, "2": 2}[norm]
+    return torch.linalg.vector_norm(gradients, ord=p, dim=-1)
+
+
+def _witnesses(network, chain, spec, domain: Domain, norm: str, seed: int, extra_points=None):
+    """Per row, the best witnessed lower bound and its pair (module docstring)."""
+    n = chain.inputs
+    points = [torch.from_numpy((domain.lower + domain.upper) / 2)[None]]
+    points.append(domain.sample(_SAMPLES, (n,), seed).reshape(-1, n))
+    if extra_points is not None:
+        points.append(extra_points.reshape(-1, n))
+    x = domain.project(torch.cat(points))
+    with torch.enable_grad():
+        x = x.clone().requires_grad_(True)
+        out = chain.forward(x) @ spec.T
+        grads = torch.stack([torch.autograd.grad(out[:, r].sum(), x, retain_graph=True)[0]
+                             for r in range(spec.shape[0])], dim=1)  # (points, rows, n)
+    # the vertices the gradients point to (l-inf): a second round of points
+    if domain.center is None or domain.ball == "inf":
+        best = _dual(grads, norm).argmax(dim=0)
+        signs = torch.sign(grads[best, torch.arange(spec.shape[0])])
+        centre = torch.from_numpy((domain.lower + domain.upper) / 2)
+        half = torch.from_numpy((domain.upper - domain.lower) / 2)
+        vertices = domain.project(centre + signs * half * (1 - 1e-9))
+        x2 = vertices.clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = chain.forward(x2) @ spec.T
+            more = torch.stack([torch.autograd.grad(out[:, r].sum(), x2, retain_graph=True)[0]
+                                for r in range(spec.shape[0])], dim=1)
+        x = torch.cat([x.detach(), vertices])
+        grads = torch.cat([grads, more])
+    from lipkit.estimate.witness import step_pairs
+
+    values = _dual(grads, norm)  # (points, rows)
+    lower = np.zeros(spec.shape[0])
+    pairs: list = [None] * spec.shape[0]
+    for r in range(spec.shape[0]):
+        order = torch.argsort(values[:, r], descending=True)[:4]
+        row_net = _row_network(network, spec[r])
+        g = grads[order, r]
+        if norm == "inf":
+            direction = torch.sign(g)
+        elif norm == "1":
+            direction = torch.zeros_like(g)
+            direction[torch.arange(len(g)), g.abs().argmax(dim=1)] = torch.sign(
+                g[torch.arange(len(g)), g.abs().argmax(dim=1)])
+        else:
+            direction = g
+        direction[direction == 0] = 1.0
+        ratio, first, second = step_pairs(row_net, x[order].detach().reshape(
+            -1, *network.input_shape), direction, norm, domain)
+        best = int(ratio.argmax())
+        if float(ratio[best]) > 0:
+            lower[r] = float(ratio[best])
+            pairs[r] = (first[best].detach(), second[best].detach())
+    return lower, pairs
+
+
+def local_constants(network: Network, spec: torch.Tensor | None, domain: Domain, norm="inf",
+                    time_limit: float | None = DEFAULT_TIME_LIMIT, targets=None, seed: int = 0,
+                    max_branches: int = DEFAULT_MAX_BRANCHES, chain: DenseChain | None = None,
+                    witnesses: bool = True) -> LocalConstants:
+    """The local constants of ``spec @ f`` (rows; default every output) over ``domain``.
+
+    Args:
+        targets: per row, a level below which the upper bound need not go (closing a
+            branch at it; a certificate's ``margin / eps``); default: the witnesses.
+        witnesses: search the witnessed lower bounds (else 0).
+    """
+    started = time.perf_counter()
+    norm = norm_name(norm)
+    if domain.is_global:
+        raise NotApplicableError("local-crown bounds local constants: give a box or a "
+                                 "center and radius")
+    chain = chain or DenseChain.of(network)
+    if spec is None:
+        spec = torch.eye(chain.outputs, dtype=torch.float64)
+    spec = torch.as_tensor(spec, dtype=torch.float64).reshape(-1, chain.outputs)
+    rows = spec.shape[0]
+    deadline = math.inf if time_limit is None else started + float(time_limit)
+    lower_box = torch.from_numpy(domain.lower)[None]
+    upper_box = torch.from_numpy(domain.upper)[None]
+    if witnesses:
+        lower, pairs = _witnesses(network, chain, spec, domain, norm, seed)
+    else:
+        lower, pairs = np.zeros(rows), [None] * rows
+    target = np.zeros(rows) if targets is None else np.asarray(targets, dtype=float)
+
+    def level():
+        return np.maximum(lower * (1 + _TOLERANCE), target)
+
+    def evaluate(splits):
+        batch = splits[0].shape[0] if splits else 1
+        bounds = layer_bounds(chain, lower_box.expand(batch, -1), upper_box.expand(batch, -1),
+                              splits)
+        gradient = GradientBounds(chain, spec[None].expand(batch, -1, -1), bounds)
+        values = gradient.norm_upper(norm)
+        values = torch.where(bounds.feasible[:, None], values,
+                             torch.full_like(values, -math.inf))
+        return values.numpy(), gradient.split_scores()
+
+    widths = [layer.outputs for layer in chain.hidden]
+    root = [torch.zeros(1, w, dtype=torch.int8) for w in widths]
+    values, scores = evaluate(root)
+    heap = []  # (-priority, counter, values (rows,), splits, scores)
+    closed = np.full(rows, -math.inf)
+    counter = 0
+    branches = 1
+
+    def push(value_row, splits, score):
+        nonlocal counter, closed
+        over = value_row > level()
+        if not over.any() or not chain.piecewise_linear:
+            closed = np.maximum(closed, value_row)
+            if over.any():  # no branching: stays open, as its own bound
+                heapq.heappush(heap, (-1.0, counter, value_row, splits, score))
+                counter += 1
+            return
+        priority = float(np.max((value_row - level()) / np.maximum(level(), 1e-300)))
+        heapq.heappush(heap, (-priority, counter, value_row, splits, score))
+        counter += 1
+
+    push(values[0], root, [s[0] for s in scores])
+    if chain.piecewise_linear:
+        while heap and time.perf_counter() < deadline and branches < max_branches:
+            taken = []
+            while heap and len(taken) < _BATCH:
+                item = heapq.heappop(heap)
+                if (item[2] > level()).any():
+                    taken.append(item)
+                else:
+                    closed = np.maximum(closed, item[2])
+            if not taken:
+                break
+            children, parents, keep = [], [], []
+            for _, _, value_row, splits, score in taken:
+                flat = torch.cat([s.double() * (split[0] == 0) for s, split in
+                                  zip(score, splits, strict=True)])
+                if float(flat.max()) <= 0:  # nothing left to split: a leaf
+                    keep.append(value_row)
+                    continue
+                index = int(flat.argmax())
+                layer = next(k for k in range(len(widths)) if index < sum(widths[:k + 1]))
+                neuron = index - sum(widths[:layer])
+                for side in (1, -1):
+                    child = [s.clone() for s in splits]
+                    child[layer][0, neuron] = side
+                    children.append(child)
+                    parents.append(value_row)
+            for value_row in keep:  # leaves: their bound is final
+                closed = np.maximum(closed, value_row)
+            if not children:
+                continue
+            stacked = [torch.cat([c[k] for c in children]) for k in range(len(widths))]
+            values, scores = evaluate(stacked)
+            branches += len(children)
+            for i, child in enumerate(children):
+                value_row = np.minimum(values[i], parents[i])
+                if np.all(value_row == -math.inf):
+                    continue  # an empty branch
+                push(value_row, child, [s[i] for s in scores])
+    open_values = np.max([item[2] for item in heap], axis=0) if heap else np.full(
+        rows, -math.inf)
+    upper = np.maximum(closed, open_values)
+    upper = np.maximum(upper, 0.0)
+    complete = not heap
+    seconds = time.perf_counter() - started
+    status = "ok"
+    if heap:
+        reason = "time limit" if time.perf_counter() >= deadline else (
+            f"{max_branches} branches" if branches >= max_branches else "no branching")
+        status = f"ok: {reason} reached, {len(heap)} branches open"
+    return LocalConstants(upper, lower, pairs, branches, len(heap), complete, seconds, status)
+
+
+@register_method("local-crown", kind="upper", norms=("inf", "1", "2"), fits=_fits, local=True,
+                 cost="cheap")
+def local_crown(network: Network, options: Options) -> Bound | list[Bound]:
+    """Local constant over a box or ball by bound propagation through the Clarke Jacobian
+    with branch and bound (Shi et al. 2022); a witnessed lower bound beside it."""
+    norm = norm_name(options.norm)
+    domain = domain_of(network, options)
+    extra = options.extra
+    spec, row = extra.get("spec"), extra.get("output")
+    chain = DenseChain.of(network)
+    if row is not None:
+        row = int(row)
+        if not 0 <= row < chain.outputs:
+            raise InvalidArgumentError(
+                f"local-crown: output {row} out of range (the network has {chain.outputs})")
+        spec = torch.eye(chain.outputs, dtype=torch.float64)[row:row + 1]
+    time_limit = options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT
+    result = local_constants(network, spec, domain, norm, time_limit, seed=options.seed,
+                             max_branches=int(extra.get("max_branches", DEFAULT_MAX_BRANCHES)),
+                             chain=chain)
+    rows = len(result.upper)
+    if rows == 1 or norm == "inf":
+        upper, lower = float(result.upper.max()), float(result.lower.max())
+    elif norm == "1":
+        upper, lower = float(np.nextafter(result.upper.sum() * (1 + 1e-12), np.inf)), \
+            float(result.lower.max())
+    else:
+        upper = float(np.nextafter(np.sqrt((result.upper ** 2).sum()) * (1 + 1e-12), np.inf))
+        lower = float(result.lower.max())
+    details = {"domain": domain.description, "branches": result.branches,
+               "open_branches": result.open_branches, "rows_upper": result.upper.tolist(),
+               "rows_lower": result.lower.tolist(), "output": row}
+    best = int(np.argmax(result.lower))
+    if result.pairs[best] is not None:
+        first, second = result.pairs[best]
+        # a pair of the whole output's norm is checked against the model as a witness
+        key = "witness" if extra.get("spec") is None and row is None else "pair"
+        details[key] = {"x1": first.reshape(network.input_shape),
+                        "x2": second.reshape(network.input_shape)}
+    seconds = result.seconds
+    exact = result.complete and lower > 0 and (rows == 1 or norm == "inf") and \
+        upper <= lower * (1 + 1e-6)
+    if exact:
+        return Bound(lower, "exact", norm, "local-crown", seconds, details=details)
+    bounds = [Bound(upper, "upper", norm, "local-crown", seconds, result.status, details)]
+    if lower > 0:
+        bounds.append(Bound(lower, "lower", norm, "local-crown", seconds, result.status,
+                            details))
+    return bounds

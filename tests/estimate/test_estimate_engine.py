@@ -1,0 +1,124 @@
+"""The bound-propagation engine: every bound holds at sampled points, CROWN is inside the
+interval bounds, alpha-CROWN improves CROWN and stays below the exact MIP minimum, the
+gradient bounds hold and are the gradient's norm on a tiny box."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from lipkit.estimate import load_network
+from lipkit.estimate.engine import DenseChain, GradientBounds, layer_bounds, spec_lower
+from lipkit.estimate.engine.margin_mip import minimize
+
+from .conftest import random_mlp
+
+ACTIVATIONS = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.2),
+               "concave": lambda: nn.LeakyReLU(3.0), "tanh": nn.Tanh}
+
+
+def boxes(n, count, radius, seed):
+    generator = torch.Generator().manual_seed(seed)
+    centre = torch.randn(count, n, generator=generator, dtype=torch.float64)
+    return centre - radius, centre + radius
+
+
+def sample(lower, upper, count=3000, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    unit = torch.rand(lower.shape[0], count, lower.shape[1], generator=generator,
+                      dtype=torch.float64)
+    corners = (torch.rand(lower.shape[0], 64, lower.shape[1], generator=generator) < 0.5)
+    points = lower[:, None] + (upper - lower)[:, None] * torch.cat([unit, corners.double()], 1)
+    return points
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), activation=st.sampled_from(sorted(ACTIVATIONS)),
+       radius=st.sampled_from([0.01, 0.2, 1.0]))
+def test_bounds_hold_at_sampled_points(seed, activation, radius):
+    model = random_mlp([6, 20, 20, 3], activation=ACTIVATIONS[activation], seed=seed)
+    chain = DenseChain.of(load_network(model))
+    lower, upper = boxes(6, 3, radius, seed)
+    crown = layer_bounds(chain, lower, upper)
+    interval = layer_bounds(chain, lower, upper, linear=False)
+    points = sample(lower, upper, seed=seed)
+    out, pre = chain.forward(points.reshape(-1, 6), pre_activations=True)
+    for k, z in enumerate(pre):
+        z = z.reshape(3, -1, z.shape[-1])
+        assert (z >= crown.lower[k][:, None]).all() and (z <= crown.upper[k][:, None]).all()
+        assert (crown.lower[k] >= interval.lower[k]).all()
+        assert (crown.upper[k] <= interval.upper[k]).all()
+    spec = torch.tensor([[1.0, -1, 0], [0, 1, -1]], dtype=torch.float64).expand(3, -1, -1)
+    values = torch.einsum("brk,bnk->bnr", spec, out.reshape(3, -1, 3)).min(1).values
+    plain = spec_lower(chain, spec, crown)
+    optimized = spec_lower(chain, spec, crown, steps=10)
+    assert (plain <= values).all(), (plain, values)
+    assert (optimized <= values).all() and (optimized >= plain).all()
+    assert (spec_lower(chain, spec, interval) <= values).all()
+    gradient = GradientBounds(chain, spec, crown)
+    with torch.enable_grad():
+        x = points.reshape(-1, 6).clone().requires_grad_(True)
+        rows = chain.forward(x) @ spec[0].T
+        grads = torch.stack([torch.autograd.grad(rows[:, r].sum(), x, retain_graph=True)[0]
+                             for r in range(2)], 1).reshape(3, -1, 2, 6)
+    for norm, p in (("inf", 1), ("1", float("inf")), ("2", 2)):
+        sampled = grads.norm(p=p, dim=-1).max(1).values
+        assert (gradient.norm_upper(norm) >= sampled).all(), (norm,)
+
+
+def test_alpha_crown_is_below_the_exact_minimum_and_the_mip_attains_it():
+    model = random_mlp([8, 24, 24, 3], seed=3)
+    chain = DenseChain.of(load_network(model))
+    centre = torch.randn(8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    bounds = layer_bounds(chain, (centre - 0.2)[None], (centre + 0.2)[None])
+    row = np.array([1.0, -1.0, 0.0])
+    exact = minimize(chain, row, bounds, time_limit=30, stop_below=None)
+    assert exact.optimal
+    proven = float(spec_lower(chain, torch.tensor(row)[None, None], bounds, steps=20))
+    assert proven <= exact.lower + 1e-7
+    point = torch.from_numpy(exact.point)
+    assert ((point >= centre - 0.2 - 1e-9) & (point <= centre + 0.2 + 1e-9)).all()
+    attained = float(model(point[None]).detach() @ torch.tensor(row))
+    assert abs(attained - exact.value) < 1e-6
+    points = sample((centre - 0.2)[None], (centre + 0.2)[None])[0]
+    assert float((model(points) @ torch.tensor(row)).min()) >= exact.lower - 1e-7
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky", "concave"])
+def test_a_tiny_box_gives_the_gradient_norm(activation):
+    model = random_mlp([5, 16, 16, 2], activation=ACTIVATIONS[activation], seed=4)
+    chain = DenseChain.of(load_network(model))
+    centre = torch.randn(1, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    bounds = layer_bounds(chain, centre - 1e-9, centre + 1e-9)
+    assert not any(u.any() for u in bounds.unstable())
+    spec = torch.eye(2, dtype=torch.float64)[None]
+    gradient = chain.pattern_gradient(centre, spec)[0]
+    for norm, p in (("inf", 1), ("1", float("inf")), ("2", 2)):
+        exact = gradient.norm(p=p, dim=-1)
+        value = GradientBounds(chain, spec, bounds).norm_upper(norm)[0]
+        # the float64 gradient itself carries rounding: equal to 1e-12 relative
+        assert (value >= exact * (1 - 1e-12)).all(), (norm, value, exact)
+        assert (value <= exact * (1 + 1e-9)).all(), (norm, value, exact)
+
+
+def test_a_split_restricts_the_branch_and_contradictions_are_empty():
+    model = random_mlp([4, 10, 10, 1], seed=0)
+    chain = DenseChain.of(load_network(model))
+    lower, upper = boxes(4, 1, 0.5, 0)
+    bounds = layer_bounds(chain, lower, upper)
+    unstable = bounds.unstable()[0][0].nonzero().flatten()
+    assert len(unstable) > 0
+    neuron = int(unstable[0])
+    splits = [torch.zeros(2, 10, dtype=torch.int8), torch.zeros(2, 10, dtype=torch.int8)]
+    splits[0][0, neuron], splits[0][1, neuron] = 1, -1
+    branches = layer_bounds(chain, lower.expand(2, -1), upper.expand(2, -1), splits)
+    assert branches.lower[0][0, neuron] >= 0 and branches.upper[0][1, neuron] <= 0
+    assert branches.feasible.all()
+    stable = int((bounds.lower[0][0] > 0).nonzero().flatten()[0]) if (
+        bounds.lower[0][0] > 0).any() else None
+    if stable is not None:  # a neuron proven positive split to <= 0: an empty branch
+        contradiction = [torch.zeros(1, 10, dtype=torch.int8) for _ in range(2)]
+        contradiction[0][0, stable] = -1
+        assert not layer_bounds(chain, lower, upper, contradiction).feasible[0]
