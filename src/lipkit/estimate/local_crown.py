@@ -259,7 +259,7 @@ def local_constants(network: Network, spec: torch.Tensor | None, domain: Domain,
 
 
 @register_method("local-crown", kind="upper", norms=("inf", "1", "2"), fits=_fits, local=True,
-                 cost="cheap")
+                 cost="cheap", needs_domain=True)
 def local_crown(network: Network, options: Options) -> Bound | list[Bound]:
     """Local constant over a box or ball by bound propagation through the Clarke Jacobian
     with branch and bound (Shi et al. 2022); a witnessed lower bound beside it."""

@@ -83,6 +83,7 @@ class Method:
     local: bool = False  # bounds the constant over a local domain (else only over R^n)
     cost: str = "expensive"  # "instant", "cheap" or "expensive" (see the module docstring)
     options: type | None = NoOptions  # its frozen options dataclass (None: reads Options.extra)
+    needs_domain: bool = False  # bounds local constants only (left out of global runs)
 
     def make_options(self, given=None):
         """The method's options from ``given``: None (defaults), an instance of its options
@@ -212,7 +213,7 @@ def _always(network) -> None:
 
 def register_method(name: str, kind: str, norms=("2",), fits: Callable = _always,
                     summary: str = "", local: bool = False, cost: str = "expensive",
-                    options: type | None = None):
+                    options: type | None = None, needs_domain: bool = False):
     """Decorator registering ``function(network, options) -> Bound`` under ``name``;
     ``local``: the method reads ``options.domain`` and bounds the constant over it;
     ``cost``: ``"instant"``, ``"cheap"`` or ``"expensive"``; ``options``: the frozen
@@ -224,7 +225,7 @@ def register_method(name: str, kind: str, norms=("2",), fits: Callable = _always
     def decorate(function):
         METHODS[name] = Method(name, kind, tuple(norms), function, fits,
                                summary or (function.__doc__ or "").strip().splitlines()[0],
-                               local, cost, options)
+                               local, cost, options, needs_domain)
         return function
 
     return decorate

@@ -104,7 +104,7 @@ def default_methods(network: Network, norm: str, local: bool = False) -> list[st
     bounds, which bound it too."""
     return [name for name, method in METHODS.items()
             if norm in method.norms and method.kind != "estimate"
-            and method.fits(network) is None
+            and method.fits(network) is None and (local or not method.needs_domain)
             and (not local or method.local or method.kind == "upper")]
 
 
@@ -291,7 +291,8 @@ def estimate(
     else:
         names = default_methods(network, norm, local=not domain.is_global)
         for name, method in METHODS.items():  # say what does not fit, and why
-            if name not in names and norm in method.norms and method.kind != "estimate":
+            if (name not in names and norm in method.norms and method.kind != "estimate"
+                    and (not domain.is_global or not method.needs_domain)):
                 reason = method.fits(network) or _global_reason(method)
                 if reason is not None:
                     skipped.append(Bound.not_applicable(name, method.kind, norm, reason))
