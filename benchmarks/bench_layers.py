@@ -304,6 +304,7 @@ class Quiet:
         self.b = torch.randn(512, 512, generator=generator)
         self.best = math.inf
         self.waited = 0.0
+        self.max_wait = _MAX_WAIT_SECONDS
         self._cpus = os.cpu_count() or 1
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -321,7 +322,7 @@ class Quiet:
     def wait(self) -> None:
         """Sleep while the probe is slow (other load), at most _MAX_WAIT_SECONDS."""
         start = time.perf_counter()
-        while not self.fast(self.probe()) and time.perf_counter() - start < _MAX_WAIT_SECONDS:
+        while not self.fast(self.probe()) and time.perf_counter() - start < self.max_wait:
             time.sleep(0.5)
         self.waited += time.perf_counter() - start
 
@@ -382,7 +383,8 @@ def _times_for_report(row: Method, quiet: Quiet) -> tuple[list[float], bool]:
 
 
 def run_case(case: Case, device: torch.device, steps: int, warmup: int, chunk: int,
-             seed: int, max_rounds_factor: int = 3) -> tuple[list[Method], Quiet, int]:
+             seed: int, max_rounds_factor: int = 3,
+             max_wait: float = _MAX_WAIT_SECONDS) -> tuple[list[Method], Quiet, int]:
     rows = methods_for(case.name)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(case.input_shape, generator=generator).to(device)
@@ -400,6 +402,7 @@ def run_case(case: Case, device: torch.device, steps: int, warmup: int, chunk: i
     _synchronize(device)
 
     quiet = Quiet()
+    quiet.max_wait = max_wait
     for _ in range(10):
         quiet.probe()
     order = random.Random(seed)
@@ -549,6 +552,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-wait", type=float, default=_MAX_WAIT_SECONDS,
+                        help="longest wait for a quiet machine before a turn (seconds)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--results", metavar="PATH",
                         help="append each finished case's rows to this JSON-lines file; "
@@ -580,7 +585,8 @@ def main(argv: list[str] | None = None) -> None:
             console.print(f"{name}: already in {args.results}, skipped")
             continue
         steps = args.steps if args.steps is not None else case.default_steps
-        rows, quiet, rounds = run_case(case, device, steps, args.warmup, args.chunk, args.seed)
+        rows, quiet, rounds = run_case(case, device, steps, args.warmup, args.chunk, args.seed,
+                                       max_wait=args.max_wait)
         summary = summarize(case, rows, quiet)
         print_table(console, case, summary, str(device), quiet, rounds)
         results += summary
