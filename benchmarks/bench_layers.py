@@ -21,8 +21,9 @@ After timing, each layer's certified Lipschitz bound is reported (inference mode
 ``lipkit.nn.conv_operator_norm_upper`` for the operator on 32 x 32 inputs.
 
 Peers: ``torch.nn.utils.parametrizations`` (``spectral_norm``, ``orthogonal``) and, when it
-is installed, deel-torchlip. deel-torchlip is not a lipkit dependency: install it in a
-separate virtualenv (see BENCHMARKS.md); without it, its rows read "not installed".
+is installed, deel-torchlip and (cases ``sota-*``) orthogonium. Neither is a lipkit
+dependency: install them in a separate virtualenv (see BENCHMARKS.md); without them, their
+rows read "not installed".
 
 Usage:
     python benchmarks/bench_layers.py [--steps N] [--case linear conv] [--device cpu]
@@ -58,6 +59,16 @@ try:  # an optional peer, benchmarked only where it is installed
     import deel.torchlip as torchlip
 except ImportError:  # pragma: no cover - depends on the environment
     torchlip = None
+try:  # the peer of the state-of-the-art layers (AOC, SOC, SLL), likewise optional
+    import orthogonium
+    from orthogonium.layers.conv.adaptiveSOC.ortho_conv import AdaptiveSOCConv2d
+    from orthogonium.layers.conv.AOC.ortho_conv import AdaptiveOrthoConv2d
+    from orthogonium.layers.conv.SLL.sll_layer import (
+        SDPBasedLipschitzDense,
+        SDPBasedLipschitzResBlock,
+    )
+except ImportError:  # pragma: no cover - depends on the environment
+    orthogonium = None
 
 INPUT_SIZE = (32, 32)
 
@@ -107,6 +118,12 @@ CASES = {
         "conv", "Conv2d 64->64 3x3 pad 1, 32x32, batch 64", _conv,
         (64, 64, *INPUT_SIZE), (64, 64, *INPUT_SIZE), 40,
     ),
+    "sota-linear": Case("sota-linear", "State-of-the-art dense layers, 512 features, batch 256",
+                        _linear, (256, 512), (256, 512), 100),
+    "sota-conv": Case(
+        "sota-conv", "State-of-the-art conv layers, 64->64 3x3, 32x32, batch 64", _conv,
+        (64, 64, *INPUT_SIZE), (64, 64, *INPUT_SIZE), 24,
+    ),
 }
 
 
@@ -139,6 +156,18 @@ def _torchlip(name: str, *args, **kwargs) -> tuple[Callable[[], nn.Module] | Non
     if kind is None:
         return None, f"deel-torchlip has no {name}"
     return (lambda: kind(*args, **kwargs)), None
+
+
+def _orthogonium(build: Callable[[], nn.Module]):
+    if orthogonium is None:
+        return None, "not installed"
+    return build, None
+
+
+def _with_input(layer: nn.Module) -> nn.Module:
+    with torch.no_grad():  # records the input size of a conv (SOC, Cayley)
+        layer(torch.zeros(1, 64, *INPUT_SIZE))
+    return layer
 
 
 def _exported(make: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -214,6 +243,40 @@ def methods_for(case: str) -> list[Method]:
         build, missing = _torchlip("FrobeniusConv2d", 64, 64, 3, padding=1)
         add("FrobeniusConv2d", "deel-torchlip", "kernel / ||kernel||_F, x 1/3",
             build, operator_bound, missing)
+    elif case == "sota-linear":
+        add("plain", "torch", "nn.Linear, unconstrained", _linear, operator_bound)
+        add("sll", "lipkit", "SLLLinear(512, 512): x - V^T relu(V x + b), V = sqrt2 T^-1/2 P",
+            lambda: lnn.SLLLinear(512, 512), lipkit_bound)
+        build, missing = _orthogonium(lambda: SDPBasedLipschitzDense(512, 512, 512))
+        add("sll", "orthogonium", "SDPBasedLipschitzDense(512, 512, inner 512)", build, None,
+            missing)
+        add("cpl", "lipkit", "CPLLinear(512, 512): V spectrally normalized to sqrt 2",
+            lambda: lnn.CPLLinear(512, 512), lipkit_bound)
+    elif case == "sota-conv":
+        add("plain", "torch", "nn.Conv2d, unconstrained", _conv, operator_bound)
+        add("aoc", "lipkit", "aoc(Conv2d): exact orthogonal kernel (BCOP at stride 1)",
+            lambda: lnn.aoc(_conv()), lipkit_bound)
+        build, missing = _orthogonium(lambda: AdaptiveOrthoConv2d(
+            64, 64, 3, padding="same", padding_mode="zeros"))
+        add("aoc", "orthogonium", "AdaptiveOrthoConv2d(64, 64, 3), zero padding", build,
+            operator_bound, missing)
+        add("soc", "lipkit", "SkewOrthogonalConv2d(64, 3): 6 terms (train), 12 (eval)",
+            lambda: _with_input(lnn.SkewOrthogonalConv2d(64, 3)), lipkit_bound)
+        build, missing = _orthogonium(lambda: AdaptiveSOCConv2d(
+            64, 64, 3, padding="same", padding_mode="zeros"))
+        add("soc", "orthogonium", "AdaptiveSOCConv2d(64, 64, 3): explicit kernel, zero padding",
+            build, operator_bound, missing)
+        add("cayley", "lipkit", "CayleyConv2d(64, 3): FFT, per-frequency Cayley transform",
+            lambda: _with_input(lnn.CayleyConv2d(64, 3)), lipkit_bound,
+            note="circular; no orthogonium peer")
+        add("sll", "lipkit", "SLLConv2d(64, 64): residual, 3x3 conv and its transpose",
+            lambda: lnn.SLLConv2d(64, 64), lipkit_bound)
+        build, missing = _orthogonium(lambda: SDPBasedLipschitzResBlock(64, 1, 3))
+        add("sll", "orthogonium", "SDPBasedLipschitzResBlock(64, inner factor 1, 3)", build,
+            None, missing)
+        add("cpl", "lipkit", "CPLConv2d(64, 64): operator spectral norm on 32x32 to sqrt 2",
+            lambda: lnn.CPLConv2d(64, 64, input_size=INPUT_SIZE), lipkit_bound,
+            note="no orthogonium peer")
     else:
         raise ValueError(f"unknown case {case!r}")
     return rows
@@ -241,6 +304,7 @@ class Quiet:
         self.b = torch.randn(512, 512, generator=generator)
         self.best = math.inf
         self.waited = 0.0
+        self.max_wait = _MAX_WAIT_SECONDS
         self._cpus = os.cpu_count() or 1
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -258,7 +322,7 @@ class Quiet:
     def wait(self) -> None:
         """Sleep while the probe is slow (other load), at most _MAX_WAIT_SECONDS."""
         start = time.perf_counter()
-        while not self.fast(self.probe()) and time.perf_counter() - start < _MAX_WAIT_SECONDS:
+        while not self.fast(self.probe()) and time.perf_counter() - start < self.max_wait:
             time.sleep(0.5)
         self.waited += time.perf_counter() - start
 
@@ -319,7 +383,8 @@ def _times_for_report(row: Method, quiet: Quiet) -> tuple[list[float], bool]:
 
 
 def run_case(case: Case, device: torch.device, steps: int, warmup: int, chunk: int,
-             seed: int, max_rounds_factor: int = 3) -> tuple[list[Method], Quiet, int]:
+             seed: int, max_rounds_factor: int = 3,
+             max_wait: float = _MAX_WAIT_SECONDS) -> tuple[list[Method], Quiet, int]:
     rows = methods_for(case.name)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(case.input_shape, generator=generator).to(device)
@@ -337,6 +402,7 @@ def run_case(case: Case, device: torch.device, steps: int, warmup: int, chunk: i
     _synchronize(device)
 
     quiet = Quiet()
+    quiet.max_wait = max_wait
     for _ in range(10):
         quiet.probe()
     order = random.Random(seed)
@@ -367,12 +433,21 @@ def run_case(case: Case, device: torch.device, steps: int, warmup: int, chunk: i
             gc.enable()
 
     for row in active:
-        if not row.bound_at_build:
+        if not row.bound_at_build and row.bound is not None:
             row.bound_value = row.bound(row.layer)
     return rows, quiet, rounds
 
 
 # -- report -------------------------------------------------------------------------------
+
+def _version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
 
 def _machine() -> dict:
     cpu = platform.processor() or platform.machine()
@@ -388,6 +463,7 @@ def _machine() -> dict:
         "torch": torch.__version__,
         "lipkit": lipkit_revision("src/lipkit/nn"),
         "deel-torchlip": getattr(torchlip, "__version__", None) if torchlip else None,
+        "orthogonium": _version("orthogonium") if orthogonium else None,
         "threads": torch.get_num_threads(),
     }
 
@@ -448,7 +524,7 @@ def print_table(console: Console, case: Case, summary: list[dict], device: str,
             f"{entry['ratio']:.2f}",
             "-" if entry["round_ratio_q1"] is None
             else f"{entry['round_ratio_q1']:.2f}-{entry['round_ratio_q3']:.2f}",
-            f"{entry['bound']:.4f}", entry["note"],
+            "-" if entry["bound"] is None else f"{entry['bound']:.4f}", entry["note"],
         )
     console.print(table)
     timed = [entry for entry in summary if "steps" in entry]
@@ -476,7 +552,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-wait", type=float, default=_MAX_WAIT_SECONDS,
+                        help="longest wait for a quiet machine before a turn (seconds)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--results", metavar="PATH",
+                        help="append each finished case's rows to this JSON-lines file; "
+                             "cases already in it are skipped (a case's rows are timed "
+                             "together, so its ratios stay side by side)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -493,13 +575,25 @@ def main(argv: list[str] | None = None) -> None:
         f"deel-torchlip {machine['deel-torchlip'] or 'not installed'}; device {device}"
     )
     results = []
+    done = set()
+    if args.results and os.path.exists(args.results):
+        with open(args.results) as stream:
+            done = {json.loads(line)["case"] for line in stream if line.strip()}
     for name in args.case:
         case = CASES[name]
+        if name in done:
+            console.print(f"{name}: already in {args.results}, skipped")
+            continue
         steps = args.steps if args.steps is not None else case.default_steps
-        rows, quiet, rounds = run_case(case, device, steps, args.warmup, args.chunk, args.seed)
+        rows, quiet, rounds = run_case(case, device, steps, args.warmup, args.chunk, args.seed,
+                                       max_wait=args.max_wait)
         summary = summarize(case, rows, quiet)
         print_table(console, case, summary, str(device), quiet, rounds)
         results += summary
+        if args.results:
+            with open(args.results, "a") as stream:
+                for entry in summary:
+                    stream.write(json.dumps({**entry, "machine": machine}) + "\n")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"machine": machine, "args": vars(args), "rows": results}, out, indent=2)

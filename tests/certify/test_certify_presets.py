@@ -60,3 +60,40 @@ def test_bad_preset_arguments():
         lipschitz_mlp(4, 2, hidden=(5,))
     with pytest.raises(UnknownMethodError, match="small"):
         lipschitz_convnet(1, 8, 2, size="huge")
+
+
+@pytest.mark.parametrize("layer", ["aoc", "aol", "bcop", "cayley", "soc", "sll", "cpl"])
+def test_comparison_convnets_are_bounded_and_export_equal(layer, oracle):
+    from lipkit.certify import comparison_convnet
+
+    torch.manual_seed(0)
+    model = comparison_convnet(1, 8, 10, "small", layer=layer)
+    x = torch.rand(4, 1, 8, 8)
+    model(x)  # training-mode forward: power iterations and input sizes
+    model.eval()
+    bound = lipschitz_bound(model, x[:1])
+    limit = 1.0 if layer != "cpl" else 2.0  # CPL: the DFT bound on 8 x 8 maps is loose
+    assert bound <= limit + 1e-4, bound
+    y = x + 0.1 * torch.randn_like(x)
+    assert float(oracle.lipschitz_ratios(model, x, y).max()) <= bound * (1 + 1e-5)
+    plain = export(model)
+    torch.testing.assert_close(plain(x), model(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("block", ["sll", "cpl"])
+def test_liresnet_body_is_bounded_and_its_head_has_unit_rows(block, oracle):
+    from lipkit.certify import liresnet
+
+    torch.manual_seed(0)
+    model = liresnet(3, 8, 10, block=block)
+    x = torch.rand(4, 3, 8, 8)
+    model(x)
+    model.eval()
+    head = export(model)[-1].weight.detach().double()
+    torch.testing.assert_close(head.norm(dim=1), torch.ones(10, dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+    body = lipschitz_bound(model[:-1], x[:1])
+    assert body <= (1.0 if block == "sll" else 2.0) + 1e-4, body
+    y = x + 0.1 * torch.randn_like(x)
+    bound = lipschitz_bound(model, x[:1])
+    assert float(oracle.lipschitz_ratios(model, x, y).max()) <= bound * (1 + 1e-5)

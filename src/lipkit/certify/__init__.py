@@ -8,7 +8,8 @@
 - :func:`certified_accuracy`: verified robust accuracy at several eps, PGD accuracy beside
   it, and the count of certificates PGD broke (must be 0);
 - losses (:func:`margin_cross_entropy`, :func:`multiclass_hinge`, :func:`hkr`,
-  :func:`gloro_cross_entropy`), presets (:func:`lipschitz_mlp`, :func:`lipschitz_convnet`)
+  :func:`gloro_cross_entropy`), presets (:func:`lipschitz_mlp`, :func:`lipschitz_convnet`,
+  :func:`comparison_convnet`, :func:`liresnet`)
   and :func:`train_certified`;
 - :func:`spectral_complexity`: Bartlett, Foster & Telgarsky's spectral complexity.
 """
@@ -25,15 +26,41 @@ from lipkit.certify.losses import (
     multiclass_hinge,
     multiclass_kantorovich_rubinstein,
 )
-from lipkit.certify.presets import LAST_LAYERS, UnitRows, lipschitz_convnet, lipschitz_mlp
+from lipkit.certify.presets import (
+    LAST_LAYERS,
+    UnitRows,
+    comparison_convnet,
+    lipschitz_convnet,
+    lipschitz_mlp,
+    liresnet,
+)
 from lipkit.certify.radius import FORMS, LogitConstants, certified_radius
 from lipkit.certify.train import TrainingConfig, train_certified
 
 __all__ = [
-    "FORMS", "LAST_LAYERS", "LOSSES", "Certification", "LogitConstants", "TrainingConfig",
-    "UnitRows", "broken_certificates", "certified_accuracy", "certified_radius",
-    "empirical_robust_accuracy", "gloro_cross_entropy", "hkr", "lipschitz_convnet",
-    "lipschitz_mlp", "logit_constants", "margin_cross_entropy", "multiclass_hinge",
-    "multiclass_kantorovich_rubinstein", "pgd_attack", "plot_certified_accuracy",
-    "spectral_complexity", "train_certified",
+    "FORMS",
+    "LAST_LAYERS",
+    "LOSSES",
+    "Certification",
+    "LogitConstants",
+    "TrainingConfig",
+    "UnitRows",
+    "broken_certificates",
+    "certified_accuracy",
+    "certified_radius",
+    "comparison_convnet",
+    "empirical_robust_accuracy",
+    "gloro_cross_entropy",
+    "hkr",
+    "lipschitz_convnet",
+    "lipschitz_mlp",
+    "liresnet",
+    "logit_constants",
+    "margin_cross_entropy",
+    "multiclass_hinge",
+    "multiclass_kantorovich_rubinstein",
+    "pgd_attack",
+    "plot_certified_accuracy",
+    "spectral_complexity",
+    "train_certified",
 ]

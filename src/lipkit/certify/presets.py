@@ -13,6 +13,11 @@ norm preserving, Anil et al. 2019). The last layer decides the certificate form:
 ConvNet sizes follow the small / medium / large ConvNets of Prach et al. (CVPR 2024,
 "1-Lipschitz Layers Compared") in spirit: stages of convolutions + MaxMin, downsampling by
 1-Lipschitz scaled average pooling, then a dense head.
+
+:func:`comparison_convnet` is the family of Prach et al.'s comparison itself, one network per
+layer type (AOC, AOL, BCOP, Cayley, SOC, SLL, CPL), and :func:`liresnet` a LiResNet-style
+residual network (Hu et al., 2023 / 2024) of SLL or CPL blocks with a Lipschitz-normalized
+head (``last="unit-rows"``: each logit 1-Lipschitz, the pairwise certificate).
 """
 
 from __future__ import annotations
@@ -21,7 +26,20 @@ import torch
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError, UnknownMethodError
-from lipkit.nn import METHODS, MaxMin, ScaledAvgPool2d, bjorck, make_lipschitz
+from lipkit.nn import (
+    METHODS,
+    CayleyConv2d,
+    CPLConv2d,
+    MaxMin,
+    ScaledAvgPool2d,
+    SkewOrthogonalConv2d,
+    SLLConv2d,
+    aoc,
+    aol,
+    bcop,
+    bjorck,
+    make_lipschitz,
+)
 from lipkit.nn.constraint import Constraint, check_layer, register_constraint
 
 LAST_LAYERS = ("orthonormal", "unit-rows")
@@ -124,3 +142,94 @@ def lipschitz_convnet(in_channels: int, image_size: int, classes: int, size: str
     body = nn.Sequential(*modules)
     make_lipschitz(body, method=layer, lipschitz=1.0)
     return nn.Sequential(*body, _last_layer(dense, classes, last))
+
+
+# Prach et al. (CVPR 2024), "1-Lipschitz Layers Compared": a stem convolution, stages of
+# 3x3 layers at constant width, each stage closed by a 2x2 stride-2 convolution doubling the
+# channels, then a dense layer and the head. (base width, layers per stage, dense width)
+COMPARISON_SIZES = {"small": (16, 1, 256), "medium": (32, 2, 512)}
+COMPARISON_LAYERS = ("aoc", "aol", "bcop", "cayley", "soc", "sll", "cpl")
+
+
+def _conv_layer(kind: str, channels: int) -> list[nn.Module]:
+    """One 3x3 ``channels -> channels`` layer of kind ``kind`` with its activation."""
+    if kind in ("sll", "cpl"):  # residual blocks: ReLU inside, no activation after
+        return [{"sll": SLLConv2d, "cpl": CPLConv2d}[kind](channels, channels)]
+    if kind == "cayley":
+        return [CayleyConv2d(channels, 3), MaxMin()]
+    if kind == "soc":
+        return [SkewOrthogonalConv2d(channels, 3), MaxMin()]
+    conv = nn.Conv2d(channels, channels, 3, padding=1)
+    return [{"aoc": aoc, "aol": aol, "bcop": bcop}[kind](conv), MaxMin()]
+
+
+def comparison_convnet(in_channels: int, image_size: int, classes: int, size: str = "small",
+                       layer: str = "aoc", last: str = "orthonormal") -> nn.Sequential:
+    """A network of Prach et al.'s comparison, built from one layer type.
+
+    Stem: an orthogonal (AOC) 3x3 convolution to the base width; each stage: layers of kind
+    ``layer`` (``"aoc"``, ``"aol"``, ``"bcop"``, ``"cayley"``, ``"soc"``, ``"sll"``,
+    ``"cpl"``), then an exactly orthogonal 2x2 stride-2 AOC convolution doubling the width
+    (``4 c -> 2 c`` per patch: orthonormal rows) and MaxMin, down to a 1 to 3 pixel map; then
+    a Björck dense layer + MaxMin and ``last``. Cayley layers are circular convolutions.
+
+    Example:
+        >>> import torch
+        >>> from lipkit.nn import lipschitz_bound
+        >>> model = comparison_convnet(1, 8, 10, layer="sll").eval()
+        >>> model(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+        >>> lipschitz_bound(model) <= 1 + 1e-5
+        True
+    """
+    if size not in COMPARISON_SIZES:
+        raise UnknownMethodError("comparison size", size, COMPARISON_SIZES)
+    if layer not in COMPARISON_LAYERS:
+        raise UnknownMethodError("comparison layer", layer, COMPARISON_LAYERS)
+    base, depth, dense = COMPARISON_SIZES[size]
+    width, spatial = base, image_size
+    modules: list[nn.Module] = [aoc(nn.Conv2d(in_channels, width, 3, padding=1)), MaxMin()]
+    while spatial >= 4:
+        for _ in range(depth):
+            modules += _conv_layer(layer, width)
+        modules += [aoc(nn.Conv2d(width, 2 * width, 2, stride=2)), MaxMin()]
+        width, spatial = 2 * width, spatial // 2
+    modules += [nn.Flatten(), bjorck(nn.Linear(width * spatial * spatial, dense)), MaxMin(),
+                _last_layer(dense, classes, last)]
+    return nn.Sequential(*modules)
+
+
+LIRESNET_SIZES = {"small": (32, 4, 256), "medium": (64, 8, 512)}  # (width, blocks, dense)
+
+
+def liresnet(in_channels: int, image_size: int, classes: int, size: str = "small",
+             block: str = "sll", last: str = "unit-rows") -> nn.Sequential:
+    """A LiResNet-style network: an AOC stem, ``blocks`` 1-Lipschitz residual blocks (SLL or
+    CPL) at constant width, an exactly orthogonal ``4 x 4`` stride-4 AOC "neck", a Björck
+    dense layer and a Lipschitz-normalized head (``"unit-rows"``, LiResNet's choice).
+
+    Example:
+        >>> import torch
+        >>> from lipkit.nn import lipschitz_bound
+        >>> model = liresnet(1, 8, 10).eval()
+        >>> model(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+        >>> lipschitz_bound(model[:-1]) <= 1 + 1e-5
+        True
+    """
+    if size not in LIRESNET_SIZES:
+        raise UnknownMethodError("LiResNet size", size, LIRESNET_SIZES)
+    if block not in ("sll", "cpl"):
+        raise UnknownMethodError("LiResNet block", block, ("sll", "cpl"))
+    width, blocks, dense = LIRESNET_SIZES[size]
+    kind = {"sll": SLLConv2d, "cpl": CPLConv2d}[block]
+    if image_size % 4:
+        raise InvalidArgumentError(f"liresnet needs an image size divisible by 4, got "
+                                   f"{image_size}")
+    spatial = image_size // 4
+    modules: list[nn.Module] = [aoc(nn.Conv2d(in_channels, width, 3, padding=1)), MaxMin()]
+    modules += [kind(width, width) for _ in range(blocks)]
+    modules += [aoc(nn.Conv2d(width, 2 * width, 4, stride=4)), MaxMin(), nn.Flatten(),
+                bjorck(nn.Linear(2 * width * spatial * spatial, dense)), MaxMin(),
+                _last_layer(dense, classes, last)]
+    return nn.Sequential(*modules)

@@ -6,7 +6,9 @@ constrained layer's own bound (:meth:`~lipkit.nn.constraint.Constraint.bound`: i
 guarantee, or its certified operator norm), the exact operator norm of an unconstrained
 ``nn.Linear`` and a sound upper bound for an unconstrained convolution (transposed ones too,
 valid for every input size), and the known
-constants of activations, pooling, flattening, dropout (inference) and BatchNorm
+constants of activations, pooling, the residual blocks CPL / SLL (``max(1, ||V||^2 - 1)``),
+SOC (``1 +`` the series' tail), Cayley convolutions (exact per-frequency norms), flattening,
+dropout (inference) and BatchNorm
 (inference, ``max |gamma| / sqrt(var + eps)``). A module with no known rule (including a
 custom ``forward`` that combines its children in ways lipkit cannot see) is an error that
 names its path and type; :func:`register_bound_rule` teaches lipkit a new type.
@@ -26,10 +28,13 @@ from torch import nn
 
 from lipkit.errors import InvalidArgumentError, UnsupportedModuleError
 from lipkit.nn.activation import GroupSort
+from lipkit.nn.cayley import CayleyConv2d, FourierConv2d
 from lipkit.nn.constraint import CONV_TYPES, LAYER_TYPES, layer_operator_norm, lipkit_constraint
+from lipkit.nn.cpl import ConvexPotentialBlock
 from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
 from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d, pooling_bound
 from lipkit.nn.residual import Residual
+from lipkit.nn.soc import SkewOrthogonalConv2d
 
 ChildBound = Callable[[nn.Module, str], float]
 BoundRule = Callable[[nn.Module, ChildBound, tuple[int, ...] | None], float]
@@ -103,6 +108,25 @@ def _sequential(module, child_bound, input_size):
 @register_bound_rule(Residual)
 def _residual(module, child_bound, input_size):
     return module.combine_bound(child_bound(module.branch, "branch"))
+
+
+@register_bound_rule(ConvexPotentialBlock)
+def _convex_potential(module, child_bound, input_size):
+    """CPL / SLL: ``max(1, s^2 - 1)`` with ``s`` the proven norm of the block's layer."""
+    return module.combine_bound(child_bound(module.layer, "layer"))
+
+
+@register_bound_rule(SkewOrthogonalConv2d)
+def _skew_orthogonal(module, child_bound, input_size):
+    """SOC: ``1 + sum_{i > n} a^i / i!`` with ``a`` the proven norm of the generator."""
+    return module.combine_bound(child_bound(module.conv, "conv"))
+
+
+@register_bound_rule(CayleyConv2d)
+@register_bound_rule(FourierConv2d)
+def _fourier(module, child_bound, input_size):
+    """Cayley convolutions: the exact operator norm, per-frequency SVDs."""
+    return module.bound()
 
 
 @register_bound_rule(nn.modules.batchnorm._BatchNorm)

@@ -3,8 +3,9 @@
 Each parametrized tensor is evaluated once and stored as an ordinary parameter (what
 ``torch.nn.utils.parametrize.remove_parametrizations(..., leave_parametrized=True)`` does;
 done by hand here because that function edits the parametrized class, which a deep copy
-shares with the original model). lipkit's input-size hooks are dropped, and lipkit's layer
-classes (``SpectralLinear``, ...) become their torch base class.
+shares with the original model). lipkit's input-size hooks are dropped, lipkit's layer
+classes (``SpectralLinear``, ...) become their torch base class, and blocks with a
+``plain()`` method (CPL / SLL, SOC, Cayley convolutions) are replaced by their plain form.
 The copy computes the same function (in inference mode) at the cost of the plain layers:
 nothing is recomputed at inference.
 """
@@ -45,7 +46,20 @@ def export(model: nn.Module) -> nn.Module:
                     kind for kind in type(module).__mro__
                     if kind.__module__.startswith("torch.nn")
                 )
+        exported = _plain_forms(exported)
     return exported
+
+
+def _plain_forms(module: nn.Module) -> nn.Module:
+    """Replace, bottom up, every lipkit block that defines ``plain()`` (a form without
+    parametrizations or training-time machinery: SOC's series, Cayley's per-frequency
+    matrices) by what it returns."""
+    for name, child in list(module.named_children()):
+        replacement = _plain_forms(child)
+        if replacement is not child:
+            module._modules[name] = replacement
+    plain = getattr(module, "plain", None)
+    return plain().eval() if callable(plain) else module
 
 
 def _bake(module: nn.Module, source: nn.Module) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from lipkit.nn.aoc import aoc
 from lipkit.nn.aol import aol
 from lipkit.nn.bcop import bcop
 from lipkit.nn.bjorck import bjorck
@@ -77,3 +78,16 @@ class BCOPConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, 1, 1, bias,
                          padding_mode, device, dtype)
         bcop(self, lipschitz)
+
+
+class AOCConv2d(nn.Conv2d):
+    """An orthogonal ``nn.Conv2d`` with any stride <= kernel and groups (see ``aoc``);
+    ``padding`` defaults to ``(k - s) // 2``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding=None, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 *, lipschitz: float = 1.0, device=None, dtype=None):
+        padding = (kernel_size - stride) // 2 if padding is None else padding
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, 1, groups,
+                         bias, padding_mode, device, dtype)
+        aoc(self, lipschitz)

@@ -15,12 +15,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lipkit.errors import UnknownMethodError, UnsupportedModuleError, check_positive
+from lipkit.nn.aoc import aoc
 from lipkit.nn.aol import aol
 from lipkit.nn.bcop import bcop
 from lipkit.nn.bjorck import bjorck
 from lipkit.nn.clip import weight_clip
 from lipkit.nn.constraint import CONV_TYPES, LAYER_TYPES
 from lipkit.nn.residual import Residual
+from lipkit.nn.sll import sdp_scaling
 from lipkit.nn.spectral import spectral_norm
 
 
@@ -42,6 +44,8 @@ METHODS: dict[str, tuple[Callable[..., nn.Module], tuple[type, ...]]] = {
     "aol": (aol, LAYER_TYPES),
     "bcop": (bcop, (nn.Conv1d, nn.Conv2d)),
     "orthogonal": (_orthogonal, (nn.Linear, nn.Conv1d, nn.Conv2d)),
+    "aoc": (aoc, (nn.Conv1d, nn.Conv2d)),
+    "sll": (sdp_scaling, LAYER_TYPES),
 }
 
 # modules that own parameters and may stay in a constrained model: their constant is counted
@@ -59,7 +63,8 @@ def make_lipschitz(
         model: any module tree.
         method: one of ``"clip"``, ``"spectral"``, ``"bjorck"`` (dense layers), ``"aol"``,
             ``"bcop"`` (convolutions), ``"orthogonal"`` (Björck for dense layers, BCOP for
-            convolutions).
+            convolutions), ``"aoc"`` (orthogonal convolutions with stride and groups),
+            ``"sll"`` (SLL's rescaling of the rows, a proof like AOL's).
         lipschitz: the target constant of the whole chain of constrained layers.
         options: passed to the constraint (e.g. ``n_power_iterations`` for spectral).
 
@@ -96,6 +101,12 @@ def make_lipschitz(
                 raise UnsupportedModuleError(
                     path, module, f"method '{method}' (BCOP) needs groups=1"
                 )
+            if method == "aoc" and isinstance(module, CONV_TYPES) and (
+                    any(d != 1 for d in module.dilation)
+                    or any(k < s for k, s in zip(module.kernel_size, module.stride,
+                                                 strict=True))):
+                raise UnsupportedModuleError(
+                    path, module, "method 'aoc' needs dilation 1 and kernel_size >= stride")
             targets.append(module)
         # a ParametrizationList holds the parameter of a layer constrained before: the layer
         # is left as it is, and lipschitz_bound counts its own bound
