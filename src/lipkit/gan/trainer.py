@@ -37,7 +37,7 @@ from lipkit.errors import (
     check_positive,
     check_seed,
 )
-from lipkit.gan.losses import LOSSES, critic_loss, generator_loss
+from lipkit.gan.losses import GENERATOR_OBJECTIVES, LOSSES, critic_loss, generator_loss
 from lipkit.gan.metrics import (
     critic_lipschitz_lower,
     exact_wasserstein,
@@ -81,6 +81,8 @@ OPTIMIZERS = {
     "orthogonal": OptimizerSetting("adam", 1e-4, (0.5, 0.9), False,
                                    "WGAN-GP's (no toy setting in Anil et al. 2019)"),
     "unconstrained-alpha": OptimizerSetting("adam", 1e-4, (0.5, 0.9), False, "WGAN-GP's"),
+    "max-gp": OptimizerSetting("adam", 1e-4, (0.5, 0.9), False,
+                               "WGAN-GP's (Zhou et al.'s own toy setting not checked here)"),
     "none": OptimizerSetting("adam", 1e-4, (0.5, 0.9), False, "WGAN-GP's"),
 }
 # the Lipschitz methods' options a GAN uses unless told otherwise (the papers' values)
@@ -94,15 +96,17 @@ class GanConfig:
 
     ``data`` is one of :data:`DATASETS`; ``lipschitz`` a method of
     :data:`lipkit.penalty.METHODS` (with ``lipschitz_constant``, ``weight``); ``loss`` one of
-    :data:`lipkit.gan.LOSSES`; ``steps`` counts generator steps; ``hidden``/``depth`` size
-    both networks (the WGAN-GP toy models are 3 x 512); ``lr``/``betas`` override the
-    method's :data:`OPTIMIZERS` (``lr_decay``: its linear decay to 0);
-    ``method_options`` go to :func:`lipkit.penalty.lipschitz_method`.
+    :data:`lipkit.gan.LOSSES` and ``generator_objective`` one of
+    :data:`lipkit.gan.GENERATOR_OBJECTIVES` (``linear``: ``psi(x) = -x``); ``steps`` counts
+    generator steps; ``hidden``/``depth`` size both networks (the WGAN-GP toy models are
+    3 x 512); ``lr``/``betas`` override the method's :data:`OPTIMIZERS` (``lr_decay``: its
+    linear decay to 0); ``method_options`` go to :func:`lipkit.penalty.lipschitz_method`.
     """
 
     data: str = "8gaussians"
     lipschitz: str = "gp"
     loss: str = "wasserstein"
+    generator_objective: str = "linear"
     steps: int = 2000
     n_critic: int = 5
     batch_size: int = 256
@@ -127,6 +131,9 @@ class GanConfig:
             raise UnknownMethodError("Lipschitz method", self.lipschitz, OPTIMIZERS)
         if self.loss not in LOSSES:
             raise UnknownMethodError("GAN loss", self.loss, LOSSES)
+        if self.generator_objective not in GENERATOR_OBJECTIVES:
+            raise UnknownMethodError("generator objective", self.generator_objective,
+                                     GENERATOR_OBJECTIVES)
         for name in ("steps", "n_critic", "batch_size", "hidden", "depth", "latent",
                      "eval_every", "eval_samples", "checkpoint_every"):
             value = getattr(self, name)
@@ -305,7 +312,8 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
         critic_seconds += time.perf_counter() - tick
         critic_steps += config.n_critic
         noise = torch.randn(config.batch_size, config.latent, generator=rng)
-        loss = generator_loss(config.loss, critic(generator(noise)).flatten())
+        loss = generator_loss(config.loss, critic(generator(noise)).flatten(),
+                              config.generator_objective)
         generator_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         generator_optimizer.step()
