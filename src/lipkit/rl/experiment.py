@@ -152,7 +152,9 @@ def run_sweep(environment_name: str, constants: list[float], method: str = "clip
 
 
 def _label(run: dict) -> str:
-    return f"{run['method']} K={run['target']:g}" if run["target"] is not None else "unconstrained"
+    if run["target"] is None:
+        return "unconstrained"
+    return f"{run['method']} {'c' if run['method'] == 'clip-value' else 'K'}={run['target']:g}"
 
 
 def summarize(runs: list[dict], baselines: list[dict]) -> list[dict]:

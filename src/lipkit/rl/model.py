@@ -27,10 +27,12 @@ import torch
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError, check_positive
-from lipkit.nn import lipschitz_bound, make_lipschitz
+from lipkit.nn import lipschitz_bound, make_lipschitz, weight_clip
 from lipkit.nn.make import METHODS
 
 UNCONSTRAINED = "none"
+# Asadi et al.'s own parametrization: every weight clipped to [-c, c], the constant c given
+CLIP_VALUE = "clip-value"
 
 
 class TransitionModel(nn.Module):
@@ -58,8 +60,11 @@ def make_transition_model(state_dimension: int, action_dimension: int, method: s
     """A transition model whose map ``(s, a) -> s'`` is ``lipschitz``-Lipschitz by construction.
 
     Args:
-        method: a ``lipkit.nn.make_lipschitz`` method (``"clip"`` is the paper's weight
-            clipping), or ``"none"`` for an unconstrained model (``lipschitz`` ignored).
+        method: a ``lipkit.nn.make_lipschitz`` method (``"clip"``: weight clipping with the
+            clip value set from the target), ``"clip-value"`` (the paper's sweep: every
+            weight clipped to ``[-c, c]`` with ``c = lipschitz`` itself, the model's constant
+            being whatever that implies, :func:`state_lipschitz_bound`), or ``"none"`` for
+            an unconstrained model (``lipschitz`` ignored).
         seed: seeds the initial weights.
 
     Example:
@@ -67,13 +72,18 @@ def make_transition_model(state_dimension: int, action_dimension: int, method: s
         >>> state_lipschitz_bound(model).value <= 0.5 + 1e-6
         True
     """
-    if method != UNCONSTRAINED and method not in METHODS:
-        choices = ", ".join([UNCONSTRAINED, *sorted(METHODS)])
+    if method not in (UNCONSTRAINED, CLIP_VALUE) and method not in METHODS:
+        choices = ", ".join([UNCONSTRAINED, CLIP_VALUE, *sorted(METHODS)])
         raise InvalidArgumentError(f"unknown method '{method}' for a transition model; "
                                    f"choose from: {choices}")
     torch.manual_seed(seed)
     model = TransitionModel(state_dimension, action_dimension, hidden, depth)
-    if method != UNCONSTRAINED:
+    if method == CLIP_VALUE:
+        clip_value = check_positive("clip value", lipschitz)
+        for module in model.network:
+            if isinstance(module, nn.Linear):
+                weight_clip(module, clip_value=clip_value)
+    elif method != UNCONSTRAINED:
         make_lipschitz(model.network, method=method, lipschitz=check_positive("lipschitz",
                                                                                lipschitz))
     model.method = method
