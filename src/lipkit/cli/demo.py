@@ -378,8 +378,8 @@ def gan_section(out_dir: Path, progress: Progress, seed: int, quick: bool,
         # holds nothing but the demo's files, lipkit.io.claim_output_folder) is replaced
         (out_dir / f"gan_{name}" / "checkpoint.pt").unlink(missing_ok=True)
         result = train_gan(config, out_dir / f"gan_{name}",
-                           progress=lambda step, total, info, advance=advance: advance(
-                               f"W1 {info['w1_exact']:.3f}" if info else ""))
+                           progress=lambda event, advance=advance: advance(
+                               f"W1 {event.figures['w1_exact']:.3f}" if event.figures else ""))
         final = result.metrics["final"]
         first = result.metrics["evaluations"][0]
         metrics[name] = {"final": final, "first": first,

@@ -100,8 +100,9 @@ def gan(
         with Progress(not as_json) as display:
             update = display.bar(f"{loss} GAN, {lipschitz}, {data}", steps)
 
-            def progress(step: int, total: int, info: dict) -> None:
-                update(step, status=f"W1 {info['w1_exact']:.4f}" if info else "")
+            def progress(event) -> None:
+                info = event.figures
+                update(event.step, status=f"W1 {info['w1_exact']:.4f}" if info else "")
 
             result = train_gan(config, out, resume=resume,
                                progress=progress if display.enabled else None)

@@ -25,9 +25,9 @@ from lipkit.gan.trainer import (
     GanConfig,
     GanResult,
     OptimizerSetting,
-    TrainingDivergedError,
     train_gan,
 )
+from lipkit.training import TrainingDivergedError
 
 __all__ = ["DATASETS", "GENERATOR_OBJECTIVES", "LOSSES", "OPTIMIZERS", "GanConfig", "GanResult",
            "OptimizerSetting", "TrainingDivergedError", "critic_lipschitz_lower", "critic_loss",
