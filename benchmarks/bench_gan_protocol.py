@@ -73,7 +73,8 @@ def run_one(row: str, data: str, seed: int, args) -> None:
     key = {"row": row, "data": data, "seed": seed, "steps": args.steps}
     started = time.perf_counter()
 
-    def progress(step: int, total: int, info: dict) -> None:
+    def progress(event) -> None:
+        step, info = event.step, event.figures
         if info and info["step"] == step:
             append_row(args.results, {**key, "kind": "evaluation", "step": step,
                                       "w1_exact": info["w1_exact"],

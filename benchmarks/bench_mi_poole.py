@@ -77,8 +77,9 @@ def run_one(title: str, seed: int, args) -> None:
     estimates: list[float] = []
     started = time.perf_counter()
 
-    def progress(step: int, total: int, info: dict) -> None:
-        estimates.append(info["estimate"])
+    def progress(event) -> None:
+        step = event.step
+        estimates.append(event.figures["estimate"])
         if step % config.steps == 0:
             index = step // config.steps - 1
             row = level_statistics(estimates[index * config.steps:], [LEVELS[index]],
