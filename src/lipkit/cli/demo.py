@@ -506,7 +506,8 @@ def certification_section(out_dir: Path, progress: Progress, seed: int, quick: b
     config = TrainingConfig("margin-ce", {"offset": 2.12, "temperature": 0.25}, epochs,
                             seed=seed)
     history = train_certified(model, data.x_train, data.y_train, config,
-                              progress=lambda epoch, row: advance(f"loss {row['loss']:.3f}"))
+                              progress=lambda event: advance(
+                                  f"loss {event.figures['loss']:.3f}"))
     models = {"Björck + MaxMin, margin-CE": model}
     first = context.get("digits_models", {}).get("orthogonal + MaxMin (GNP)")
     if first is not None:
