@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from torch import nn
 from lipkit.errors import InvalidArgumentError, check_positive
 from lipkit.nn import lipschitz_bound, make_lipschitz, weight_clip
 from lipkit.nn.make import METHODS
+from lipkit.training import ProgressEvent, train
 
 UNCONSTRAINED = "none"
 # Asadi et al.'s own parametrization: every weight clipped to [-c, c], the constant c given
@@ -178,34 +180,40 @@ def collect_transitions(environment, count: int, seed: int) -> Transitions:
 
 def train_transition_model(model: TransitionModel, data: Transitions, epochs: int = 30,
                            batch_size: int = 128, learning_rate: float = 3e-3,
-                           seed: int = 0, advance=None) -> list[float]:
+                           seed: int = 0,
+                           progress: Callable[[ProgressEvent], None] | None = None
+                           ) -> list[float]:
     """Fit ``model`` by mean squared one-step error with Adam; returns the loss per epoch.
 
+    The loop is :func:`lipkit.training.train`, one step per epoch; ``progress`` receives its
+    :class:`~lipkit.training.ProgressEvent` (figures: the epoch's ``loss``).
+
     Raises:
-        FloatingPointError: the loss became NaN or infinite (names the epoch).
+        TrainingDivergedError: the loss became NaN or infinite (names the epoch).
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    history = []
+    history: list[float] = []
     model.train()
-    for epoch in range(epochs):
+
+    def epoch(index: int) -> dict:
         order = torch.randperm(len(data), generator=generator)
         total = 0.0
         for start in range(0, len(data), batch_size):
-            index = order[start : start + batch_size]
-            prediction = model(data.states[index], data.actions[index])
-            loss = ((prediction - data.next_states[index]) ** 2).sum(-1).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"transition model loss became {loss.item()} in "
-                                         f"epoch {epoch + 1}")
+            batch = order[start : start + batch_size]
+            prediction = model(data.states[batch], data.actions[batch])
+            loss = ((prediction - data.next_states[batch]) ** 2).sum(-1).mean()
+            if not torch.isfinite(loss):  # the loop stops the run
+                return {"losses": {"transition model loss": loss.item()}}
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(index)
+            total += loss.item() * len(batch)
         schedule.step()
         history.append(total / len(data))
-        if advance is not None:
-            advance(f"loss {history[-1]:.4g}")
+        return {"losses": {"transition model loss": history[-1]}, "loss": history[-1]}
+
+    train(epoch, epochs, progress=progress, unit="epoch", context="transition model")
     model.eval()
     return history
