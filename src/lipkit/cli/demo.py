@@ -53,6 +53,7 @@ from lipkit.io import (
     save_figure,
 )
 from lipkit.nn import MaxMin, export, lipschitz_bound, make_lipschitz
+from lipkit.training import train
 
 
 @dataclass
@@ -71,26 +72,31 @@ def _train_classifier(model, data, epochs, temperature, seed, advance) -> dict:
     loss_function = nn.CrossEntropyLoss()
     history = {"loss": [], "train_accuracy": [], "test_accuracy": []}
     n = len(data.y_train)
-    for _ in range(epochs):
+
+    def epoch(index: int) -> dict:
         model.train()
         order = torch.randperm(n)
         total, correct = 0.0, 0
         for start in range(0, n, 64):
-            index = order[start : start + 64]
-            logits = model(data.x_train[index])
-            loss = loss_function(temperature * logits, data.y_train[index])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} during the demo's training")
+            batch = order[start : start + 64]
+            logits = model(data.x_train[batch])
+            loss = loss_function(temperature * logits, data.y_train[batch])
+            if not torch.isfinite(loss):  # the loop stops the run
+                return {"losses": {"cross-entropy": loss.item()}}
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(index)
-            correct += int((logits.argmax(1) == data.y_train[index]).sum())
+            total += loss.item() * len(batch)
+            correct += int((logits.argmax(1) == data.y_train[batch]).sum())
         accuracy = _accuracy(model, data.x_test, data.y_test)
         history["loss"].append(total / n)
         history["train_accuracy"].append(correct / n)
         history["test_accuracy"].append(accuracy)
-        advance(f"test accuracy {accuracy:.3f}")
+        return {"losses": {"cross-entropy": total / n}, "test_accuracy": accuracy}
+
+    train(epoch, epochs, unit="epoch", context="the demo's classifier",
+          progress=lambda event: advance(
+              f"test accuracy {event.figures['test_accuracy']:.3f}"))
     model.eval()
     return history
 
