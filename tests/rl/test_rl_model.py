@@ -109,7 +109,7 @@ def test_clip_value_models_keep_every_weight_in_the_box_and_bound_what_it_implie
 
     model = make_transition_model(3, 1, "clip-value", 0.05, hidden=32, seed=1)
     linears = [m for m in model.network if isinstance(m, torch.nn.Linear)]
-    assert all(float(m.weight.abs().max()) <= 0.05 * (1 + 1e-6) for m in linears)  # float32
+    assert all(m.weight.abs().max().item() <= 0.05 * (1 + 1e-6) for m in linears)  # float32
     # the product of the layers' spectral norms bounds the map; each is <= c sqrt(m n)
     product = 1.0
     for m in linears:
