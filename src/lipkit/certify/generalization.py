@@ -22,7 +22,7 @@ from torch import nn
 
 from lipkit.certify.complexity import margins, spectral_complexity
 from lipkit.certify.presets import lipschitz_mlp
-from lipkit.training import train
+from lipkit.training import ProgressEvent, train
 
 NETWORKS = ("unconstrained", "lipschitz")
 
@@ -40,8 +40,12 @@ def _network(kind: str, hidden) -> nn.Sequential:
 
 def label_noise_experiment(noise=(0.0, 0.5, 1.0), networks=NETWORKS, epochs: int = 100,
                            hidden=(256, 256), seed: int = 0,
-                           progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Train each network on digits with each share of random labels; one row per run."""
+                           progress: Callable[[ProgressEvent], None] | None = None
+                           ) -> list[dict]:
+    """Train each network on digits with each share of random labels; one row per run.
+
+    ``progress`` receives a :class:`lipkit.training.ProgressEvent` after each run (figures:
+    the row and a ``status`` line)."""
     from lipkit.data import load_digits
 
     data = load_digits(test_fraction=0.2, seed=0)
@@ -94,7 +98,8 @@ def label_noise_experiment(noise=(0.0, 0.5, 1.0), networks=NETWORKS, epochs: int
             })
             if progress is not None:
                 gap = rows[-1]["generalization_gap"]
-                progress(f"{kind}, {share:.0%} random labels: gap {gap:.3f}")
+                progress(ProgressEvent(len(rows), len(networks) * len(noise), {
+                    **rows[-1], "status": f"{kind}, {share:.0%} random labels: gap {gap:.3f}"}))
     return rows
 
 

@@ -217,5 +217,4 @@ def certify_generalization(
 
 def _with_steps(run, total: int, enabled: bool):
     with Progress(enabled, transient=True) as display:
-        advance = display.task("training", total)
-        return run((lambda message: advance(message)) if display.enabled else None)
+        return run(display.events("training") if display.enabled else None)

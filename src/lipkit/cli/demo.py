@@ -360,7 +360,7 @@ def reinforcement_learning_section(out_dir: Path, progress: Progress, seed: int,
 
     settings = Settings.quick() if quick else Settings(episodes=2)
     metrics = run_sweep("Pendulum-v1", [0.5, 2.0], "spectral", (seed,), settings,
-                        out_dir / "rl", progress)
+                        out_dir / "rl", progress.events("rl Pendulum-v1"))
     markdown = report_markdown(metrics, ["rl/compounding_error.png", "rl/returns.png"])
     markdown = markdown.split("\n", 2)[2]  # without its own title
     return Section("Use: Lipschitz transition models in model-based RL", markdown,

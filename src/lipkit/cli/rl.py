@@ -59,10 +59,11 @@ def rl(
 
         torch.set_num_threads(int(check_positive("--threads", threads)))
         finish = claim_output_folder(out, "rl", RL_OUTPUTS)
-        with Progress(not as_json and stderr_is_terminal()) as bar:
-            metrics = run_sweep(env, constants, method, tuple(range(seeds)), settings, out, bar,
+        with Progress(not as_json and stderr_is_terminal()) as display:
+            metrics = run_sweep(env, constants, method, tuple(range(seeds)), settings, out,
+                                display.events(f"rl {env}") if display.enabled else None,
                                 unconstrained=unconstrained)
-    except (LipkitError, FloatingPointError, OSError) as error:
+    except (LipkitError, OSError) as error:
         fail(str(error))
     finally:
         finish()
