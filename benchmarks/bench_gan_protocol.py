@@ -130,6 +130,44 @@ def table(args) -> None:
         print(f"| {row} | " + " | ".join(cells) + " |")
 
 
+def plot_curves(args) -> None:
+    """W1 against generator steps, one panel per data set, one line per (method, seed), the
+    noise floor dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_rows(args.results)
+    floors = {r["data"]: statistics.mean(r["w1"]) for r in rows if r.get("kind") == "floor"}
+    figure, axes = plt.subplots(1, len(DATA), figsize=(5 * len(DATA), 3.6), squeeze=False)
+    colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2,
+                      strict=False))
+    for axis, data in zip(axes[0], DATA, strict=True):
+        for row in METHODS:
+            for seed in range(args.seeds):
+                curve = {r["step"]: r["w1_exact"] for r in rows
+                         if r.get("kind") == "evaluation" and r["row"] == row
+                         and r["data"] == data and r["seed"] == seed
+                         and r["steps"] == args.steps}
+                if curve:
+                    steps = sorted(curve)
+                    axis.plot(steps, [curve[s] for s in steps], color=colors[row],
+                              label=row if seed == 0 else None, linewidth=1)
+        if data in floors:
+            axis.axhline(floors[data], color="black", linestyle="--", linewidth=0.8,
+                         label="noise floor")
+        axis.set_yscale("log")
+        axis.set_title(data)
+        axis.set_xlabel("generator step")
+        axis.set_ylabel("exact W1 (1,000 samples)")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.plot, dpi=120)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path,
@@ -141,9 +179,14 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--data", nargs="*", default=list(DATA))
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="draw the training curves into this PNG and stop")
     args = parser.parse_args()
     if args.table:
         table(args)
+        return
+    if args.plot is not None:
+        plot_curves(args)
         return
     torch.set_num_threads(1)
     floors = {r["data"] for r in read_rows(args.results) if r.get("kind") == "floor"}
