@@ -94,7 +94,26 @@ def run_one(title: str, seed: int, args) -> None:
     train_mutual_information(config, progress=progress)
 
 
+def partial(rows: list[dict], steps: int) -> dict[tuple[str, int], list[dict]]:
+    """(run, seed) -> the levels finished so far, for the runs not complete yet."""
+    runs: dict[tuple[str, int], dict[float, dict]] = {}
+    for row in rows:
+        if row.get("steps") == steps:
+            runs.setdefault((row["run"], row["seed"]), {})[row["true_mi"]] = row
+    finished = complete(rows, steps)
+    return {key: [levels[level] for level in LEVELS if level in levels]
+            for key, levels in runs.items() if key not in finished}
+
+
 def table(args) -> None:
+    unfinished = partial(read_rows(args.results), args.steps)
+    if unfinished:
+        print("runs in progress, finished levels (mean / variance):")
+        for (title, seed), levels in unfinished.items():
+            print(f"- {title}, seed {seed}: " + ", ".join(
+                f"I = {row['true_mi']:g}: {row['mean']:.2f} / {row['variance']:.3g}"
+                for row in levels))
+        print()
     runs = complete(read_rows(args.results), args.steps)
     titles = [t for t in RUNS if any((t, s) in runs for s in range(args.seeds))]
     print("| run (seeds) | " + " | ".join(f"I = {level:g}" for level in LEVELS) + " |")
