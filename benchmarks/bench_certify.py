@@ -35,6 +35,7 @@ from lipkit.certify import certified_accuracy, lipschitz_mlp, margin_cross_entro
 from lipkit.certify.radius import LogitConstants
 from lipkit.data import load_digits
 from lipkit.nn import MaxMin, export
+from lipkit.training import train
 
 EPS = [0.1, 0.3, 0.5, 1.0]
 
@@ -110,23 +111,28 @@ RECIPES = {
 }
 
 
-def train(model, loss_function, data, epochs: int, seed: int) -> float:
+def train_model(model, loss_function, data, epochs: int, seed: int) -> float:
+    """The same loop (lipkit.training's) and recipe for every library's model."""
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     steps = (len(data.y_train) + 63) // 64
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, epochs=epochs,
                                                    steps_per_epoch=steps)
     started = time.perf_counter()
-    for _ in range(epochs):
+
+    def epoch(index: int) -> dict:
         model.train()
         order = torch.randperm(len(data.y_train))
         for first in range(0, len(order), 64):
-            index = order[first:first + 64]
-            loss = loss_function(model(data.x_train[index]), data.y_train[index])
+            batch = order[first:first + 64]
+            loss = loss_function(model(data.x_train[batch]), data.y_train[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
+        return {"losses": {"loss": loss.item()}}
+
+    train(epoch, epochs, unit="epoch")
     model.eval()
     return time.perf_counter() - started
 
@@ -214,7 +220,7 @@ def main() -> None:
             except ImportError as error:
                 print(f"{name}: not installed ({error})", flush=True)
                 continue
-            seconds = train(model, loss_function, data, arguments.epochs, seed)
+            seconds = train_model(model, loss_function, data, arguments.epochs, seed)
             row = {"seed": seed, "seconds": seconds, **certify(model, data, seed)}
             results[name].append(row)
             print(json.dumps({"recipe": name, **row}), flush=True)

@@ -13,7 +13,7 @@ than resumed with altered weights; a configuration or data set that differs from
 resuming it is refused with the differing fields named. Files are moved into place by
 :func:`lipkit.io.atomic_write_bytes`, so a killed run leaves the previous checkpoint intact.
 
-Used by every trainer that resumes (``lipkit.gan``, ``lipkit.certify``).
+Used by every trainer that resumes, through :func:`lipkit.training.train`.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, l
     reference = _model()
     full = train_certified(reference, x, y, config)
 
-    def kill(epoch, row):
-        if epoch == 2:
+    def kill(event):
+        if event.step == 2:
             raise KilledError
 
     checkpoint = tmp_path / "checkpoint.pt"
@@ -42,9 +42,8 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, l
     assert [row["epoch"] for row in resumed["epochs"]] == [1, 2, 3, 4]
     for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values(),
                             strict=True):
-        torch.testing.assert_close(a, b, msg=name)
-    assert [r["loss"] for r in resumed["epochs"]] == pytest.approx(
-        [r["loss"] for r in full["epochs"]])
+        assert torch.equal(a, b), name  # bit for bit
+    assert [r["loss"] for r in resumed["epochs"]] == [r["loss"] for r in full["epochs"]]
 
 
 def test_checkpoint_errors(tmp_path):
@@ -67,3 +66,23 @@ def test_nan_and_bad_config_are_errors():
         TrainingConfig(loss="nope")
     with pytest.raises(InvalidArgumentError):
         TrainingConfig(epochs=0)
+
+
+def test_a_nan_loss_stops_training_naming_the_epoch_and_the_checkpoint_kept(tmp_path):
+    x, y = _data()
+    checkpoint = tmp_path / "checkpoint.pt"
+    config = TrainingConfig(epochs=3, batch_size=32)
+    from lipkit.training import TrainingDivergedError
+
+    def evaluate(model):  # after epoch 1 every weight becomes NaN
+        if len(evaluate.calls) == 0:
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.fill_(float("nan"))
+        evaluate.calls.append(1)
+        return {}
+
+    evaluate.calls = []
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2: the margin-ce loss \(nan\)") as e:
+        train_certified(_model(), x, y, config, checkpoint=checkpoint, evaluate=evaluate)
+    assert f"{checkpoint} (epoch 1)" in str(e.value)

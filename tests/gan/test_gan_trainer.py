@@ -24,8 +24,8 @@ class _KilledError(Exception):
 
 
 def _kill_at(step):
-    def progress(current, total, info):
-        if current == step:
+    def progress(event):
+        if event.step == step:
             raise _KilledError
     return progress
 

@@ -123,3 +123,26 @@ def test_penalty_is_the_mean_squared_excess_ratio_over_alps_pairs():
                                           generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(value, expected)
     assert bool((ratio > 0.01).any()), "the check should see a violation"
+
+
+def test_finite_difference_step_follows_the_gradient_at_the_distant_point_not_h_d():
+    # f(x) = x1^2 + 3 x2: grad f = (2 x1, 3), H = diag(2, 0). One finite-difference power
+    # iteration gives sign(f(x + xi d) - f(x)) grad f(x + xi d) / norm (module docstring);
+    # the exact option gives H d / norm = e_1 (up to sign)
+    def critic(x):
+        return x[:, 0] ** 2 + 3 * x[:, 1]
+
+    x = torch.tensor([[0.5, -1.0], [2.0, 0.3]], dtype=torch.float64)
+    xi = 10.0
+    start = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=x.dtype)
+    start = start / start.norm(dim=1, keepdim=True)
+    far = x + xi * start
+    gradient = torch.stack([2 * far[:, 0], torch.full_like(far[:, 0], 3.0)], dim=1)
+    sign = torch.sign(critic(far) - critic(x))[:, None]
+    expected = sign * gradient / gradient.norm(dim=1, keepdim=True)
+    found = adversarial_direction(critic, x, xi=xi, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(found, expected)
+    exact = adversarial_direction(critic, x, xi=xi, hessian="exact",
+                                  generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(exact.abs(), torch.tensor([[1.0, 0.0], [1.0, 0.0]],
+                                                         dtype=torch.float64))

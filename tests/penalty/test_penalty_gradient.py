@@ -85,3 +85,20 @@ def test_non_positive_constants_are_rejected(lipschitz, weight):
 def test_a_critic_with_several_outputs_is_rejected():
     with pytest.raises(InvalidArgumentError, match="one value per sample"):
         gradient_penalty(torch.nn.Linear(2, 3), torch.zeros(3, 2), torch.ones(3, 2))
+
+
+def test_max_gradient_penalty_is_the_weighted_square_of_the_largest_norm():
+    from lipkit.penalty import max_gradient_penalty
+
+    # f(x) = x1^2 + x2 (gradient (2 x1, 1)); interpolates at t = 1 - i/n of fixed pairs
+    def critic(x):
+        return x[:, 0] ** 2 + x[:, 1]
+
+    real = torch.tensor([[1.0, 0.0], [3.0, 0.0], [-2.0, 5.0]], dtype=torch.float64)
+    fake = torch.zeros_like(real)
+    generator = torch.Generator().manual_seed(3)
+    t = torch.rand(3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    points = t[:, None] * real
+    expected = 0.1 * max(float(4 * p[0] ** 2 + 1) for p in points)
+    value = max_gradient_penalty(critic, real, fake, generator=generator)
+    assert value.item() == pytest.approx(expected, rel=1e-12)

@@ -36,7 +36,7 @@ def test_clip_value_option_is_the_papers_box():
 
 @pytest.mark.parametrize("name, default", [("gp", 10.0), ("gp-one-sided", 10.0),
                                            ("lp", 10.0), ("alp", 10.0),
-                                           ("unconstrained-alpha", 1.0)])
+                                           ("unconstrained-alpha", 1.0), ("max-gp", 0.1)])
 def test_penalty_methods_default_to_the_papers_weight(name, default):
     method = lipschitz_method(name)
     assert method.weight == default and not method.construction
@@ -91,3 +91,17 @@ def test_a_seeded_generator_makes_the_penalty_reproducible(name):
     values = [method.penalty(critic, real, fake, torch.Generator().manual_seed(3)).item()
               for _ in range(2)]
     assert values[0] == values[1]
+
+
+def test_max_gp_has_no_target_and_estimates_w1_with_the_critics_own_scale():
+    with pytest.raises(InvalidArgumentError, match="no target constant"):
+        lipschitz_method("max-gp", lipschitz=2.0)
+    method = lipschitz_method("max-gp")
+    critic = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[3.0, 4.0]]))
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    gap = (critic(real).mean() - critic(fake).mean()).item()
+    with torch.no_grad():  # as the GAN evaluation calls it
+        assert method.wasserstein(critic, real, fake).item() == pytest.approx(gap / 5, rel=1e-5)
+    assert method.penalty(critic, real, fake).item() == pytest.approx(0.1 * 25, rel=1e-5)

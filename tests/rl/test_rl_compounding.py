@@ -142,3 +142,37 @@ def test_rollouts_are_reproducible_by_seed():
 def test_theorem_bound_closed_form():
     assert theorem_bound(0.5, 1.0, 7) == pytest.approx(3.5)
     assert theorem_bound(1.0, 0.5, 30) == pytest.approx(2 * (1 - 0.5**30))
+
+
+@pytest.mark.parametrize("method,lipschitz", [("spectral", 1.0), ("clip", 2.0)])
+def test_value_error_never_exceeds_theorem_2_on_a_linear_system(method, lipschitz):
+    """|V_hat(s) - V(s)| <= K_R Delta sum_n gamma^n sum_{i<n} K^i for every start state, with
+    K_R = 2 R the reward's constant on the ball holding both trajectories."""
+    from lipkit.rl import value_error_bound, value_estimation_error
+    from lipkit.rl.value import discounted_values
+
+    system, model = _trained_linear_model(method, lipschitz)
+    plain = export(model)
+    bound = state_lipschitz_bound(model)
+    starts = system.start_states(100, 5)
+    actions = system.action_space.sample((15,), np.random.default_rng(6))
+    rollouts = rollout(plain, system, starts, actions)
+    error = compounding_error(plain, system, bound.value, rollouts=rollouts)
+    radius = max(np.linalg.norm(rollouts.true, axis=-1).max(),
+                 np.linalg.norm(rollouts.model, axis=-1).max())
+    claimed = value_error_bound(error.delta, bound.value, system.reward_lipschitz(radius),
+                                0.9, len(actions))
+    per_start = np.abs(discounted_values(system, rollouts.model, actions, 0.9)
+                       - discounted_values(system, rollouts.true, actions, 0.9))
+    assert per_start.max() <= claimed * (1 + 1e-9), (per_start.max(), claimed)
+    assert value_estimation_error(system, rollouts, 0.9).mean_absolute_error <= per_start.max()
+
+
+def test_value_error_bound_tends_to_the_papers_closed_form():
+    from lipkit.rl import value_error_bound
+
+    for k in (0.0, 0.5, 1.01):  # gamma K < 1
+        closed = 0.95 * 3.0 * 0.2 / ((1 - 0.95) * (1 - 0.95 * k))
+        assert value_error_bound(0.2, k, 3.0, 0.95, 5000) == pytest.approx(closed, rel=1e-9)
+    # three steps by hand: K_R Delta (gamma + gamma^2 (1 + K))
+    assert value_error_bound(0.5, 2.0, 4.0, 0.5, 3) == pytest.approx(2.0 * (0.5 + 0.25 * 3))

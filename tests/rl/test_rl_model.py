@@ -95,5 +95,26 @@ def test_nan_in_training_names_the_epoch():
     data = _random_data(64)
     data.next_states[5, 0] = math.nan
     model = make_transition_model(3, 1, "spectral", 1.0, hidden=8)
-    with pytest.raises(FloatingPointError, match="epoch 1"):
+    from lipkit.training import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match="epoch 1: the transition model loss"):
         train_transition_model(model, data, epochs=2)
+
+
+def test_clip_value_models_keep_every_weight_in_the_box_and_bound_what_it_implies():
+    import torch
+
+    from lipkit.nn import lipschitz_bound
+    from lipkit.rl import make_transition_model, state_lipschitz_bound
+
+    model = make_transition_model(3, 1, "clip-value", 0.05, hidden=32, seed=1)
+    linears = [m for m in model.network if isinstance(m, torch.nn.Linear)]
+    assert all(m.weight.abs().max().item() <= 0.05 * (1 + 1e-6) for m in linears)  # float32
+    # the product of the layers' spectral norms bounds the map; each is <= c sqrt(m n)
+    product = 1.0
+    for m in linears:
+        product *= float(torch.linalg.matrix_norm(m.weight.detach().double(), ord=2))
+    bound = state_lipschitz_bound(model)
+    assert bound.source == "construction"
+    assert bound.whole_map <= lipschitz_bound(model.network) * (1 + 1e-6)
+    assert bound.value <= product * (1 + 1e-5)

@@ -41,6 +41,7 @@ from lipkit.io import (
     check_input_file,
     json_safe,
 )
+from lipkit.training import ProgressEvent
 
 MODELS = ("mlp", "convnet")
 DATASETS = ("digits", "mnist:DIR", "fashion-mnist:DIR", "cifar10:DIR")
@@ -171,7 +172,7 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
                       size: str = "medium", layer: str = "bjorck", last: str = "orthonormal",
                       config: TrainingConfig | None = None, eps=(0.1, 0.3, 0.5, 1.0),
                       norm="2", form: str = "pairwise",
-                      progress: Callable[[int, int, dict], None] | None = None) -> dict:
+                      progress: Callable[[ProgressEvent], None] | None = None) -> dict:
     """Train a preset on the data and write the output folder (module docstring)."""
     out = Path(out)
     config = config or TrainingConfig()
@@ -199,8 +200,7 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
     history = train_certified(
         model, data.x_train, data.y_train, config, checkpoint=out / "checkpoint.pt",
         data_name=data_name,
-        progress=None if progress is None else
-        (lambda epoch, row: progress(epoch, config.epochs, row)), evaluate=evaluate)
+        progress=progress, evaluate=evaluate)
     certification = certified_accuracy(model, data.x_test, data.y_test, list(eps), norm, form,
                                        seed=config.seed)
     onnx_difference = write_onnx(model, data.x_test[:64], out / "model.onnx")

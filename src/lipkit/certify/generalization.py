@@ -22,7 +22,7 @@ from torch import nn
 
 from lipkit.certify.complexity import margins, spectral_complexity
 from lipkit.certify.presets import lipschitz_mlp
-from lipkit.errors import LipkitError
+from lipkit.training import ProgressEvent, train
 
 NETWORKS = ("unconstrained", "lipschitz")
 
@@ -40,8 +40,12 @@ def _network(kind: str, hidden) -> nn.Sequential:
 
 def label_noise_experiment(noise=(0.0, 0.5, 1.0), networks=NETWORKS, epochs: int = 100,
                            hidden=(256, 256), seed: int = 0,
-                           progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Train each network on digits with each share of random labels; one row per run."""
+                           progress: Callable[[ProgressEvent], None] | None = None
+                           ) -> list[dict]:
+    """Train each network on digits with each share of random labels; one row per run.
+
+    ``progress`` receives a :class:`lipkit.training.ProgressEvent` after each run (figures:
+    the row and a ``status`` line)."""
     from lipkit.data import load_digits
 
     data = load_digits(test_fraction=0.2, seed=0)
@@ -58,18 +62,23 @@ def label_noise_experiment(noise=(0.0, 0.5, 1.0), networks=NETWORKS, epochs: int
             # a 1-Lipschitz network's logits move little: a temperature lets CE fit them
             scale = 16.0 if kind == "lipschitz" else 1.0
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-            for _ in range(epochs):
+
+            def epoch(index, model=model, optimizer=optimizer, labels=labels, scale=scale,
+                      generator=generator) -> dict:
                 model.train()
                 order = torch.randperm(len(labels), generator=generator)
                 for first in range(0, len(order), 64):
-                    index = order[first:first + 64]
-                    loss = nn.functional.cross_entropy(scale * model(data.x_train[index]),
-                                                       labels[index])
-                    if not torch.isfinite(loss):
-                        raise LipkitError(f"loss became {loss.item()} ({kind}, {share:.0%})")
+                    batch = order[first:first + 64]
+                    loss = nn.functional.cross_entropy(scale * model(data.x_train[batch]),
+                                                       labels[batch])
+                    if not torch.isfinite(loss):  # the loop stops the run
+                        break
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
+                return {"losses": {"cross-entropy": loss.item()}}
+
+            train(epoch, epochs, unit="epoch", context=f"{kind}, {share:.0%} random labels")
             model.eval()
             with torch.no_grad():
                 train_logits, test_logits = model(data.x_train), model(data.x_test)
@@ -89,7 +98,8 @@ def label_noise_experiment(noise=(0.0, 0.5, 1.0), networks=NETWORKS, epochs: int
             })
             if progress is not None:
                 gap = rows[-1]["generalization_gap"]
-                progress(f"{kind}, {share:.0%} random labels: gap {gap:.3f}")
+                progress(ProgressEvent(len(rows), len(networks) * len(noise), {
+                    **rows[-1], "status": f"{kind}, {share:.0%} random labels: gap {gap:.3f}"}))
     return rows
 
 

@@ -2,9 +2,11 @@
 with atomic checkpoints and resume.
 
 Adam with a one-cycle learning rate (Smith & Topin 2019), as in the certified-training
-recipes of Prach et al. (CVPR 2024). A checkpoint (model, optimizer, schedule, random state,
-history) is written atomically after each epoch when ``checkpoint`` is given, and training
-resumes from it: a killed run loses at most the epoch in progress.
+recipes of Prach et al. (CVPR 2024). The loop is :func:`lipkit.training.train`, one step per
+epoch: a checkpoint (model, optimizer, schedule, random states, history) is written
+atomically after each epoch when ``checkpoint`` is given, and training resumes from it bit
+for bit: a killed run loses at most the epoch in progress. A non-finite loss raises
+:class:`lipkit.training.TrainingDivergedError` naming the epoch.
 """
 
 from __future__ import annotations
@@ -18,17 +20,16 @@ from pathlib import Path
 import torch
 
 from lipkit.certify.losses import get_loss
-from lipkit.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
+from lipkit.checkpoint import data_fingerprint
 from lipkit.errors import (
-    CheckpointError,
     InvalidArgumentError,
-    LipkitError,
     check_finite_tensor,
     check_labels,
     check_positive,
     check_positive_integer,
     check_seed,
 )
+from lipkit.training import Checkpoint, ProgressEvent, train
 
 
 @dataclass
@@ -52,7 +53,7 @@ class TrainingConfig:
 
 def train_certified(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
                     config: TrainingConfig | None = None, checkpoint: str | Path | None = None,
-                    progress: Callable[[int, dict], None] | None = None,
+                    progress: Callable[[ProgressEvent], None] | None = None,
                     evaluate: Callable[[torch.nn.Module], dict] | None = None,
                     data_name: str = "x_train, y_train") -> dict:
     """Train ``model`` in place; returns the history (loss, train accuracy, seconds, ...).
@@ -62,7 +63,8 @@ def train_certified(model: torch.nn.Module, x_train: torch.Tensor, y_train: torc
         checkpoint: a file to save after each epoch and resume from when it exists (a
             checkpoint of another configuration or data set is refused,
             :mod:`lipkit.checkpoint`).
-        progress: called as ``progress(epoch, row)`` after each epoch.
+        progress: called after each epoch with a :class:`lipkit.training.ProgressEvent`
+            (``step`` the epoch, ``figures`` its history row).
         evaluate: called after each epoch with the model in eval mode; its dict joins the
             history row (e.g. test accuracy).
         data_name: how checkpoint messages name the data set.
@@ -77,49 +79,54 @@ def train_certified(model: torch.nn.Module, x_train: torch.Tensor, y_train: torc
         optimizer, max_lr=config.learning_rate, epochs=config.epochs,
         steps_per_epoch=steps_per_epoch)
     history: dict = {"epochs": [], "seconds": 0.0}
-    start_epoch = 0
-    fingerprint = None
-    if checkpoint is not None:
-        fingerprint = data_fingerprint(data_name, x_train=x_train, y_train=y_train)
-    if checkpoint is not None and Path(checkpoint).exists():
-        start_epoch, history = _resume(checkpoint, config, fingerprint, model, optimizer,
-                                       schedule)
     generator = torch.Generator().manual_seed(config.seed)
-    if history.get("generator_state") is not None:
-        generator.set_state(history.pop("generator_state"))
-    for epoch in range(start_epoch, config.epochs):
+    saved_run = None
+    if checkpoint is not None:
+        saved_run = Checkpoint(checkpoint, asdict(config),
+                               data_fingerprint(data_name, x_train=x_train, y_train=y_train))
+
+    def epoch(index: int) -> dict:
         started = time.perf_counter()
         model.train()
         order = torch.randperm(len(y_train), generator=generator)
         total, correct = 0.0, 0
         for first in range(0, len(order), config.batch_size):
-            index = order[first:first + config.batch_size]
-            logits = model(x_train[index])
-            loss = loss_function(logits, y_train[index])
-            if not torch.isfinite(loss):
-                raise LipkitError(f"the {config.loss} loss became {loss.item()} in epoch "
-                                  f"{epoch + 1}; lower the learning rate")
+            batch = order[first:first + config.batch_size]
+            logits = model(x_train[batch])
+            loss = loss_function(logits, y_train[batch])
+            if not torch.isfinite(loss):  # the loop stops the run, naming the checkpoint kept
+                return {"losses": {f"{config.loss} loss": loss.item()}}
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += loss.item() * len(index)
-            correct += int((logits.argmax(1) == y_train[index]).sum())
+            total += loss.item() * len(batch)
+            correct += int((logits.argmax(1) == y_train[batch]).sum())
         model.eval()
         history["seconds"] += time.perf_counter() - started
-        row = {"epoch": epoch + 1, "loss": total / len(order),
-               "train_accuracy": correct / len(order)}
+        row = {"epoch": index, "loss": total / len(order), "train_accuracy": correct / len(order)}
         if evaluate is not None:
             row.update(evaluate(model))
         history["epochs"].append(row)
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "epoch": epoch + 1, "model": model.state_dict(),
+        return {**row, "losses": {f"{config.loss} loss": row["loss"]}}
+
+    def state() -> dict:
+        return {"epoch": len(history["epochs"]), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "history": history, "generator_state": generator.get_state()},
-                asdict(config), fingerprint)
-        if progress is not None:
-            progress(epoch + 1, row)
+                "history": history}
+
+    def restore(saved: dict) -> None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        history.update(dict(saved["history"]))
+
+    train(epoch, config.epochs, state=state, restore=restore,
+          generators={"generator_state": generator}, checkpoint=saved_run,
+          checkpoint_every=1, unit="epoch", context="lower the learning rate",
+          progress=None if progress is None else (lambda event: progress(ProgressEvent(
+              event.step, event.total, {k: v for k, v in event.figures.items()
+                                        if k != "losses"}))))
     model.eval()
     return history
 
@@ -140,17 +147,3 @@ def _check_data(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Te
     finally:
         model.train(training)
     check_labels("y_train", y_train, width, len(x_train))
-
-
-def _resume(path, config, fingerprint, model, optimizer, schedule) -> tuple[int, dict]:
-    state = load_checkpoint(path, asdict(config), fingerprint)
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        history = dict(state["history"])
-        history["generator_state"] = state["generator_state"]
-        return int(state["epoch"]), history
-    except (RuntimeError, KeyError, ValueError, TypeError) as error:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: "
-                              f"{str(error).splitlines()[0]}") from None

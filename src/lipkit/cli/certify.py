@@ -108,8 +108,9 @@ def _with_epoch_progress(run, total: int, enabled: bool):
     with Progress(enabled, transient=True) as display:
         update = display.bar("training", total)
 
-        def progress(epoch: int, epochs: int, row: dict) -> None:
-            update(epoch, description=(
+        def progress(event) -> None:
+            row = event.figures
+            update(event.step, description=(
                 f"training: loss {row['loss']:.4f}, test accuracy "
                 f"{row.get('test_accuracy', float('nan')):.3f}"))
 
@@ -285,5 +286,4 @@ def certify_generalization(
 
 def _with_steps(run, total: int, enabled: bool):
     with Progress(enabled, transient=True) as display:
-        advance = display.task("training", total)
-        return run((lambda message: advance(message)) if display.enabled else None)
+        return run(display.events("training") if display.enabled else None)

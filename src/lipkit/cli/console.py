@@ -61,7 +61,9 @@ class Progress:
     """A rich progress display on stderr, or nothing (``enabled`` False, or stderr is not a
     terminal). ``task(description, total)`` adds a bar and returns ``advance(status="")``;
     ``bar(description, total)`` returns ``update(completed, status="", total=None)`` for
-    loops that report where they are rather than one step at a time."""
+    loops that report where they are rather than one step at a time; ``events(description)``
+    returns a :class:`lipkit.training.ProgressEvent` callback that draws a bar of the
+    events' total with their ``status`` figure."""
 
     def __init__(self, enabled: bool = True, transient: bool = False):
         self.enabled = enabled and stderr_is_terminal()
@@ -114,3 +116,16 @@ class Progress:
             self._progress.update(task_id, **fields)
 
         return update
+
+    def events(self, description: str) -> Callable[..., None]:
+        """A callback for :class:`lipkit.training.ProgressEvent` s: a bar of ``event.total``,
+        at ``event.step``, showing ``event.figures["status"]`` when there is one."""
+        update = None
+
+        def report(event) -> None:
+            nonlocal update
+            if update is None:
+                update = self.bar(description, event.total)
+            update(event.step, status=str(event.figures.get("status", "")))
+
+        return report

@@ -41,10 +41,13 @@ def gan(
     = "8gaussians",
     lipschitz: Annotated[str, typer.Option(
         help="Lipschitz method: clip, gp, gp-one-sided, lp, alp, spectral, orthogonal, "
-             "unconstrained-alpha, none.")] = "gp",
+             "unconstrained-alpha, max-gp, none.")] = "gp",
     loss: Annotated[str, typer.Option(
         help="wasserstein, or a Lipschitz GAN loss: logistic, hinge, exponential, "
-             "least-squares.")] = "wasserstein",
+             "least-squares, sqrt.")] = "wasserstein",
+    generator_objective: Annotated[str, typer.Option(
+        help="The generator's psi: linear (-f, Zhou et al.'s default), non-saturating "
+             "(phi(-f)) or minimax (-phi(f)).")] = "linear",
     steps: Annotated[int, typer.Option(help="Generator steps.")] = 2000,
     n_critic: Annotated[int, typer.Option(help="Critic steps per generator step.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 256,
@@ -81,7 +84,8 @@ def gan(
     valid(check_seed, "--seed", seed)
     torch.set_num_threads(threads)
 
-    config = GanConfig(data=data, lipschitz=lipschitz, loss=loss, steps=steps,
+    config = GanConfig(data=data, lipschitz=lipschitz, loss=loss,
+                       generator_objective=generator_objective, steps=steps,
                        n_critic=n_critic, batch_size=batch_size, hidden=hidden, depth=depth,
                        lipschitz_constant=constant, weight=weight,
                        method_options=_parse_options(option), lr=lr, seed=seed,
@@ -96,8 +100,9 @@ def gan(
         with Progress(not as_json) as display:
             update = display.bar(f"{loss} GAN, {lipschitz}, {data}", steps)
 
-            def progress(step: int, total: int, info: dict) -> None:
-                update(step, status=f"W1 {info['w1_exact']:.4f}" if info else "")
+            def progress(event) -> None:
+                info = event.figures
+                update(event.step, status=f"W1 {info['w1_exact']:.4f}" if info else "")
 
             result = train_gan(config, out, resume=resume,
                                progress=progress if display.enabled else None)

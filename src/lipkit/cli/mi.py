@@ -88,7 +88,8 @@ def _with_mi_steps(run, description: str, enabled: bool):
     with Progress(enabled, transient=True) as display:
         update = display.bar(description)
 
-        def progress(step: int, total: int, info: dict) -> None:
+        def progress(event) -> None:
+            step, total, info = event.step, event.total, event.figures
             if step % 10 == 0 or step == total:
                 update(step, total=total, status=f"MI {info['mi']:g}: {info['estimate']:.3f}")
 

@@ -23,8 +23,9 @@ def rl(
         str, typer.Option(help="Constants K of the model, comma separated.")
     ] = "0.25,0.5,1,2,4",
     method: Annotated[
-        str, typer.Option(help="Constraint: clip (the paper's), spectral, orthogonal, aol, "
-                               "bjorck, or none (unconstrained).")
+        str, typer.Option(help="Constraint: clip (clip value set from K), clip-value (the "
+                               "paper's sweep: --lipschitz lists clip values c), spectral, "
+                               "orthogonal, aol, bjorck, or none (unconstrained).")
     ] = "spectral",
     seeds: Annotated[int, typer.Option(help="Number of seeds (0, 1, ...).")] = 1,
     planner: Annotated[str, typer.Option(help="MPC planner: cem or random-shooting.")] = "cem",
@@ -58,10 +59,11 @@ def rl(
 
         torch.set_num_threads(int(check_positive("--threads", threads)))
         finish = claim_output_folder(out, "rl", RL_OUTPUTS)
-        with Progress(not as_json and stderr_is_terminal()) as bar:
-            metrics = run_sweep(env, constants, method, tuple(range(seeds)), settings, out, bar,
+        with Progress(not as_json and stderr_is_terminal()) as display:
+            metrics = run_sweep(env, constants, method, tuple(range(seeds)), settings, out,
+                                display.events(f"rl {env}") if display.enabled else None,
                                 unconstrained=unconstrained)
-    except (LipkitError, FloatingPointError, OSError) as error:
+    except (LipkitError, OSError) as error:
         fail(str(error))
     finally:
         finish()

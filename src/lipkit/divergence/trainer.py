@@ -11,7 +11,10 @@ takes one Adam step on ``-objective + penalty``. The estimate of each step is re
 - :func:`train_divergence`: any two samplers ``p``, ``q``; :func:`evaluate_divergence`
   estimates with a trained critic on fresh samples.
 
-A non-finite objective stops the run with :class:`EstimationDivergedError` naming the step.
+Both loops are :func:`lipkit.training.train` (``progress`` receives its
+:class:`~lipkit.training.ProgressEvent`, figures ``mi`` / ``estimate``); a non-finite
+objective stops the run with :class:`~lipkit.training.TrainingDivergedError` (also named
+``EstimationDivergedError`` here) naming the step.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from lipkit.divergence.nwj import nguyen_wainwright_jordan
 from lipkit.divergence.wasserstein import kantorovich_rubinstein
 from lipkit.errors import (
     InvalidArgumentError,
-    LipkitError,
     UnknownMethodError,
     check_positive,
     check_seed,
@@ -46,12 +48,13 @@ from lipkit.io import atomic_write_json, save_figure
 from lipkit.nn import lipschitz_bound
 from lipkit.penalty import LipschitzMethod, critic_mlp, lipschitz_method
 from lipkit.penalty._samples import critic_values
+from lipkit.training import ProgressEvent, TrainingDivergedError, train
 
-Progress = Callable[[int, int, dict], None]
+Progress = Callable[[ProgressEvent], None]
 
 
-class EstimationDivergedError(LipkitError):
-    """The objective or the penalty became NaN or infinite during training."""
+# the objective or the penalty became NaN or infinite: lipkit.training's one error type
+EstimationDivergedError = TrainingDivergedError
 
 
 class Objective:
@@ -92,12 +95,6 @@ class Objective:
             objective = donsker_varadhan(p_values, q_values)
             estimate = objective
         return penalty - objective, float(estimate.detach())
-
-
-def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
-    if not torch.isfinite(loss):
-        raise EstimationDivergedError(
-            f"{where}: the loss became {float(loss.detach())} at step {step}")
 
 
 def _make_method(name: str, lipschitz: float, weight: float | None, options: dict,
@@ -204,7 +201,7 @@ def train_mutual_information(config: MiConfig | None = None, out: str | Path | N
     critic has had half a level to adapt). ``critic``: a critic of concatenated pairs
     ``[x, y]`` of your own (e.g. built with ``lipkit.nn.make_lipschitz``; ``config.lipschitz``
     then only selects the penalty, and should be ``none`` or a penalty); default
-    :func:`make_mi_critic`. ``progress(step, total, info)`` is called every step. Writes
+    :func:`make_mi_critic`. ``progress(event)`` is called every step. Writes
     ``metrics.json`` and ``mi.png`` into ``out`` when given.
     """
     config = config or MiConfig()
@@ -220,20 +217,21 @@ def train_mutual_information(config: MiConfig | None = None, out: str | Path | N
     total = config.steps * len(config.mi)
     estimates, truth = [], []
     started = time.perf_counter()
-    for step in range(total):
-        level = float(config.mi[step // config.steps])
+
+    def step(index: int) -> dict:
+        level = float(config.mi[(index - 1) // config.steps])
         x, y = sample_correlated_gaussians(config.batch_size, config.dim, level, generator)
         scores, p_values, q_values, real, fake = mi_step_values(critic, x, y)
         penalty = method.penalty(critic, real, fake, generator=generator)
         loss, estimate = objective(p_values, q_values, scores, penalty)
-        _check_finite(loss, step, where)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         estimates.append(estimate)
         truth.append(level)
-        if progress is not None:
-            progress(step + 1, total, {"mi": level, "estimate": estimate})
+        return {"losses": {"loss": float(loss.detach())}, "mi": level, "estimate": estimate}
+
+    train(step, total, progress=progress, context=where)
     metrics = {
         "config": config.to_dict(),
         "estimator": estimator.description,
@@ -351,18 +349,19 @@ def train_divergence(estimator: str, sample_p: Callable, sample_q: Callable,
     optimizer = torch.optim.Adam(critic.parameters(), lr=check_positive("lr", lr))
     objective = Objective(spec, method, ema_rate, alpha)
     estimates = []
-    for step in range(steps):
+
+    def step(index: int) -> dict:
         p, q = sample_p(batch_size, generator), sample_q(batch_size, generator)
         values = critic_values(critic, torch.cat([p, q]), estimator)
         penalty = method.penalty(critic, p, q, generator=generator)
         loss, estimate = objective(values[:batch_size], values[batch_size:], None, penalty)
-        _check_finite(loss, step, f"{estimator} with {lipschitz}")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         estimates.append(estimate)
-        if progress is not None:
-            progress(step + 1, steps, {"estimate": estimate})
+        return {"losses": {"loss": float(loss.detach())}, "estimate": estimate}
+
+    train(step, steps, progress=progress, context=f"{estimator} with {lipschitz}")
     return DivergenceResult(critic, method, estimates)
 
 

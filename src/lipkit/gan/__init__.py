@@ -6,8 +6,9 @@
 
 - :func:`train_gan`, :class:`GanConfig`, :data:`OPTIMIZERS` (the papers' optimizer per
   method), :class:`TrainingDivergedError` (``trainer.py``);
-- :data:`LOSSES`, :func:`critic_loss`, :func:`generator_loss`: WGAN and the Lipschitz GANs of
-  Zhou et al. 2019 (``losses.py``);
+- :data:`LOSSES`, :data:`GENERATOR_OBJECTIVES`, :func:`critic_loss`, :func:`generator_loss`:
+  WGAN and the Lipschitz GANs of Zhou et al. 2019 (``losses.py``; their MaxGP penalty is the
+  Lipschitz method ``max-gp`` of lipkit.penalty);
 - :func:`generator_mlp` (``models.py``); the critic is :func:`lipkit.penalty.critic_mlp`;
 - :func:`exact_wasserstein` (POT), :func:`critic_lipschitz_lower`, plots (``metrics.py``);
 - :func:`save_checkpoint`, :func:`load_checkpoint` (``lipkit.checkpoint``: checksummed,
@@ -15,7 +16,7 @@
 """
 
 from lipkit.checkpoint import load_checkpoint, save_checkpoint
-from lipkit.gan.losses import LOSSES, critic_loss, generator_loss
+from lipkit.gan.losses import GENERATOR_OBJECTIVES, LOSSES, critic_loss, generator_loss
 from lipkit.gan.metrics import critic_lipschitz_lower, exact_wasserstein
 from lipkit.gan.models import generator_mlp
 from lipkit.gan.trainer import (
@@ -24,10 +25,11 @@ from lipkit.gan.trainer import (
     GanConfig,
     GanResult,
     OptimizerSetting,
-    TrainingDivergedError,
     train_gan,
 )
+from lipkit.training import TrainingDivergedError
 
-__all__ = ["DATASETS", "LOSSES", "OPTIMIZERS", "GanConfig", "GanResult", "OptimizerSetting",
-           "TrainingDivergedError", "critic_lipschitz_lower", "critic_loss", "exact_wasserstein",
-           "generator_loss", "generator_mlp", "load_checkpoint", "save_checkpoint", "train_gan"]
+__all__ = ["DATASETS", "GENERATOR_OBJECTIVES", "LOSSES", "OPTIMIZERS", "GanConfig", "GanResult",
+           "OptimizerSetting", "TrainingDivergedError", "critic_lipschitz_lower", "critic_loss",
+           "exact_wasserstein", "generator_loss", "generator_mlp", "load_checkpoint",
+           "save_checkpoint", "train_gan"]

@@ -14,7 +14,9 @@ the papers (:data:`OPTIMIZERS`). The run writes into its folder, each file atomi
   interval by :func:`lipkit.estimate.estimate`), ``losses.png`` and ``samples.png``.
 
 A non-finite loss or one beyond ``divergence_threshold`` stops the run with
-:class:`TrainingDivergedError`, naming the step and the last good checkpoint, which is kept.
+:class:`lipkit.training.TrainingDivergedError`, naming the step and the last good
+checkpoint, which is kept. The loop, the checks and the checkpoints are
+:func:`lipkit.training.train`'s; this module describes one generator step.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lipkit.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
+from lipkit.checkpoint import data_fingerprint
 from lipkit.data import TOYS, load_digits, sample_toy
 from lipkit.errors import (
     InvalidArgumentError,
@@ -37,7 +39,7 @@ from lipkit.errors import (
     check_positive,
     check_seed,
 )
-from lipkit.gan.losses import LOSSES, critic_loss, generator_loss
+from lipkit.gan.losses import GENERATOR_OBJECTIVES, LOSSES, critic_loss, generator_loss
 from lipkit.gan.metrics import (
     critic_lipschitz_lower,
     exact_wasserstein,
@@ -48,10 +50,11 @@ from lipkit.gan.models import generator_mlp
 from lipkit.io import atomic_write_json
 from lipkit.nn import lipschitz_bound
 from lipkit.penalty import LipschitzMethod, critic_mlp, interpolates, lipschitz_method
-
-
-class TrainingDivergedError(LipkitError):
-    """A loss became NaN, infinite or larger than the divergence threshold."""
+from lipkit.training import (
+    Checkpoint,
+    ProgressEvent,
+    train,
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ OPTIMIZERS = {
     "orthogonal": OptimizerSetting("adam", 1e-4, (0.5, 0.9), False,
                                    "WGAN-GP's (no toy setting in Anil et al. 2019)"),
     "unconstrained-alpha": OptimizerSetting("adam", 1e-4, (0.5, 0.9), False, "WGAN-GP's"),
+    "max-gp": OptimizerSetting("adam", 1e-4, (0.5, 0.9), False,
+                               "WGAN-GP's (Zhou et al.'s own toy setting not checked here)"),
     "none": OptimizerSetting("adam", 1e-4, (0.5, 0.9), False, "WGAN-GP's"),
 }
 # the Lipschitz methods' options a GAN uses unless told otherwise (the papers' values)
@@ -94,15 +99,17 @@ class GanConfig:
 
     ``data`` is one of :data:`DATASETS`; ``lipschitz`` a method of
     :data:`lipkit.penalty.METHODS` (with ``lipschitz_constant``, ``weight``); ``loss`` one of
-    :data:`lipkit.gan.LOSSES`; ``steps`` counts generator steps; ``hidden``/``depth`` size
-    both networks (the WGAN-GP toy models are 3 x 512); ``lr``/``betas`` override the
-    method's :data:`OPTIMIZERS` (``lr_decay``: its linear decay to 0);
-    ``method_options`` go to :func:`lipkit.penalty.lipschitz_method`.
+    :data:`lipkit.gan.LOSSES` and ``generator_objective`` one of
+    :data:`lipkit.gan.GENERATOR_OBJECTIVES` (``linear``: ``psi(x) = -x``); ``steps`` counts
+    generator steps; ``hidden``/``depth`` size both networks (the WGAN-GP toy models are
+    3 x 512); ``lr``/``betas`` override the method's :data:`OPTIMIZERS` (``lr_decay``: its
+    linear decay to 0); ``method_options`` go to :func:`lipkit.penalty.lipschitz_method`.
     """
 
     data: str = "8gaussians"
     lipschitz: str = "gp"
     loss: str = "wasserstein"
+    generator_objective: str = "linear"
     steps: int = 2000
     n_critic: int = 5
     batch_size: int = 256
@@ -127,6 +134,9 @@ class GanConfig:
             raise UnknownMethodError("Lipschitz method", self.lipschitz, OPTIMIZERS)
         if self.loss not in LOSSES:
             raise UnknownMethodError("GAN loss", self.loss, LOSSES)
+        if self.generator_objective not in GENERATOR_OBJECTIVES:
+            raise UnknownMethodError("generator objective", self.generator_objective,
+                                     GENERATOR_OBJECTIVES)
         for name in ("steps", "n_critic", "batch_size", "hidden", "depth", "latent",
                      "eval_every", "eval_samples", "checkpoint_every"):
             value = getattr(self, name)
@@ -195,23 +205,9 @@ def _optimizer(setting: OptimizerSetting, parameters, config: GanConfig):
     return torch.optim.Adam(parameters, lr=lr, betas=betas)
 
 
-def _check_finite(value: torch.Tensor, what: str, step: int, config: GanConfig,
-                  last_good: tuple[Path, int] | None) -> float:
-    number = float(value)
-    if math.isfinite(number) and abs(number) <= config.divergence_threshold:
-        return number
-    kept = (f"last good checkpoint: {last_good[0]} (generator step {last_good[1]})"
-            if last_good else "no checkpoint was saved")
-    problem = "is not finite" if not math.isfinite(number) else (
-        f"exceeds the divergence threshold {config.divergence_threshold:g}")
-    raise TrainingDivergedError(
-        f"training diverged at generator step {step}: the {what} ({number:g}) {problem} "
-        f"(method {config.lipschitz}, loss {config.loss}); {kept}")
-
-
 def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
               real: torch.Tensor | None = None, resume: bool = False,
-              progress: Callable[[int, int, dict], None] | None = None) -> GanResult:
+              progress: Callable[[ProgressEvent], None] | None = None) -> GanResult:
     """Train a GAN with ``config`` and write the run into ``out`` (module docstring).
 
     Args:
@@ -221,7 +217,9 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
             :func:`lipkit.data.load_mnist` flattened; ``config.data`` is then only a label.
         resume: continue from ``out/checkpoint.pt`` when it exists; without it, a folder
             that already holds a checkpoint is refused rather than overwritten.
-        progress: called after every generator step as ``progress(step, steps, info)``.
+        progress: called after every generator step with a
+            :class:`lipkit.training.ProgressEvent` whose figures are the latest evaluation
+            (empty before the first).
 
     Raises:
         TrainingDivergedError: a loss became NaN/infinite or exceeded the threshold.
@@ -244,51 +242,24 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
     rng = torch.Generator().manual_seed(config.seed)
     history = {"step": [], "critic_loss": [], "generator_loss": [], "penalty": [],
                "evaluations": []}
-    start, critic_seconds, critic_steps, resumed_from = 0, 0.0, 0, None
+    timing = {"critic_seconds": 0.0, "critic_steps": 0}
     out = Path(out) if out is not None else None
-    checkpoint_path = out / "checkpoint.pt" if out is not None else None
-    last_good = None
-    fingerprint = data.fingerprint() if checkpoint_path is not None else None
-    if checkpoint_path is not None and checkpoint_path.exists():
-        if not resume:
-            raise LipkitError(f"{checkpoint_path} exists: resume it or choose another folder")
-        state = load_checkpoint(checkpoint_path, config.to_dict(), fingerprint,
+    checkpoint = None
+    if out is not None:
+        checkpoint = Checkpoint(out / "checkpoint.pt", config.to_dict(), data.fingerprint(),
                                 ignore=("steps", "eval_every", "checkpoint_every"))
-        try:
-            generator.load_state_dict(state["generator"])
-            critic.load_state_dict(state["critic"])
-            generator_optimizer.load_state_dict(state["generator_optimizer"])
-            critic_optimizer.load_state_dict(state["critic_optimizer"])
-            rng.set_state(state["rng"])
-            start, history = int(state["step"]), state["history"]
-            critic_seconds, critic_steps = state["critic_seconds"], state["critic_steps"]
-        except (RuntimeError, KeyError, ValueError, TypeError) as error:
-            raise LipkitError(f"checkpoint {checkpoint_path} does not fit this run: "
-                              f"{str(error).splitlines()[0]}") from None
-        resumed_from = last_good = (checkpoint_path, start)
     evaluation = _Evaluation(data, config, method)
     started = time.perf_counter()
+    decay = setting.decay if config.lr_decay is None else config.lr_decay
 
-    def save(step: int) -> None:
-        nonlocal last_good
-        if checkpoint_path is None:
-            return
-        save_checkpoint(checkpoint_path, {
-            "step": step, "generator": generator.state_dict(),
-            "critic": critic.state_dict(), "rng": rng.get_state(),
-            "generator_optimizer": generator_optimizer.state_dict(),
-            "critic_optimizer": critic_optimizer.state_dict(), "history": history,
-            "critic_seconds": critic_seconds, "critic_steps": critic_steps},
-            config.to_dict(), fingerprint)
-        last_good = (checkpoint_path, step)
-
-    for step in range(start + 1, config.steps + 1):
-        if setting.decay if config.lr_decay is None else config.lr_decay:
-            factor = max(0.0, 1.0 - (step - 1) / config.steps)
+    def step(index: int) -> dict:
+        if decay:
+            factor = max(0.0, 1.0 - (index - 1) / config.steps)
             for optimizer in (generator_optimizer, critic_optimizer):
                 for group in optimizer.param_groups:
                     group["lr"] = (config.lr or setting.lr) * factor
         tick = time.perf_counter()
+        critic_values = []
         for _ in range(config.n_critic):
             real_batch = data.sample(config.batch_size, rng)
             with torch.no_grad():
@@ -301,27 +272,56 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
             critic_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             critic_optimizer.step()
-            critic_value = _check_finite(loss.detach(), "critic loss", step, config, last_good)
-        critic_seconds += time.perf_counter() - tick
-        critic_steps += config.n_critic
+            critic_values.append(float(loss.detach()))
+        timing["critic_seconds"] += time.perf_counter() - tick
+        timing["critic_steps"] += config.n_critic
         noise = torch.randn(config.batch_size, config.latent, generator=rng)
-        loss = generator_loss(config.loss, critic(generator(noise)).flatten())
+        loss = generator_loss(config.loss, critic(generator(noise)).flatten(),
+                              config.generator_objective)
         generator_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         generator_optimizer.step()
-        generator_value = _check_finite(loss.detach(), "generator loss", step, config,
-                                        last_good)
-        history["step"].append(step)
-        history["critic_loss"].append(critic_value)
+        generator_value = float(loss.detach())
+        history["step"].append(index)
+        history["critic_loss"].append(critic_values[-1])
         history["generator_loss"].append(generator_value)
         history["penalty"].append(float(penalty.detach()))
-        if step % config.eval_every == 0 or step == config.steps:
-            history["evaluations"].append(evaluation(step, generator, critic))
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save(step)
+        return {"losses": {"critic loss": critic_values, "generator loss": generator_value}}
+
+    def evaluate(index: int) -> dict:
+        history["evaluations"].append(evaluation(index, generator, critic))
+        return history["evaluations"][-1]
+
+    def state() -> dict:
+        return {"generator": generator.state_dict(), "critic": critic.state_dict(),
+                "generator_optimizer": generator_optimizer.state_dict(),
+                "critic_optimizer": critic_optimizer.state_dict(), "history": history,
+                **timing}
+
+    def restore(saved: dict) -> None:
+        generator.load_state_dict(saved["generator"])
+        critic.load_state_dict(saved["critic"])
+        generator_optimizer.load_state_dict(saved["generator_optimizer"])
+        critic_optimizer.load_state_dict(saved["critic_optimizer"])
+        history.clear()
+        history.update(saved["history"])
+        timing.update(critic_seconds=saved["critic_seconds"],
+                      critic_steps=saved["critic_steps"])
+
+    def report(event: ProgressEvent) -> None:
         if progress is not None:
-            progress(step, config.steps, history["evaluations"][-1]
-                     if history["evaluations"] else {})
+            last = history["evaluations"][-1] if history["evaluations"] else {}
+            progress(ProgressEvent(event.step, event.total, last))
+
+    run = train(step, config.steps, state=state, restore=restore, generators={"rng": rng},
+                checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
+                resume=resume, evaluate=evaluate, evaluate_every=config.eval_every,
+                progress=report, threshold=config.divergence_threshold,
+                unit="generator step",
+                context=f"method {config.lipschitz}, loss {config.loss}")
+    critic_seconds, critic_steps = timing["critic_seconds"], timing["critic_steps"]
+    resumed_from = run.resumed_from
+    checkpoint_path = checkpoint.path if checkpoint is not None else None
     if not history["evaluations"] or history["evaluations"][-1]["step"] != config.steps:
         history["evaluations"].append(evaluation(config.steps, generator, critic))
     metrics = {
@@ -331,7 +331,7 @@ def train_gan(config: GanConfig | None = None, out: str | Path | None = None, *,
         "seconds": time.perf_counter() - started,
         "seconds_per_critic_step": critic_seconds / max(critic_steps, 1),
         "critic_steps": critic_steps,
-        "resumed_from_step": resumed_from[1] if resumed_from else None,
+        "resumed_from_step": resumed_from,
         "checkpoint": str(checkpoint_path) if checkpoint_path else None,
     }
     if out is not None:

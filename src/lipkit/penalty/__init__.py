@@ -12,6 +12,8 @@ constant ``lambda`` and ``weight`` the multiplier ``l``:
 - :func:`adversarial_lipschitz_penalty` (``adversarial.py``, Terjék 2020): ``rho`` = pairs
   ``(x, x + r_adv(x))``, ``x`` from real and fake, ``r_adv`` by power iteration with
   finite-difference (or exact) Hessian-vector products; :func:`adversarial_direction`.
+- :func:`max_gradient_penalty` (``max_gradient.py``, Zhou et al. 2019's MaxGP):
+  ``weight * max ||grad f||^2`` over WGAN-GP's interpolates, no target constant.
 - :func:`alpha_penalty` (``alpha.py``): the unconstrained ``W^alpha`` term
   ``(alpha-1) alpha^(alpha/(1-alpha)) ||f||_L^(alpha/(alpha-1))`` with ``||f||_L`` the batch's
   largest adversarial ratio (:func:`batch_lipschitz_ratio`).
@@ -27,15 +29,17 @@ lipkit.divergence both code against this contract)::
     w1 = method.wasserstein(critic, real, fake)   # the critic's W1 estimate
 
 - ``METHODS``: ``none``, ``clip``, ``spectral``, ``orthogonal``, ``gp``, ``gp-one-sided``,
-  ``lp``, ``alp``, ``unconstrained-alpha``; an unknown name raises ``UnknownMethodError``
-  listing them; a bad option, weight or constant raises ``InvalidArgumentError``.
+  ``lp``, ``alp``, ``unconstrained-alpha``, ``max-gp``; an unknown name raises
+  ``UnknownMethodError`` listing them; a bad option, weight or constant raises
+  ``InvalidArgumentError``.
 - ``method.construction``: True for clip / spectral / orthogonal (``penalty`` is then a zero
   tensor); ``method.activation``: the activation class the critic should use (``MaxMin``
   for ``orthogonal``, the GNP networks of Anil et al. 2019; ``nn.ReLU`` otherwise);
   ``method.lipschitz``, ``method.weight`` (the paper's default when ``None`` was given),
   ``method.options``.
 - ``weight=None`` takes the default: 10 for gp / gp-one-sided / lp / alp, 1 for
-  unconstrained-alpha; construction methods take no weight.
+  unconstrained-alpha, 0.1 for max-gp; construction methods take no weight.
+- ``max-gp`` has no target constant either (``lipschitz`` must stay 1).
 - ``unconstrained-alpha`` has no target constant (``lipschitz`` must stay 1); its option
   ``alpha`` (default 2) and ALP's search options (``xi``, ``epsilon``, ...) apply.
 """
@@ -50,6 +54,7 @@ from lipkit.penalty.adversarial import (
 from lipkit.penalty.alpha import alpha_coefficient, alpha_penalty, batch_lipschitz_ratio
 from lipkit.penalty.gradient import gradient_norms, gradient_penalty, interpolates
 from lipkit.penalty.lipschitz import difference_quotients, lipschitz_penalty
+from lipkit.penalty.max_gradient import max_gradient_penalty
 from lipkit.penalty.method import METHODS, LipschitzMethod, critic_mlp, lipschitz_method
 
 __all__ = [
@@ -70,4 +75,5 @@ __all__ = [
     "interpolates",
     "lipschitz_method",
     "lipschitz_penalty",
+    "max_gradient_penalty",
 ]

@@ -5,11 +5,18 @@ virtual-adversarial search (Miyato et al.'s VAT) finds for each sample ``x``:
 
     weight * E_{x ~ (mu + g#zeta) / 2} max(|f(x) - f(x + r_adv(x))| / ||r_adv(x)||_2 - lambda, 0)^2.
 
-``r_adv(x)``: ``r -> |f(x) - f(x + r)|`` has its minimum 0 at ``r = 0``, so to second order it
-is ``r^T H r / 2`` and grows fastest along the top eigenvector of ``H``. Power iteration finds
-it from a random unit ``d`` with Hessian-vector products by finite differences,
-``H d ~ grad_r |f(x) - f(x + r)|`` at ``r = xi d`` (divided by ``xi``, which the normalization
-drops); then ``r_adv = epsilon * d`` with a random magnitude ``epsilon ~ U[eps_min, eps_max]``.
+``r_adv(x)``: Miyato et al.'s argument for a divergence with zero gradient at ``r = 0``:
+to second order the change is ``r^T H r / 2`` and grows fastest along the top eigenvector of
+the Hessian ``H``, which power iteration finds from a random unit ``d`` with Hessian-vector
+products by finite differences. ALP's code takes the same step on
+``r -> |f(x) - f(x + r)|``: one power iteration replaces ``d`` by the normalized
+``grad_r |f(x) - f(x + r)|`` at ``r = xi d``, which is
+``sign(f(x + xi d) - f(x)) * grad f(x + xi d)``. That is ``H d`` (times ``xi``) only when
+``grad f(x) = 0`` and ``xi`` is small; for a critic with a non-zero gradient, and at the
+paper's ``xi = 10`` on data of scale 1, it is the critic's gradient at the distant point
+``x + xi d``, up to sign, and the direction found is the steepest direction there, not an
+eigenvector of ``H(x)``. Then ``r_adv = epsilon * d`` with a random magnitude
+``epsilon ~ U[eps_min, eps_max]``.
 
 Defaults are those of the paper's official code (dterjek/adversarial_lipschitz_regularization,
 ``wgan_alp.py``, its CIFAR-10 WGAN-ALP): one power iteration (``--ip 1``), ``xi = 10``,
@@ -20,12 +27,13 @@ noise in a cube, which favours its diagonals). There images lie in ``[-1, 1]`` a
 samples are clipped to that box (``clamp`` here); the magnitudes suit data of that scale and
 may be set smaller for data of a smaller one (BENCHMARKS.md compares both on 2-D toys).
 
-``hessian="exact"`` replaces the finite difference with an exact Hessian-vector product of
-``f`` at ``x`` by double back-propagation (Pearlmutter's trick), the Hessian of
-``r -> f(x + r) - f(x)`` at ``r = 0``. It agrees with the finite difference where the second-
-order argument holds (``grad f(x) = 0``; quadratic critics), but it is zero almost everywhere
-for piecewise-linear critics (ReLU, MaxMin), whose curvature only a finite step sees: then
-the random start direction is kept. Use it with smooth critics.
+``hessian="exact"`` is not the finite difference made exact: it follows ``H(x) d``, the
+Hessian of ``r -> f(x + r) - f(x)`` at ``r = 0``, computed by double back-propagation
+(Pearlmutter's trick): the second-order argument above taken literally. The two agree when
+``grad f(x) = 0`` and ``xi -> 0`` (quadratic critics centred at ``x``). ``H`` is zero almost
+everywhere for piecewise-linear critics (ReLU, MaxMin), whose curvature only a finite step
+sees: then the random start direction is kept. Use it with smooth critics, and only when
+the Hessian's direction, rather than ALP's, is wanted.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ gradient norm exactly 1 (their Proposition 1), and penalizes two-sided:
     weight * E_{x ~ rho} (||grad f(x)||_2 - lambda)^2.
 
 The one-sided form ``weight * E max(||grad f(x)||_2 - lambda, 0)^2`` penalizes only
-violations (the seminar's "gradient penalty"; Petzka et al. 2018 give it with the same
-``rho`` as their gradient version of the Lipschitz penalty).
+violations (the seminar's "gradient penalty"). With this ``rho`` it is the WGAN-LP that
+Petzka et al. 2018 train and evaluate (and ``--reg lp`` in ALP's code); lipkit's ``lp`` is
+the difference-quotient form on pairs, ``lipschitz.py``.
 """
 
 from __future__ import annotations

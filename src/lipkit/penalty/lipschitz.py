@@ -1,4 +1,4 @@
-"""Lipschitz penalty (Petzka, Fischer & Lukovnikov, ICLR 2018), difference-quotient form.
+"""Lipschitz penalty on pairs: the seminar's difference-quotient form.
 
 The Lipschitz condition itself, ``|f(x1) - f(x2)| <= lambda ||x1 - x2||_2``, is penalized
 one-sided over pairs ``(x1, x2) ~ rho``:
@@ -7,11 +7,16 @@ one-sided over pairs ``(x1, x2) ~ rho``:
 
 Here ``rho`` pairs each real sample with the generated sample of the same index (the
 coupling on which an optimal critic of the Kantorovich-Rubinstein dual is tight). Only a
-violation is penalized, so the critic is free to be flatter than ``lambda`` (Petzka et al.'s
-argument against the two-sided gradient penalty). As the seminar notes, WGAN training with
-this random-pair penalty can diverge: pairs of far-apart samples see only secants, which
-almost never constrain the critic where it is steepest (ALP, ``adversarial.py``, fixes that
-by choosing the pair).
+violation is penalized, so the critic is free to be flatter than ``lambda``.
+
+Which "LP" this is. Petzka, Fischer & Lukovnikov (ICLR 2018) state the penalty in this
+difference-quotient form, but the WGAN-LP they train and evaluate, like ``--reg lp`` in the
+code of Terjék's ALP paper, is the one-sided *gradient* penalty
+``weight * E max(||grad f(x)||_2 - lambda, 0)^2`` at WGAN-GP's random interpolates: that is
+lipkit's ``gp-one-sided`` (``gradient.py``), not ``lp``. lipkit's ``lp`` is the pair form of
+the seminar. As the seminar notes, training with this random-pair penalty can diverge:
+pairs of far-apart samples see only secants, which almost never constrain the critic where
+it is steepest (ALP, ``adversarial.py``, fixes that by choosing the pair).
 """
 
 from __future__ import annotations

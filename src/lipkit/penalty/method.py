@@ -8,10 +8,14 @@ that constrains a critic by construction (``prepare``) or penalizes it (``penalt
 - ``spectral``: spectral normalization (Miyato et al. 2018), through lipkit.nn;
 - ``orthogonal``: Björck-orthonormal weights with MaxMin activations, the gradient norm
   preserving networks (GNP) of Anil et al. 2019;
-- ``gp``, ``gp-one-sided``: the gradient penalty (Gulrajani et al. 2017), weight 10;
-- ``lp``: the Lipschitz penalty on (real, fake) pairs (Petzka et al. 2018), weight 10;
+- ``gp``, ``gp-one-sided``: the gradient penalty (Gulrajani et al. 2017), weight 10; the
+  one-sided form is Petzka et al. 2018's WGAN-LP;
+- ``lp``: the seminar's Lipschitz penalty on (real, fake) pairs, weight 10 (Petzka et al.
+  2018's WGAN-LP as they train it is ``gp-one-sided``: ``lipschitz.py`` explains);
 - ``alp``: the adversarial Lipschitz penalty (Terjék 2020), weight 10;
-- ``unconstrained-alpha``: the ``W^alpha`` term, no target constant, weight 1.
+- ``unconstrained-alpha``: the ``W^alpha`` term, no target constant, weight 1;
+- ``max-gp``: Zhou et al. 2019's ``weight * max ||grad f||^2`` at interpolates, no target
+  constant, weight 0.1.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from lipkit.nn import MaxMin, lipschitz_bound, make_lipschitz, weight_clip
 from lipkit.penalty._samples import check_batches, critic_values
 from lipkit.penalty.adversarial import adversarial_lipschitz_penalty
 from lipkit.penalty.alpha import alpha_penalty, batch_lipschitz_ratio
-from lipkit.penalty.gradient import gradient_penalty
+from lipkit.penalty.gradient import gradient_norms, gradient_penalty
 from lipkit.penalty.lipschitz import lipschitz_penalty
+from lipkit.penalty.max_gradient import max_gradient_penalty
 
 # name -> make_lipschitz method
 CONSTRUCTIONS = {"clip": "clip", "spectral": "spectral", "orthogonal": "orthogonal"}
@@ -39,10 +44,13 @@ PENALTIES = {
     "lp": (lipschitz_penalty, 10.0, {}),
     "alp": (adversarial_lipschitz_penalty, 10.0, {}),
     "unconstrained-alpha": (alpha_penalty, 1.0, {}),
+    "max-gp": (max_gradient_penalty, 0.1, {}),
 }
+# penalties without a target constant (``lipschitz`` must stay 1)
+_UNTARGETED = ("unconstrained-alpha", "max-gp")
 METHODS = ("none", *CONSTRUCTIONS, *PENALTIES)
 # penalties that draw random samples of rho (lp's pairs are the batch itself)
-_SAMPLING = ("gp", "gp-one-sided", "alp", "unconstrained-alpha")
+_SAMPLING = ("gp", "gp-one-sided", "alp", "unconstrained-alpha", "max-gp")
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,7 @@ class LipschitzMethod:
         arguments = dict(fixed, **self.options)
         if generator is not None and self.name in _SAMPLING:
             arguments["generator"] = generator
-        if self.name != "unconstrained-alpha":
+        if self.name not in _UNTARGETED:
             arguments["lipschitz"] = self.lipschitz
         return function(critic, real, fake, weight=self.weight, **arguments)
 
@@ -106,15 +114,21 @@ class LipschitzMethod:
         """The critic's estimate of W1(real, fake): the KR dual ``E f(real) - E f(fake)``
         divided by the critic's constant (``lambda``; the batch ratio for
         ``unconstrained-alpha``, for which ``W1 = (||f||_L / alpha)^(1/(alpha-1))`` at the
-        optimum is another estimate; the guaranteed bound :func:`lipkit.nn.lipschitz_bound`
-        for construction methods, so that it is a lower bound on W1 between the two sample
-        sets)."""
+        optimum is another estimate; the largest gradient norm at the real and fake
+        samples and their midpoints for ``max-gp``; the guaranteed bound
+        :func:`lipkit.nn.lipschitz_bound` for construction methods, so that it is a lower
+        bound on W1 between the two sample sets)."""
         check_batches(real, fake, f"{self.name} wasserstein")
         gap = (critic_values(critic, real, "wasserstein").mean()
                - critic_values(critic, fake, "wasserstein").mean())
         if self.name == "unconstrained-alpha":
             adversarial = {k: v for k, v in self.options.items() if k != "alpha"}
             return gap / batch_lipschitz_ratio(critic, real, fake, **adversarial)
+        if self.name == "max-gp":  # the critic's own scale: its largest gradient norm
+            with torch.enable_grad():
+                points = torch.cat([real, fake, (real[: len(fake)] + fake[: len(real)]) / 2])
+                steepest = gradient_norms(critic, points, create_graph=False).max()
+            return gap / steepest.clamp(min=1e-12)
         if self.construction:
             return gap / lipschitz_bound(critic)
         return gap / self.lipschitz
@@ -126,7 +140,8 @@ def lipschitz_method(name: str, lipschitz: float = 1.0, weight: float | None = N
 
     Args:
         name: one of :data:`METHODS`.
-        lipschitz: the target constant ``lambda`` (must be 1 for ``unconstrained-alpha``).
+        lipschitz: the target constant ``lambda`` (must be 1 for ``unconstrained-alpha`` and
+            ``max-gp``).
         weight: the penalty multiplier; ``None`` takes the paper's default (table above).
         options: passed to the penalty function (checked here) or to the construction.
 
@@ -155,9 +170,9 @@ def lipschitz_method(name: str, lipschitz: float = 1.0, weight: float | None = N
         if name == "unconstrained-alpha":
             accepted |= set(inspect.signature(adversarial_lipschitz_penalty).parameters) - {
                 "critic", "real", "fake", "lipschitz", "weight"}
-            if lipschitz != 1.0:
-                raise InvalidArgumentError(
-                    "unconstrained-alpha has no target constant: leave lipschitz at 1")
+        if name in _UNTARGETED and lipschitz != 1.0:
+            raise InvalidArgumentError(
+                f"{name} has no target constant: leave lipschitz at 1")
         accepted.discard("adversarial_options")  # alpha_penalty's **kwargs, named above
         unknown = sorted(set(options) - accepted)
         if unknown:

@@ -4,8 +4,9 @@ Learn a transition model whose constant is set by a lipkit.nn constraint
 (:func:`make_transition_model`) and prove the constant of its state map
 (:func:`state_lipschitz_bound`); measure how its error compounds against the theorem's bound
 ``Delta * sum_{i<n} K^i`` with exact W1 (:func:`compounding_error`); estimate values
-(:func:`value_estimation_error`) and plan with it (:class:`Planner`: random shooting or CEM)
-on gymnasium's Pendulum-v1 and CartPole-v1; :func:`run_sweep` does it all for a list of
+(:func:`value_estimation_error`, against Theorem 2's :func:`value_error_bound` where the
+reward is Lipschitz) and plan with it (:class:`Planner`: random shooting or CEM) on
+gymnasium's Pendulum-v1 and CartPole-v1; :func:`run_sweep` does it all for a list of
 constants (``lipkit rl``).
 """
 
@@ -29,13 +30,13 @@ from lipkit.rl.model import (
     train_transition_model,
 )
 from lipkit.rl.planning import PLANNERS, Planner, run_episode
-from lipkit.rl.value import ValueEstimationError, value_estimation_error
+from lipkit.rl.value import ValueEstimationError, value_error_bound, value_estimation_error
 
 __all__ = [
     "ENVIRONMENTS", "PLANNERS", "CompoundingError", "Environment", "LinearSystem", "Planner",
     "Rollouts", "Settings", "StateLipschitz", "TransitionModel", "Transitions",
     "ValueEstimationError", "collect_transitions", "compounding_error", "make_environment",
     "make_transition_model", "parse_constants", "rollout", "run_episode", "run_sweep",
-    "state_lipschitz_bound", "theorem_bound", "train_transition_model", "value_estimation_error",
-    "wasserstein1",
+    "state_lipschitz_bound", "theorem_bound", "train_transition_model", "value_error_bound",
+    "value_estimation_error", "wasserstein1",
 ]

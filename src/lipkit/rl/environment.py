@@ -202,6 +202,12 @@ class LinearSystem(Environment):
     def reward(self, states, actions):
         return -(states**2).sum(-1)
 
+    @staticmethod
+    def reward_lipschitz(radius: float) -> float:
+        """The constant of ``s -> -|s|^2`` on the ball of ``radius``: ``2 radius``
+        (``| |x|^2 - |y|^2 | = (|x| + |y|) | |x| - |y| | <= 2 radius |x - y|``)."""
+        return 2.0 * float(radius)
+
     def make(self):
         raise InvalidArgumentError("the linear system is not a gymnasium environment")
 

@@ -30,6 +30,7 @@ from lipkit.rl.model import (
 )
 from lipkit.rl.planning import PLANNERS, Planner, run_episode
 from lipkit.rl.value import value_estimation_error
+from lipkit.training import ProgressEvent
 
 REPORTED_STEPS = (1, 5, 10, 20)
 
@@ -86,8 +87,9 @@ def run_sweep(environment_name: str, constants: list[float], method: str = "clip
     Args:
         constants: the target constants ``K`` of the constrained models.
         method: the ``lipkit.nn`` constraint (``"clip"`` is the paper's), or ``"none"``.
-        progress: an object with ``task(description, total) -> advance(status)`` (the demo's
-            rich progress bar), or None.
+        progress: called with a :class:`lipkit.training.ProgressEvent` after the data of
+            each seed and after each model (figures: ``status``, a line saying what was
+            done), or None.
         unconstrained: add an unconstrained model (its ``K_hat`` from lipkit.estimate).
     """
     settings = settings or Settings()
@@ -99,8 +101,14 @@ def run_sweep(environment_name: str, constants: list[float], method: str = "clip
     if unconstrained or method == UNCONSTRAINED:
         configurations.append((UNCONSTRAINED, None))
     started = time.perf_counter()
-    advance = (progress.task(f"rl {environment.id}", len(seeds) * (len(configurations) + 1))
-               if progress is not None else (lambda status="": None))
+    total, done = len(seeds) * (len(configurations) + 1), 0
+
+    def advance(status: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(ProgressEvent(done, total, {"status": status}))
+
     runs, baselines = [], []
     for seed in seeds:
         torch.manual_seed(seed)
@@ -152,7 +160,9 @@ def run_sweep(environment_name: str, constants: list[float], method: str = "clip
 
 
 def _label(run: dict) -> str:
-    return f"{run['method']} K={run['target']:g}" if run["target"] is not None else "unconstrained"
+    if run["target"] is None:
+        return "unconstrained"
+    return f"{run['method']} {'c' if run['method'] == 'clip-value' else 'K'}={run['target']:g}"
 
 
 def summarize(runs: list[dict], baselines: list[dict]) -> list[dict]:

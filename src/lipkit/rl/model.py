@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +28,13 @@ import torch
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError, check_positive
-from lipkit.nn import lipschitz_bound, make_lipschitz
+from lipkit.nn import lipschitz_bound, make_lipschitz, weight_clip
 from lipkit.nn.make import METHODS
+from lipkit.training import ProgressEvent, train
 
 UNCONSTRAINED = "none"
+# Asadi et al.'s own parametrization: every weight clipped to [-c, c], the constant c given
+CLIP_VALUE = "clip-value"
 
 
 class TransitionModel(nn.Module):
@@ -58,8 +62,11 @@ def make_transition_model(state_dimension: int, action_dimension: int, method: s
     """A transition model whose map ``(s, a) -> s'`` is ``lipschitz``-Lipschitz by construction.
 
     Args:
-        method: a ``lipkit.nn.make_lipschitz`` method (``"clip"`` is the paper's weight
-            clipping), or ``"none"`` for an unconstrained model (``lipschitz`` ignored).
+        method: a ``lipkit.nn.make_lipschitz`` method (``"clip"``: weight clipping with the
+            clip value set from the target), ``"clip-value"`` (the paper's sweep: every
+            weight clipped to ``[-c, c]`` with ``c = lipschitz`` itself, the model's constant
+            being whatever that implies, :func:`state_lipschitz_bound`), or ``"none"`` for
+            an unconstrained model (``lipschitz`` ignored).
         seed: seeds the initial weights.
 
     Example:
@@ -67,13 +74,18 @@ def make_transition_model(state_dimension: int, action_dimension: int, method: s
         >>> state_lipschitz_bound(model).value <= 0.5 + 1e-6
         True
     """
-    if method != UNCONSTRAINED and method not in METHODS:
-        choices = ", ".join([UNCONSTRAINED, *sorted(METHODS)])
+    if method not in (UNCONSTRAINED, CLIP_VALUE) and method not in METHODS:
+        choices = ", ".join([UNCONSTRAINED, CLIP_VALUE, *sorted(METHODS)])
         raise InvalidArgumentError(f"unknown method '{method}' for a transition model; "
                                    f"choose from: {choices}")
     torch.manual_seed(seed)
     model = TransitionModel(state_dimension, action_dimension, hidden, depth)
-    if method != UNCONSTRAINED:
+    if method == CLIP_VALUE:
+        clip_value = check_positive("clip value", lipschitz)
+        for module in model.network:
+            if isinstance(module, nn.Linear):
+                weight_clip(module, clip_value=clip_value)
+    elif method != UNCONSTRAINED:
         make_lipschitz(model.network, method=method, lipschitz=check_positive("lipschitz",
                                                                                lipschitz))
     model.method = method
@@ -168,34 +180,40 @@ def collect_transitions(environment, count: int, seed: int) -> Transitions:
 
 def train_transition_model(model: TransitionModel, data: Transitions, epochs: int = 30,
                            batch_size: int = 128, learning_rate: float = 3e-3,
-                           seed: int = 0, advance=None) -> list[float]:
+                           seed: int = 0,
+                           progress: Callable[[ProgressEvent], None] | None = None
+                           ) -> list[float]:
     """Fit ``model`` by mean squared one-step error with Adam; returns the loss per epoch.
 
+    The loop is :func:`lipkit.training.train`, one step per epoch; ``progress`` receives its
+    :class:`~lipkit.training.ProgressEvent` (figures: the epoch's ``loss``).
+
     Raises:
-        FloatingPointError: the loss became NaN or infinite (names the epoch).
+        TrainingDivergedError: the loss became NaN or infinite (names the epoch).
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    history = []
+    history: list[float] = []
     model.train()
-    for epoch in range(epochs):
+
+    def epoch(index: int) -> dict:
         order = torch.randperm(len(data), generator=generator)
         total = 0.0
         for start in range(0, len(data), batch_size):
-            index = order[start : start + batch_size]
-            prediction = model(data.states[index], data.actions[index])
-            loss = ((prediction - data.next_states[index]) ** 2).sum(-1).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"transition model loss became {loss.item()} in "
-                                         f"epoch {epoch + 1}")
+            batch = order[start : start + batch_size]
+            prediction = model(data.states[batch], data.actions[batch])
+            loss = ((prediction - data.next_states[batch]) ** 2).sum(-1).mean()
+            if not torch.isfinite(loss):  # the loop stops the run
+                return {"losses": {"transition model loss": loss.item()}}
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(index)
+            total += loss.item() * len(batch)
         schedule.step()
         history.append(total / len(data))
-        if advance is not None:
-            advance(f"loss {history[-1]:.4g}")
+        return {"losses": {"transition model loss": history[-1]}, "loss": history[-1]}
+
+    train(epoch, epochs, progress=progress, unit="epoch", context="transition model")
     model.eval()
     return history

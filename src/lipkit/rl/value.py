@@ -58,3 +58,25 @@ def value_estimation_error(environment, rollouts, discount: float = 0.99) -> Val
     predicted = discounted_values(environment, rollouts.model, rollouts.actions, discount)
     return ValueEstimationError(float(np.abs(predicted - true).mean()), float(np.abs(true).mean()),
                        discount)
+
+
+def value_error_bound(delta: float, lipschitz: float, reward_lipschitz: float,
+                      discount: float, horizon: int) -> float:
+    """The paper's Theorem 2 for the ``horizon``-step open-loop values measured here:
+    ``K_R Delta sum_{1 <= n < H} gamma^n sum_{i<n} K^i``.
+
+    Each trajectory's error is at most ``sum_n gamma^n K_R ||s_hat_n - s_n||`` (``K_R``: the
+    reward's constant in the state on a set holding both trajectories) and
+    ``||s_hat_n - s_n|| <= Delta sum_{i<n} K^i`` by Theorem 1's induction, sample by sample.
+    For ``gamma K < 1`` and ``H -> infinity`` the sum is the paper's closed form
+    ``gamma K_R Delta / ((1 - gamma)(1 - gamma K))``.
+
+    Example:
+        >>> round(value_error_bound(0.1, 0.5, 2.0, 0.9, 400), 6)  # 0.9*2*0.1/(0.1*0.55)
+        3.272727
+    """
+    total, partial = 0.0, 0.0  # partial = sum_{i<n} K^i
+    for n in range(1, horizon):
+        partial += lipschitz ** (n - 1)
+        total += discount**n * partial
+    return reward_lipschitz * delta * total
