@@ -46,7 +46,7 @@ def test_estimate_report_is_json_and_sound_on_a_random_net():
 def test_default_methods_fit_and_unknown_method_lists_choices():
     network = load_network(random_mlp([3, 4, 2]))
     assert {"naive", "seqlip", "lower-jacobian"} <= set(default_methods(network, "2"))
-    assert "lower-gradient" not in default_methods(network, "inf")
+    assert "seqlip" not in default_methods(network, "inf")  # l2 only
     with pytest.raises(UnknownMethodError, match=r"choose from: .*naive"):
         estimate(network, methods=["nope"])
 

@@ -92,8 +92,9 @@ class LocalCertification:
 def proven_margins(network, x0: torch.Tensor, label: int) -> tuple[np.ndarray, int]:
     """Lower bounds of the exact margins ``f_y(x0) - f_j(x0)`` (all ``j``, 0 at ``y``) and
     the float64 prediction."""
-    y, error = forward_error(network, x0.reshape(1, *network.input_shape))
-    y, error = y.reshape(-1), error.reshape(-1)
+    y, error, total = forward_error(network, x0.reshape(1, *network.input_shape))
+    # each output's error is bounded elementwise and by the l2 bound of all of them
+    y, error = y.reshape(-1), torch.minimum(error.reshape(-1), total.reshape(()))
     raw = (y[label] - y).numpy()
     slack = (error[label] + error).numpy() * (1 + gamma(4)) + 2 * UNIT * np.abs(raw)
     margins = np.nextafter(raw - slack, -np.inf)
