@@ -225,9 +225,17 @@ def random_case(seed: int) -> Case:
             layers += [layer, activation(out)]
             with torch.no_grad():
                 shape = tuple(layer(torch.zeros(1, *shape)).shape[1:])
+        block = rng.random() < 0.35
+        if block:  # a residual block of convolutions that keep the shape
+            channels = shape[0]
+            mode = str(rng.choice(["zeros", "circular"]))
+            layers.append(Residual(nn.Sequential(
+                conv(channels, channels, 3, padding=1, padding_mode=mode, bias=bias),
+                activation(channels), conv(channels, channels, 1, bias=bias))))
         layers += [nn.Flatten(), nn.Linear(math.prod(shape), int(rng.integers(1, 4)),
                                            bias=bias)]
-        text = f"{structure} {input_shape} -> {shape} -> linear"
+        text = (f"{structure} {input_shape} -> {shape}{' + residual block' if block else ''} "
+                "-> linear")
     else:
         inputs = int(rng.integers(1, 6))
         width = _round_width(int(rng.integers(1, 7)), group())

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
+
+from lipkit.nn.activation import GroupSort, MaxMin
 
 _spec = importlib.util.spec_from_file_location("soundness",
                                                Path(__file__).with_name("soundness.py"))
@@ -99,6 +101,27 @@ def _tiny_constant(model, failure) -> bool:
     return False
 
 
+def _degenerate_gate(model, failure) -> bool:
+    """exact-bab's bound 0 on a net with a GroupSort (a MaxMin gate that is 0 everywhere)."""
+    if model is None or not any(isinstance(m, GroupSort) for m in model.modules()):
+        return False
+    if failure.category == "false upper":
+        return failure.method == "exact-bab" and failure.value == 0.0
+    if failure.category == "lower > upper":
+        return failure.method.split(" > ")[1] == "exact-bab" and failure.oracle == 0.0
+    return False
+
+
+def _equal_maxmin_inputs() -> nn.Module:
+    """MaxMin compares two equal numbers: its gate ``a - b`` is 0 everywhere."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 2, bias=False),
+                          MaxMin(), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        model[2].weight[1] = model[2].weight[0]
+    return model
+
+
 def _elu_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(1, 1), nn.ELU(alpha=2.5), nn.Linear(1, 1))
@@ -126,6 +149,14 @@ KNOWN_FAILURES = [
         "absolute too (its 'upper' was 1.5e-19 for a constant of 1.8e-13)",
         _tiny_constant,
         lambda: _run(_tiny_relu_net(), (3,), "1", ["exact-bab"])),
+    KnownFailure(
+        "exact-bab prunes a gate that is zero everywhere",
+        "issue 14: exact-bab returns a usable 'upper' 0.0 (status 'ok: no witness') when a "
+        "MaxMin gate's input is 0 on the whole domain (duplicated rows before a MaxMin): the "
+        "gate is not stable by intervals, its region row is zero, so neither sign has an "
+        "interior point and every box closes with no pattern",
+        _degenerate_gate,
+        lambda: _run(_equal_maxmin_inputs(), (2,), "2", ["exact-bab"])),
 ]
 
 
@@ -140,7 +171,16 @@ def _report(case, failures) -> str:
     return "\n".join(lines + [str(failure) for failure in failures])
 
 
-@settings(max_examples=18, deadline=None, derandomize=True, database=None,
+# seeds that cover each structure with hard weights (tiny, huge, zero, duplicated, linear),
+# then hypothesis's own draws
+@example(seed=114)  # mlp, tiny weights with ordinary biases
+@example(seed=3)  # mlp, exactly linear, huge weights
+@example(seed=28)  # residual, tiny weights
+@example(seed=70)  # conv2d with a residual block, a zero layer
+@example(seed=33)  # conv1d with a residual block, huge weights
+@example(seed=60)  # mlp, duplicated neurons
+@example(seed=126)  # residual, exactly linear, duplicated neurons
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
           phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(min_value=0, max_value=2**31 - 1))
