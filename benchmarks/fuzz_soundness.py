@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import json
 import platform
 import sys
@@ -71,6 +72,32 @@ def check_reference(path: Path, time_limit: float) -> soundness.Result:
     return result
 
 
+def known_failures():
+    """``known(model, failure)`` of the test's KNOWN_FAILURES (the issues being fixed)."""
+    path = ROOT / "tests" / "estimate" / "test_estimate_soundness_fuzz.py"
+    spec = importlib.util.spec_from_file_location("test_estimate_soundness_fuzz", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.known
+
+
+def classify(records: list[dict]) -> collections.Counter:
+    """Failures by the known issue they match ("unknown" for none)."""
+    known = known_failures()
+    references = {-1 - i: reference_model(REFERENCE / name)
+                  for i, name in enumerate(("random_weights.mat", "mnist_weights.mat"))}
+    counts = collections.Counter()
+    for record in records:
+        if not record["failures"]:
+            continue
+        model = (references.get(record["seed"]) if record["seed"] < 0
+                 else soundness.random_case(record["seed"]).model)
+        for failure in record["failures"]:
+            entry = known(model, soundness.Failure(**failure))
+            counts[entry.name if entry else "unknown (not in KNOWN_FAILURES)"] += 1
+    return counts
+
+
 def summary(records: list[dict], console: Console) -> None:
     networks = [r for r in records if r["seed"] >= 0]
     failures = collections.Counter()
@@ -111,6 +138,14 @@ def summary(records: list[dict], console: Console) -> None:
             detail.add_row(category, method, norm, str(count),
                            ", ".join(map(str, seeds[:6])) + (" ..." if len(seeds) > 6 else ""))
         console.print(detail)
+    if failures:
+        table = Table(title="failures by known issue (tests/estimate/"
+                            "test_estimate_soundness_fuzz.py: KNOWN_FAILURES)")
+        table.add_column("issue")
+        table.add_column("failures", justify="right")
+        for name, count in classify(records).most_common():
+            table.add_row(name, str(count))
+        console.print(table)
     if refusals:
         table = Table(title="refusals by module type")
         table.add_column("module")
