@@ -33,7 +33,9 @@ shadow's error is itself a random sample). The oracle keeps
 whose band ``2 (E(x1) + E(x2))`` is below ``1e-10`` of the ratio; it allows a witness up
 to ``(||f(x1) - f(x2)|| + E(x1) + E(x2)) / ||x1 - x2||`` (or, when that band is wide, up to the
 largest ``||J(x) d|| / ||d||`` along the segment, by the mean value inequality); Jacobian
-norms carry the norm of their own float32 shadow's difference the same way.
+norms carry the norm of their own float32 shadow's difference the same way, plus ``1e-7``
+relative per module whose float64 backward torch computes with float32 constants
+(:data:`INEXACT_BACKWARD`: ``Hardsigmoid``, ``CELU``).
 
 Models that lipkit refuses must raise a ``LipkitError`` naming the module in one line (a good
 refusal); any other exception is a failure.
@@ -60,6 +62,10 @@ NORMS = ("2", "1", "inf")
 RELATIVE = 1e-9  # the relative tolerance of every comparison
 SHADOW = 64.0 * 2.0 ** -29  # float64's error per unit of float32's error, with a factor 64
 CREDIBLE = 1e-10  # the oracle counts a pair only when its rounding band is this narrow
+# torch's float64 backward of these modules uses float32 constants (hardsigmoid: a slope of
+# float32(1/6); celu: float32(1/alpha)): their derivatives are off by up to 3e-8 relative
+# (measured against central differences), so a Jacobian norm carries that much per module
+INEXACT_BACKWARD = {nn.Hardsigmoid: 1e-7, nn.CELU: 1e-7}
 EPS = float(np.finfo(np.float64).eps)
 SKIPPED_METHODS = ("lipsdp-network", "lipsdp-network-rand")  # estimates, never checked
 # small budgets: the fuzzer checks soundness, not tightness
@@ -308,6 +314,8 @@ class Oracle:
         self.f32 = copy.deepcopy(model).float().eval()
         self.input_shape = tuple(input_shape)
         self.n = math.prod(self.input_shape)
+        # the relative error of torch's float64 derivatives (see INEXACT_BACKWARD)
+        self.autograd = 1e-12 + sum(INEXACT_BACKWARD.get(type(m), 0.0) for m in model.modules())
 
     @torch.no_grad()
     def values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -361,8 +369,8 @@ class Oracle:
             band = np.sqrt((difference ** 2).sum(axis=(1, 2)))  # Frobenius >= spectral
         else:
             band = matrix_norms(difference, norm)
-        band = torch.nan_to_num(torch.from_numpy(SHADOW * band + 8 * EPS * middle.numpy()),
-                                nan=math.inf)
+        band = SHADOW * band + (8 * EPS + self.autograd) * middle.numpy()
+        band = torch.nan_to_num(torch.from_numpy(band), nan=math.inf)
         return (middle - band).clamp_min(0), middle, middle + band, jac
 
 
