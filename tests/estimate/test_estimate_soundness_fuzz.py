@@ -183,7 +183,7 @@ def _report(case, failures) -> str:
 @example(seed=33)  # conv1d with a residual block, huge weights
 @example(seed=60)  # mlp, duplicated neurons
 @example(seed=126)  # residual, exactly linear, duplicated neurons
-@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+@settings(max_examples=20, deadline=None, derandomize=True, database=None,
           phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(min_value=0, max_value=2**31 - 1))
