@@ -49,11 +49,12 @@ class KnownFailure:
 def _run(model: nn.Module, shape, norm: str, methods, domain=None,
          seed: int = 0) -> tuple[nn.Module, list]:
     """``model`` and the failures of ``methods`` on it (one norm), checked as the fuzzer
-    does."""
+    does; a generous time limit, so that a loaded machine does not stop a method early (the
+    reproducers are tiny and finish in well under a second)."""
     result = soundness.Result(seed, "reproducer")
     oracle = soundness.Oracle(model, shape)
     domain = domain or soundness.Domain()
-    bounds = soundness.run_estimate(model, shape, norm, methods, domain, 1.0, result)
+    bounds = soundness.run_estimate(model, shape, norm, methods, domain, 30.0, result)
     best = soundness.pair_search(oracle, norm, domain, seed)
     soundness._oracle_with_witnesses(oracle, bounds, norm, domain, best)
     soundness.check_bounds(oracle, bounds, norm, domain, best, None, result)
