@@ -146,6 +146,18 @@ def summary(records: list[dict], console: Console) -> None:
         for name, count in classify(records).most_common():
             table.add_row(name, str(count))
         console.print(table)
+    statuses = collections.Counter()
+    for record in records:
+        for key, count in record["statuses"].items():
+            if ": failed" in key or ": skipped" in key:
+                statuses[key] += count
+    if statuses:
+        table = Table(title="methods that failed or were skipped (status, never used)")
+        table.add_column("method: status")
+        table.add_column("runs", justify="right")
+        for key, count in statuses.most_common():
+            table.add_row(key, str(count))
+        console.print(table)
     if refusals:
         table = Table(title="refusals by module type")
         table.add_column("module")
