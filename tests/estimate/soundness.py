@@ -44,6 +44,7 @@ refusal); any other exception is a failure.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 import traceback
@@ -69,7 +70,13 @@ INEXACT_BACKWARD = {nn.Hardsigmoid: 1e-7, nn.CELU: 1e-7}
 EPS = float(np.finfo(np.float64).eps)
 SKIPPED_METHODS = ("lipsdp-network", "lipsdp-network-rand")  # estimates, never checked
 # small budgets: the fuzzer checks soundness, not tightness
-METHOD_OPTIONS = {"points": 48, "steps": 20, "starts": 4, "refine": 4, "max_boxes": 20_000}
+METHOD_OPTIONS = {
+    "lower-jacobian": {"points": 48},
+    "lower-adversarial": {"points": 48, "steps": 20, "refine": 4},
+    "lower-gradient": {"steps": 20, "starts": 4},
+    "compositional": {"steps": 20},
+    "exact-bab": {"max_boxes": 20_000},
+}
 TIME_LIMIT = 0.5
 
 CATEGORIES = ("false upper", "lower > upper", "unattained witness", "lower above exact",
@@ -715,19 +722,19 @@ def _oracle_with_witnesses(oracle: Oracle, bounds, norm: str, domain: Domain,
 def run_estimate(source, input_shape, norm: str, methods, domain: Domain,
                  time_limit: float, result: Result, **options):
     """``estimate`` with the fuzzer's options; an exception is recorded per method."""
-    extra = dict(METHOD_OPTIONS, **options)
+    methods = list(methods) if methods is not None else methods_for(norm, domain.local)
+    typed, extra = _method_options(methods)
+    extra.update(options)
     if domain.local:
         extra.update(center=domain.center.reshape(-1).clone(), radius=domain.radius,
                      ball=domain.ball)
     try:
         return estimate(source, methods=methods, norm=norm, input_shape=input_shape,
-                        time_limit=time_limit, budget=None, **extra).bounds
+                        time_limit=time_limit, budget=None, options=typed, **extra).bounds
     except Exception:
-        if methods is None or len(methods) > 1:
-            names = methods or [name for name, method in METHODS.items()
-                                if norm in method.norms and name not in SKIPPED_METHODS]
+        if len(methods) > 1:
             bounds = []
-            for name in names:
+            for name in methods:
                 bounds += run_estimate(source, input_shape, norm, [name], domain, time_limit,
                                        result, **options)
             return bounds
@@ -735,6 +742,24 @@ def run_estimate(source, input_shape, norm: str, methods, domain: Domain,
             "exception", methods[0], norm, domain.describe(), math.nan, math.nan,
             traceback.format_exc(limit=-2).strip().splitlines()[-1]))
         return []
+
+
+def _method_options(names) -> tuple[dict, dict]:
+    """The fuzzer's small budgets for the methods of a run: ``(options, extra)``, typed
+    options per method (only the fields its options dataclass has), and keyword options for
+    the methods that have no options dataclass."""
+    typed, extra = {}, {}
+    for name in names:
+        wanted = METHOD_OPTIONS.get(name, {})
+        options_class = getattr(METHODS[name], "options", None)
+        if options_class is None:
+            extra.update(wanted)
+            continue
+        fields = {f.name for f in dataclasses.fields(options_class)}
+        own = {key: value for key, value in wanted.items() if key in fields}
+        if own:
+            typed[name] = own
+    return typed, extra
 
 
 def methods_for(norm: str, local: bool) -> list[str]:
