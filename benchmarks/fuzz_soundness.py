@@ -126,6 +126,8 @@ def summary(records: list[dict], console: Console) -> None:
     for category in soundness.CATEGORIES:
         table.add_row(category, str(failures.get(category, 0)))
     table.add_row("seconds (sum)", f"{sum(r['seconds'] for r in records):.0f}")
+    for revision, count in collections.Counter(r.get("revision") for r in records).items():
+        table.add_row(f"networks run on lipkit {revision}", str(count))
     console.print(table)
     if by_method:
         detail = Table(title="failures by category, method and norm")
