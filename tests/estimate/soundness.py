@@ -80,7 +80,8 @@ METHOD_OPTIONS = {
 TIME_LIMIT = 0.5
 
 CATEGORIES = ("false upper", "lower > upper", "unattained witness", "lower above exact",
-              "witness outside domain", "missing witness", "exception", "bad refusal",
+              "witness outside domain", "non-finite witness", "missing witness", "exception",
+              "bad refusal",
               "fuzzer error")
 
 
@@ -604,6 +605,8 @@ def _witness_attained(oracle: Oracle, bound, norm: str, domain: Domain):
     if "x1" in witness and "x2" in witness:
         x1 = torch.as_tensor(witness["x1"], dtype=torch.float64).reshape(1, *oracle.input_shape)
         x2 = torch.as_tensor(witness["x2"], dtype=torch.float64).reshape(1, *oracle.input_shape)
+        if not (torch.isfinite(x1).all() and torch.isfinite(x2).all()):
+            raise ArithmeticError(f"witness pair not finite: {x1.tolist()}, {x2.tolist()}")
         if not (domain.contains(x1) and domain.contains(x2)):
             raise ValueError("witness pair outside the domain")
         _, middle, high = oracle.ratios(x1, x2, norm)
@@ -625,6 +628,8 @@ def _witness_attained(oracle: Oracle, bound, norm: str, domain: Domain):
         return high, middle, "pair"
     if "x" in witness:
         x = torch.as_tensor(witness["x"], dtype=torch.float64).reshape(1, *oracle.input_shape)
+        if not torch.isfinite(x).all():
+            raise ArithmeticError(f"witness point not finite: {x.tolist()}")
         if not domain.contains(x):
             raise ValueError("witness point outside the domain")
         _, middle, high, _ = oracle.jacobian_norms(x, norm)
@@ -652,6 +657,10 @@ def check_bounds(oracle: Oracle, bounds, norm: str, domain: Domain, best: Best,
             attained = _witness_attained(oracle, bound, norm, domain)
         except ValueError as error:
             result.failures.append(Failure("witness outside domain", bound.method, norm, where,
+                                           bound.value, math.nan, str(error)))
+            continue
+        except ArithmeticError as error:
+            result.failures.append(Failure("non-finite witness", bound.method, norm, where,
                                            bound.value, math.nan, str(error)))
             continue
         if attained is None:
