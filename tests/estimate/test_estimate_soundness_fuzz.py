@@ -178,17 +178,24 @@ def _elu_net() -> nn.Module:
     return nn.Sequential(nn.Linear(1, 1), nn.ELU(alpha=2.5), nn.Linear(1, 1))
 
 
-KNOWN_FAILURES = [
+KNOWN_FAILURES: list = []  # none open
+
+
+# failures the fuzzer found that are fixed: their reproducers must stay clean
+FIXED_FAILURES = [
     KnownFailure(
         "constants below an absolute tolerance",
-        "issue 14: exact-bab reports a witness of value 0 as exact when its bound is below "
+        "issue 14, fixed by mip.scale_reason (exact-mip and exact-bab refuse chains whose "
+        "norms are outside [1e-6, 1e7]): exact-bab reported a witness of value 0 as exact "
+        "when its bound is below "
         "1e-12 (an absolute tolerance in its closing test); exact-mip's HiGHS tolerances are "
         "absolute too (its 'upper' was 1.5e-19 for a constant of 1.8e-13)",
         _tiny_constant,
         lambda: _run(_tiny_relu_net(), (3,), "1", ["exact-bab"])),
     KnownFailure(
         "exact-mip misses a region at large scales",
-        "issue 14: with weights of 1e3-5e3 (a constant of 2.2e10) exact-mip reports 'exact' "
+        "issue 14, fixed by mip.scale_reason (refused by name): with weights of "
+        "1e3-5e3 (a constant of 2.2e10) exact-mip reports 'exact' "
         "21504222155.67 while exact-bab's witness point attains 21657289392.19 (0.7 % more): "
         "HiGHS's absolute tolerances next to big-M constants of 1e7; the same net scaled by "
         "1e-9 is solved right (21.65036977)",
@@ -196,7 +203,8 @@ KNOWN_FAILURES = [
         lambda: _run(_huge_rrelu_net(), (1,), "inf", ["exact-mip", "exact-bab"])),
     KnownFailure(
         "exact-bab prunes a gate that is zero everywhere",
-        "issue 14: exact-bab returns a usable 'upper' 0.0 (status 'ok: no witness') when a "
+        "issue 14, fixed in bab._RegionProgram.push (a zero gate row prunes neither "
+        "sign): exact-bab returned a usable 'upper' 0.0 (status 'ok: no witness') when a "
         "MaxMin gate's input is 0 on the whole domain (duplicated rows before a MaxMin): the "
         "gate is not stable by intervals, its region row is zero, so neither sign has an "
         "interior point and every box closes with no pattern",
@@ -204,16 +212,13 @@ KNOWN_FAILURES = [
         lambda: _run(_equal_maxmin_inputs(), (2,), "2", ["exact-bab"])),
     KnownFailure(
         "lower-gradient NaN witness on Mish",
-        "issue 14: lower-gradient returns a usable lower bound 0.0 whose witness pair is NaN "
+        "issue 14, fixed in lower-gradient (non-finite steps undone) and "
+        "best_jacobian_points (non-finite points never witnesses): lower-gradient returned "
+        "a usable lower bound 0.0 whose witness pair is NaN "
         "when its ascent meets torch's Mish double backward, NaN for inputs above ~700 (huge "
         "weights): the points become NaN and the bound is still 'ok'",
         _nan_witness,
         lambda: _run(_huge_mish_net(), (2,), "2", ["lower-gradient"])),
-]
-
-
-# failures the fuzzer found that are fixed: their reproducers must stay clean
-FIXED_FAILURES = [
     KnownFailure(
         "rounded witness ratios",
         "issue 14, fixed in 3f6265b (lower bounds certified against float64 rounding): "

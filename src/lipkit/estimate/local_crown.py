@@ -220,8 +220,9 @@ def local_constants(network: Network, spec: torch.Tensor | None, domain: Domain,
             children, parents, keep = [], [], []
             for _, _, value_row, splits, score in taken:
                 flat = torch.cat([s.double() * (split[0] == 0) for s, split in
-                                  zip(score, splits, strict=True)])
-                if float(flat.max()) <= 0:  # nothing left to split: a leaf
+                                  zip(score, splits, strict=True)]
+                                 or [torch.zeros(1, dtype=torch.float64)])
+                if float(flat.max()) <= 0:  # nothing left to split (no hidden unit): a leaf
                     keep.append(value_row)
                     continue
                 index = int(flat.argmax())

@@ -135,7 +135,8 @@ def run_method(name: str, network: Network, options: Options) -> Bound | list[Bo
         bound = method.function(network, options)
     except NotApplicableError as error:
         return Bound.not_applicable(name, method.kind, options.norm, str(error))
-    except (LipkitError, ArithmeticError, RuntimeError, torch.linalg.LinAlgError) as error:
+    except (LipkitError, ArithmeticError, RuntimeError, ValueError, IndexError,
+            torch.linalg.LinAlgError) as error:  # a method's bug fails its bound, not the run
         return Bound(math.nan, method.kind, options.norm, name, time.perf_counter() - started,
                      f"failed: {type(error).__name__}: {error}")
     if options.domain is not None and not options.domain.is_global and not method.local:
