@@ -167,7 +167,11 @@ def lower_gradient(network, options: Options) -> Bound:
         rounds += 1
         if deadline is None and rounds >= max(1, own.rounds if options.time_limit else 1):
             break
-    candidates = torch.cat(best_points) if best_points else x[:own.starts]
+    if best_points:  # the rounds' best points, already scored: the 8 best are kept
+        candidates = torch.cat(best_points)[torch.cat(best_values).argsort(
+            descending=True)[:8]]
+    else:
+        candidates = x[:own.starts]
     best, values, directions = best_jacobian_points(network, candidates, norm, keep=8)
     ratios, first, second = step_pairs(network, best, directions, norm, domain)
     index = int(ratios.argmax())

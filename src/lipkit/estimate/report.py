@@ -306,9 +306,9 @@ def estimate(
                       progress=status, extra=extra, domain=domain)
     reference = None if isinstance(source, Network) else ModelReference(source, network)
     report = Report(network, norm, domain=domain, budget=budget)
-    # the methods share 90 % of the budget: the rest is the run's own work around them
+    # the methods share 85 % of the budget: the rest is the run's own work around them
     # (witness checks on the user's model, the report)
-    deadline = math.inf if budget is None else started + 0.9 * budget
+    deadline = math.inf if budget is None else started + 0.85 * budget
     expensive_left = sum(get_method(name).cost == "expensive" for name in names)
     for index, name in enumerate(names):
         method = get_method(name)
