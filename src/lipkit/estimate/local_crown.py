@@ -259,7 +259,11 @@ def local_constants(network: Network, spec: torch.Tensor | None, domain: Domain,
     return LocalConstants(upper, lower, pairs, branches, len(heap), complete, seconds, status)
 
 
-@register_method("local-crown", kind="upper", norms=("inf", "1", "2"), fits=_fits, local=True,
+UNCERTIFIED = ("the soundness fuzzer found local-crown below attained Jacobian norms by up "
+               "to 1.3e-7 relative (unaccounted rounding); shown, not used")
+
+
+@register_method("local-crown", kind="estimate", norms=("inf", "1", "2"), fits=_fits, local=True,
                  cost="cheap", needs_domain=True)
 def local_crown(network: Network, options: Options) -> Bound | list[Bound]:
     """Local constant over a box or ball by bound propagation through the Clarke Jacobian
@@ -299,11 +303,13 @@ def local_crown(network: Network, options: Options) -> Bound | list[Bound]:
         details[key] = {"x1": first.reshape(network.input_shape),
                         "x2": second.reshape(network.input_shape)}
     seconds = result.seconds
-    exact = result.complete and lower > 0 and (rows == 1 or norm == "inf") and \
-        upper <= lower * (1 + 1e-6)
-    if exact:
-        return Bound(lower, "exact", norm, "local-crown", seconds, details=details)
-    bounds = [Bound(upper, "upper", norm, "local-crown", seconds, result.status, details)]
+    # Not yet an upper bound: the soundness fuzzer found values up to 1.3e-7 relative below
+    # Jacobian norms attained in the domain (fuzz seeds 43 and 79: centers far from the origin,
+    # huge weights): some rounding of the engine's gradient bounds is not accounted for.
+    # Until it is, the value is shown as an estimate and never enters an interval.
+    status = f"uncertified: {UNCERTIFIED}" + (
+        f"; {result.status}" if result.status != "ok" else "")
+    bounds = [Bound(upper, "estimate", norm, "local-crown", seconds, status, details)]
     if lower > 0:
         bounds.append(Bound(lower, "lower", norm, "local-crown", seconds, result.status,
                             details))
