@@ -1,7 +1,7 @@
 """Checkpoints: checksummed, tied to their run, written atomically, read without executing.
 
-A checkpoint file is a ``torch.save`` archive of plain data (so ``torch.load(path,
-weights_only=True)`` reads it, and nothing in it is unpickled as code)::
+A checkpoint file is a ``torch.save`` archive of plain data (torch's loader with
+``weights_only=True`` reads it, and nothing in it is unpickled as code)::
 
     {"format": "lipkit-checkpoint", "version": 1, "sha256": "...", "payload": uint8 tensor}
 
