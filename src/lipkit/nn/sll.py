@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lipkit.nn.aol import _CONV_FUNCTIONS
+from lipkit.nn.aol import _CONV_FUNCTIONS, AlmostOrthogonal
 from lipkit.nn.constraint import (
     CONV_TYPES,
     LAYER_TYPES,
@@ -34,7 +34,6 @@ from lipkit.nn.constraint import (
     register_constraint,
 )
 from lipkit.nn.cpl import SQRT2, ConvexPotentialBlock, check_same_size_conv
-from lipkit.nn.operator_norm import _padding_norm_unknown_size
 
 
 def row_gram_abs(weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
@@ -79,10 +78,8 @@ class SDPScaling(Constraint):
         scale = t.clamp_min(self.eps).rsqrt()
         return self.lipschitz * weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
 
-    def guarantee(self, layer: nn.Module) -> float:
-        if self.geometry is None:
-            return self.lipschitz
-        return self.lipschitz * _padding_norm_unknown_size(self.geometry, layer.kernel_size)
+    # the same guarantee as AOL's rescaling: lambda, times the padding map's norm for convs
+    guarantee = AlmostOrthogonal.guarantee
 
 
 def sdp_scaling(module: nn.Module, lipschitz: float = 1.0) -> nn.Module:
