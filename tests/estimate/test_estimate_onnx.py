@@ -759,8 +759,9 @@ def test_models_exported_at_several_opsets_import_to_the_same_network(tmp_path):
 
 @pytest.mark.parametrize("opset", [None, 17])
 @pytest.mark.parametrize(("activation", "kind"), [
-    (nn.GELU(), "gelu"), (nn.LogSigmoid(), "logsigmoid"), (nn.Tanhshrink(), "tanhshrink"),
-    (nn.Softshrink(), "softshrink"), (nn.Softshrink(0.3), "softshrink"),
+    (nn.GELU(), "gelu"), (nn.GELU(approximate="tanh"), "gelu"), (nn.LogSigmoid(), "logsigmoid"),
+    (nn.Tanhshrink(), "tanhshrink"), (nn.Softshrink(), "softshrink"),
+    (nn.Softshrink(0.3), "softshrink"),
 ])
 def test_activations_exported_as_op_patterns_are_read(activation, kind, opset, tmp_path):
     torch.manual_seed(5)
@@ -769,9 +770,11 @@ def test_activations_exported_as_op_patterns_are_read(activation, kind, opset, t
     network = check_same_function(model, (3,), tmp_path / "pattern.onnx", **options)
     kinds = [node.op.kind for node in network.nodes if isinstance(node.op, Activation)]
     assert kinds == [kind]
+    (node,) = [node for node in network.nodes if isinstance(node.op, Activation)]
     if isinstance(activation, nn.Softshrink):
-        (node,) = [node for node in network.nodes if isinstance(node.op, Activation)]
         assert node.op.params["lambd"] == activation.lambd
+    if isinstance(activation, nn.GELU):  # below opset 20 the tanh form is an op pattern
+        assert node.op.params.get("approximate", "none") == activation.approximate
 
 
 SQRT2 = np.float32(math.sqrt(2))  # 1.41421353816986083984375, as torch writes it
@@ -785,6 +788,27 @@ def _gelu_nodes(sqrt2=SQRT2, one=1.0, half=0.5):
             helper.make_node("Add", ["erf", "one"], ["plus"], name="plus_one"),
             helper.make_node("Mul", ["x", "plus"], ["double"], name="times_x"),
             helper.make_node("Mul", ["double", "half"], ["y"], name="halve")]
+
+
+GELU_TANH_SCALE = np.float32(math.sqrt(2 / math.pi))
+
+
+def _gelu_tanh_nodes(cube=0.044715, scale=GELU_TANH_SCALE, one=1.0, half=0.5, power=False):
+    """GELU's tanh form, with x^3 as Pow (tf2onnx-style) or as x * (x * x) (PyTorch), the
+    final halving on x first: (0.5 x) * (1 + Tanh(.))."""
+    cubed = ([constant("three", np.float32(3.0)),
+              helper.make_node("Pow", ["x", "three"], ["x3"], name="cube")] if power else
+             [helper.make_node("Mul", ["x", "x"], ["x2"], name="square"),
+              helper.make_node("Mul", ["x2", "x"], ["x3"], name="cube")])
+    return [constant("c", np.float32(cube)), constant("k", np.float32(scale)),
+            constant("one", np.float32(one)), constant("half", np.float32(half)), *cubed,
+            helper.make_node("Mul", ["x3", "c"], ["cx3"], name="times_c"),
+            helper.make_node("Add", ["cx3", "x"], ["inner"], name="inner"),
+            helper.make_node("Mul", ["k", "inner"], ["scaled"], name="times_k"),
+            helper.make_node("Tanh", ["scaled"], ["t"], name="tanh"),
+            helper.make_node("Add", ["t", "one"], ["plus"], name="plus_one"),
+            helper.make_node("Mul", ["x", "half"], ["half_x"], name="half_x"),
+            helper.make_node("Mul", ["half_x", "plus"], ["y"], name="times_half_x")]
 
 
 def _softshrink_nodes(greater=0.5, sub=0.5, less=-0.5, add=0.5, zero=0.0):
@@ -802,10 +826,16 @@ def _softshrink_nodes(greater=0.5, sub=0.5, less=-0.5, add=0.5, zero=0.0):
 
 def test_handmade_patterns_match_onnxruntime(tmp_path):
     for name, nodes, kind in [("gelu", _gelu_nodes(), "gelu"),
+                              ("gelu_tanh", _gelu_tanh_nodes(), "gelu"),
+                              ("gelu_tanh_pow", _gelu_tanh_nodes(power=True), "gelu"),
                               ("softshrink", _softshrink_nodes(), "softshrink")]:
         path = save(nodes, {}, (3, 4), ["N", 3, 4], tmp_path / f"{name}.onnx")
         network = check_against_onnxruntime(path, (3, 4))
-        assert [node.op.kind for node in network.nodes] == [kind]
+        assert [node.op.kind for node in network.nodes if isinstance(node.op, Activation)] \
+            == [kind]
+        if name.startswith("gelu_tanh"):
+            (node,) = [node for node in network.nodes if isinstance(node.op, Activation)]
+            assert node.op.params["approximate"] == "tanh"
 
 
 @pytest.mark.parametrize(("nodes", "node", "operator", "reason"), [
@@ -813,6 +843,15 @@ def test_handmade_patterns_match_onnxruntime(tmp_path):
     (_gelu_nodes(sqrt2=np.nextafter(SQRT2, np.float32(2))), "erf", "Erf", "not x / sqrt(2)"),
     (_gelu_nodes(one=2.0), "plus_one", "Add", "only as GELU"),
     (_gelu_nodes(half=0.25), "halve", "Mul", "only as GELU"),
+    (_gelu_tanh_nodes(cube=0.0447), "times_c", "Mul", "only as GELU"),
+    (_gelu_tanh_nodes(scale=0.8), "times_k", "Mul", "only as GELU"),
+    (_gelu_tanh_nodes(one=2.0), "plus_one", "Add", "only as GELU"),
+    (_gelu_tanh_nodes(half=0.25), "times_half_x", "Mul", "only as GELU"),
+    ([constant("two", np.float32(2.0)), helper.make_node("Pow", ["x", "two"], ["y"],
+                                                         name="square")],
+     "square", "Pow", "only as x^3"),
+    ([helper.make_node("Mul", ["x", "x"], ["x2"], name="square"),
+      helper.make_node("Relu", ["x2"], ["y"], name="relu")], "relu", "Relu", "pattern begun"),
     (_softshrink_nodes(sub=0.4), "upper", "Where", "only inside Softshrink"),
     (_softshrink_nodes(less=-0.4), "lower", "Where", "only inside Softshrink"),
     (_softshrink_nodes(zero=0.1), "upper", "Where", "only inside Softshrink"),
