@@ -401,6 +401,23 @@ def test_opset_10_pad_attribute_and_ceil_mode(tmp_path):
     check_against_onnxruntime(path, (2, 5, 4))
 
 
+@pytest.mark.parametrize("opset", [18, 21])
+def test_newer_opsets_pad_with_axes_input(opset, tmp_path):
+    """Opset 18 on, Pad takes the axes its pads apply to as an input (negative allowed)."""
+    nodes = [
+        constant("pads", np.array([2, 1, 0, 1], dtype=np.int64)),
+        constant("axes", np.array([-1, 2], dtype=np.int64)),  # width, then height
+        helper.make_node("Pad", ["x", "pads", "", "axes"], ["padded"], name="pad",
+                         mode="reflect"),
+        helper.make_node("AveragePool", ["padded"], ["pool"], name="pool",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["pool"], ["y"], name="flatten"),
+    ]
+    # height 5 + 1 + 1 = 7 -> 3, width 4 + 2 + 0 = 6 -> 3
+    path = save(nodes, {}, (2, 5, 4), ["N", 2 * 3 * 3], tmp_path / "pad.onnx", opset=opset)
+    check_against_onnxruntime(path, (2, 5, 4))
+
+
 def test_symbolic_input_dimensions_need_input_shape(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
     path = save(nodes, {}, (2, "H"), ["N", 2, "H"], tmp_path / "symbolic.onnx")
@@ -549,8 +566,11 @@ def test_preset_mlp_imports_as_a_plain_chain(tmp_path):
 def _maxmin_nodes(order=("max", "min"), opset: int = 17):
     squeeze = {"axes": [1]} if opset < 13 else {}
     inputs = (lambda name, *rest: [name, *rest]) if opset >= 13 else (lambda name, *_: [name])
-    nodes = [helper.make_node("Split", inputs("x", "halves"), ["a", "b"], name="split", axis=1,
-                              **({"split": [1, 1]} if opset < 13 else {})),
+    split = (helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=1, num_outputs=2)
+             if opset >= 18 else  # opset 18 on: num_outputs instead of the sizes
+             helper.make_node("Split", inputs("x", "halves"), ["a", "b"], name="split", axis=1,
+                              **({"split": [1, 1]} if opset < 13 else {})))
+    nodes = [split,
              helper.make_node("Squeeze", inputs("a", "axes"), ["a1"], name="sq_a", **squeeze),
              helper.make_node("Squeeze", inputs("b", "axes"), ["b1"], name="sq_b", **squeeze),
              helper.make_node("Max", ["a1", "b1"], ["max"], name="max"),
@@ -566,7 +586,7 @@ def _maxmin_nodes(order=("max", "min"), opset: int = 17):
     return nodes
 
 
-@pytest.mark.parametrize("opset", [11, 17])
+@pytest.mark.parametrize("opset", [11, 17, 18, 21])
 def test_handmade_maxmin_pattern(opset, tmp_path):
     path = save(_maxmin_nodes(opset=opset), {}, (2,), ["N", 2], tmp_path / "maxmin.onnx",
                 opset=opset)
