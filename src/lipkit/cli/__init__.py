@@ -19,17 +19,25 @@ import typer
 from lipkit.cli import certify, demo_command, estimate, gan, mi, rl  # noqa: F401
 from lipkit.cli.app import app, certify_app
 from lipkit.cli.console import click_error, one_line
-from lipkit.errors import LipkitError
+from lipkit.errors import LipkitError, LipkitWarning
 
 __all__ = ["app", "certify_app", "run"]
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"warning: {one_line(message)}", err=True)
+
+
 def run(argv: list[str] | None = None) -> None:
     """The console script: every error a user can cause prints ONE line on stderr and exits
-    2 (usage errors too, without click's box); Ctrl-C exits 130. Warnings of the libraries
-    underneath (torch's, onnx's) are not the user's business here and are silenced."""
+    2 (usage errors too, without click's box); Ctrl-C exits 130. lipkit's own warnings
+    (:class:`~lipkit.errors.LipkitWarning`) print one line each, ``warning: ...``; those of
+    the libraries underneath (torch's, onnx's) are not the user's business here and are
+    silenced."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        warnings.simplefilter("default", LipkitWarning)
+        warnings.showwarning = _one_line_warning
         try:
             code = app(args=argv, prog_name="lipkit", standalone_mode=False)
         except typer.TyperException as error:
