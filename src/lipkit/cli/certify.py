@@ -66,24 +66,46 @@ def certify_train(
             if name not in options:
                 fail(f"--{name} does not apply to the {loss} loss")
             options[name] = value
+    from lipkit import distributed
+
     finish = nothing
     try:
         config = TrainingConfig(loss, options, epochs, batch_size, lr, seed)
-        finish = claim_output_folder(out, "certify train", CERTIFY_OUTPUTS)
+        group = distributed.from_environment()  # under torchrun: join its process group
+        finish = _claim_on_rank_zero(out, "certify train", CERTIFY_OUTPUTS)
         metrics = _with_epoch_progress(
             lambda progress: train_and_certify(out, data, model, size, layer, last, config,
                                                radii, norm, progress=progress),
-            epochs, enabled=not as_json)
+            epochs, enabled=not as_json and (group is None or group.is_main))
     except (LipkitError, OSError) as error:
         fail(str(error))
     finally:
         finish()
+        distributed.leave()
+    if metrics is None:  # a rank other than 0: rank 0 reports
+        return
     if as_json:
         typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2,
                               default=str))
         return
     _print_certification(metrics)
     typer.echo(f"report: {out / 'report.md'}")
+
+
+def _claim_on_rank_zero(out: Path, command: str, outputs: list[str]):
+    """:func:`lipkit.io.claim_output_folder` by the one process that writes the folder (rank
+    0 of a group); every rank learns whether it could, and stops with it when not."""
+    from lipkit import distributed
+
+    failure, finish = None, nothing
+    if distributed.is_main():
+        try:
+            finish = claim_output_folder(out, command, outputs)
+        except LipkitError as error:
+            failure = error
+    if not distributed.agree(failure is None):
+        fail(str(failure) if failure else f"rank 0 could not claim the output folder {out}")
+    return finish
 
 
 def _print_local(console, metrics: dict) -> None:
