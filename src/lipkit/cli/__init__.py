@@ -18,14 +18,15 @@ import typer
 # importing the command modules registers their commands on the app
 from lipkit.cli import certify, demo_command, estimate, gan, mi, rl  # noqa: F401
 from lipkit.cli.app import app, certify_app
-from lipkit.cli.console import click_error, one_line
+from lipkit.cli.console import click_error, one_line, speaks
 from lipkit.errors import LipkitError, LipkitWarning
 
 __all__ = ["app", "certify_app", "run"]
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    typer.echo(f"warning: {one_line(message)}", err=True)
+    if speaks():  # under torchrun, rank 0 only
+        typer.echo(f"warning: {one_line(message)}", err=True)
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -46,7 +47,8 @@ def run(argv: list[str] | None = None) -> None:
             typer.echo("interrupted", err=True)
             code = 130
         except LipkitError as error:
-            typer.echo(f"error: {one_line(error)}", err=True)
+            if speaks():
+                typer.echo(f"error: {one_line(error)}", err=True)
             code = 2
     sys.exit(code if isinstance(code, int) else 0)
 
