@@ -4,8 +4,11 @@
 of interval arithmetic and of CROWN's backward linear bounds (Zhang et al., NeurIPS 2018:
 each neuron's bound as a linear function of the input, the activations relaxed by
 :mod:`relaxations`, then minimized over the box), optionally under *splits* (a branch of a
-branch and bound: neuron ``j`` of layer ``k`` restricted to ``z >= 0`` or ``z <= 0``).
-:func:`spec_lower` bounds linear functions of the output ``C f(x)`` from below, such as the
+branch and bound: neuron ``j`` of layer ``k`` restricted to ``z >= 0`` or ``z <= 0``). A
+branch's splits are also linear inequalities on its inputs, and its minima are taken over
+their region by Lagrangian duality (as beta-CROWN does with split constraints: Wang et al.,
+NeurIPS 2021): the bounds of the other neurons tighten, and splits that cannot hold
+together are found (an empty branch). :func:`spec_lower` bounds linear functions of the output ``C f(x)`` from below, such as the
 margins ``f_y - f_j`` of a classifier, with the lower lines of unstable ReLUs optimized by
 projected gradient steps (alpha-CROWN: Xu et al., ICLR 2021) where asked.
 
@@ -15,7 +18,10 @@ products miss, ``gamma(n + 2) (|Lambda| |W|) reach(z)`` for ``Lambda W z`` (``re
 proven bound on ``|z|``) and ``2 u |Lambda'| reach(z_pre)`` for the slopes' products; sums of
 constants carry ``gamma(terms)`` of their absolute sums; the final minimum over the box
 carries ``gamma(n + 3)`` of ``|M| (|centre| + radius)``, and is rounded down
-(:mod:`lipkit.estimate.rounding`'s policy, Higham's Lemma 3.1).
+(:mod:`lipkit.estimate.rounding`'s policy, Higham's Lemma 3.1). A minimum over a region
+treats its multipliers ``beta`` as exact numbers (any ``beta >= 0`` gives a valid bound) and
+adds what ``M - beta G`` and ``beta h`` miss; a constraint from a later layer's split carries
+its lines' slack, rounded up.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from lipkit.estimate.engine.relaxations import outward
 from lipkit.estimate.rounding import UNIT, gamma
 
 _TINY = 1e-300
+#: steps on the multipliers of a branch's split constraints (:func:`region_minimum`)
+DUAL_STEPS = 20
+_DUAL_RATE = 0.2
 
 
 def _reach(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -84,14 +93,93 @@ class LayerBounds:
                            [v[index] for v in self.post_upper], self.feasible[index])
 
 
-def backward_lower(chain: DenseChain, depth: int, spec: torch.Tensor, bounds: LayerBounds,
-                   lower_slopes: list | None = None, sound: bool = True) -> torch.Tensor:
-    """A lower bound of ``spec @ z_depth`` over each box (``z_depth``: the output of the
-    affine map of layer ``depth``; ``depth = len(chain.hidden)``: the network's output),
-    by CROWN. ``spec``: ``(batch, rows, width)``, or a number ``s`` for the rows of ``s I``
-    (each entry of ``s z_depth``). ``lower_slopes``: per hidden layer before
+def _multipliers(m: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
+                 rows: torch.Tensor, offsets: torch.Tensor, steps: int) -> torch.Tensor:
+    """Multipliers ``beta >= 0`` (``(batch, rows, C)``) for :func:`region_minimum`: projected
+    supergradient ascent (Adam-scaled) on the concave dual function, the best iterate kept.
+    Not proven: any ``beta >= 0`` gives a valid bound, the caller proves the one returned."""
+    lower, upper = (centre - radius)[:, None, :], (centre + radius)[:, None, :]
+    batch, count, _ = m.shape
+    beta = m.new_zeros(batch, count, rows.shape[1])
+    best_beta, best = beta.clone(), torch.full((batch, count), -torch.inf, dtype=m.dtype)
+    # beta's natural scale: the objective's size over the constraint's
+    scale = m.abs().sum(-1, keepdim=True) / rows.abs().sum(-1)[:, None, :].clamp_min(_TINY)
+    first, second = torch.zeros_like(beta), torch.zeros_like(beta)
+    for step in range(1, steps + 2):
+        combined = m - beta @ rows
+        point = torch.where(combined > 0, lower, upper)  # the box minimizer
+        value = (combined * point).sum(-1) - (beta * offsets[:, None, :]).sum(-1)
+        better = value > best
+        best = torch.where(better, value, best)
+        best_beta = torch.where(better[..., None], beta, best_beta)
+        if step > steps:
+            break
+        ascent = -(point @ rows.mT + offsets[:, None, :])  # the constraints' values, negated
+        first = 0.9 * first + 0.1 * ascent
+        second = 0.999 * second + 0.001 * ascent * ascent
+        rate = _DUAL_RATE * (1 - (step - 1) / steps)
+        move = (first / (1 - 0.9 ** step)) / ((second / (1 - 0.999 ** step)).sqrt() + 1e-12)
+        beta = (beta + rate * scale * move).clamp_min(0.0)
+    return best_beta
+
+
+def region_minimum(m: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
+                   constraints=None, steps: int = 0, sound: bool = True):
+    """``(value, error)`` with ``min m x >= value - error`` over the points of the box
+    ``centre +- radius`` (``(batch, n)``) that satisfy ``constraints``: ``(rows, offsets)``,
+    ``(batch, C, n)`` and ``(batch, C)``, each ``rows_c x + offsets_c >= 0`` at every point of
+    the region (exact arithmetic on the stored numbers). ``m``: ``(batch, R, n)``.
+
+    By weak duality, for every ``beta >= 0`` the box minimum of ``(m - beta rows) x - beta
+    offsets`` is at most ``m x`` wherever the constraints hold; ``beta`` comes from
+    :func:`_multipliers` and the better of it and ``beta = 0`` (the box) is kept per row.
+    ``error`` bounds the rounding of the computed value: ``gamma(n + 3)`` of the products'
+    magnitudes for the box, and for ``beta`` also what ``m - beta rows`` and ``beta offsets``
+    miss (``gamma(C + 2)`` of their absolute sums) times the reach ``|centre| + radius``."""
+    n = m.shape[-1]
+    reach = (centre.abs() + radius)[:, None, :]
+    value = (m * centre[:, None, :]).sum(-1) - (m.abs() * radius[:, None, :]).sum(-1)
+    error = gamma(n + 3) * (m.abs() * reach).sum(-1) if sound else torch.zeros_like(value)
+    if constraints is None or constraints[0].shape[1] == 0 or steps <= 0:
+        return value, error
+    rows, offsets = constraints
+    count = rows.shape[1]
+    with torch.no_grad():
+        beta = _multipliers(m.detach(), centre, radius, rows, offsets, steps)
+    combined = m - beta @ rows
+    shift = (beta * offsets[:, None, :]).sum(-1)
+    dual = (combined * centre[:, None, :]).sum(-1) - (combined.abs() * radius[:, None, :]
+                                                       ).sum(-1) - shift
+    if not sound:
+        return torch.maximum(value, dual), error
+    missed = gamma(count + 2) * (m.abs() + beta @ rows.abs())
+    dual_error = gamma(n + 4) * ((combined.abs() * reach).sum(-1) + shift.abs()) + \
+        gamma(count + 2) * (beta * offsets.abs()[:, None, :]).sum(-1) + (missed * reach).sum(-1)
+    better = dual - dual_error > value - error
+    return torch.where(better, dual, value), torch.where(better, dual_error, error)
+
+
+@dataclass(eq=False)
+class Lines:
+    """A linear lower bound of some rows over a branch: ``rows(x) >= m x + const - slack`` at
+    every point ``x`` of it, in exact arithmetic on these float64 numbers (``m``: ``(batch,
+    R, n)``, ``const`` and ``slack``: ``(batch, R)``)."""
+
+    m: torch.Tensor
+    const: torch.Tensor
+    slack: torch.Tensor
+
+
+
+def backward_lines(chain: DenseChain, depth: int, spec, bounds: LayerBounds,
+                   lower_slopes: list | None = None, sound: bool = True) -> Lines:
+    """CROWN's linear lower bound of ``spec @ z_depth`` in the inputs (``z_depth``: the
+    output of the affine map of layer ``depth``; ``depth = len(chain.hidden)``: the
+    network's output). ``spec``: ``(batch, rows, width)``, or a number ``s`` for the rows of
+    ``s I`` (each entry of ``s z_depth``). ``lower_slopes``: per hidden layer before
     ``depth``, ``(batch, rows, width)`` slopes of the unstable neurons' lower lines (alpha),
-    or None. ``sound=False`` skips the rounding terms (for optimizing the slopes)."""
+    or None. ``sound=False`` skips the rounding terms (``slack = 0``, for optimizing the
+    slopes)."""
     identity = not isinstance(spec, torch.Tensor)  # a number s: the rows of s I
     if identity:
         batch, rows = bounds.input_lower.shape[0], chain.layers[depth].outputs
@@ -119,14 +207,9 @@ def backward_lower(chain: DenseChain, depth: int, spec: torch.Tensor, bounds: La
                 product = lam.abs() @ layer.absolute
         terms += layer.outputs + 1
         if j == 0:
-            centre, radius = box_centre_radius(bounds.input_lower, bounds.input_upper)
-            value = (m * centre[:, None, :]).sum(-1) - (m.abs() * radius[:, None, :]).sum(-1)
-            if sound:
-                if product is not None:
-                    reach = _reach(bounds.input_lower, bounds.input_upper)[:, None, :]
-                    error = error + gamma(layer.outputs + 2) * (product * reach).sum(-1)
-                error = error + gamma(layer.inputs + 3) * (
-                    m.abs() * (centre.abs() + radius)[:, None, :]).sum(-1)
+            if sound and product is not None:
+                reach = _reach(bounds.input_lower, bounds.input_upper)[:, None, :]
+                error = error + gamma(layer.outputs + 2) * (product * reach).sum(-1)
             break
         previous = chain.layers[j - 1]
         low, high = bounds.lower[j - 1][:, None, :], bounds.upper[j - 1][:, None, :]
@@ -147,12 +230,36 @@ def backward_lower(chain: DenseChain, depth: int, spec: torch.Tensor, bounds: La
             pre = _reach(bounds.lower[j - 1], bounds.upper[j - 1])[:, None, :]
             error = error + 2 * UNIT * (lam.abs() * pre).sum(-1)
         terms += previous.outputs
-    total = const + value
+    if not sound:
+        return Lines(m, const, torch.zeros_like(const))
+    # what the computed lines miss at each point: the products' and the constants' rounding
+    slack = (error + gamma(terms + 4) * magnitude) * (1 + gamma(terms + 8)) + _TINY
+    return Lines(m, const, slack)
+
+
+def lines_lower(lines: Lines, bounds: LayerBounds, constraints=None, dual_steps: int = 0,
+                sound: bool = True) -> torch.Tensor:
+    """A proven lower bound of the rows of ``lines`` over each branch: the minimum of
+    ``m x + const - slack`` over its box (and, with ``constraints``, their region:
+    :func:`region_minimum`), rounded down."""
+    centre, radius = box_centre_radius(bounds.input_lower, bounds.input_upper)
+    value, error = region_minimum(lines.m, centre, radius, constraints, dual_steps, sound)
+    total = lines.const + value
     if not sound:
         return total
-    error = error + gamma(terms + 4) * magnitude + gamma(4) * (const.abs() + value.abs())
-    error = error * (1 + gamma(terms + 8)) + _TINY  # the error sums' own rounding
+    count = 0 if constraints is None else constraints[0].shape[1]
+    error = (lines.slack + error + gamma(4) * (lines.const.abs() + value.abs())) * (
+        1 + gamma(lines.m.shape[-1] + count + 8)) + _TINY
     return _down(total - error)
+
+
+def backward_lower(chain: DenseChain, depth: int, spec, bounds: LayerBounds,
+                   lower_slopes: list | None = None, sound: bool = True, constraints=None,
+                   dual_steps: int = 0) -> torch.Tensor:
+    """A lower bound of ``spec @ z_depth`` over each box by CROWN
+    (:func:`backward_lines`, then :func:`lines_lower`)."""
+    return lines_lower(backward_lines(chain, depth, spec, bounds, lower_slopes, sound),
+                       bounds, constraints, dual_steps, sound)
 
 
 #: coefficients (per box) of one layer's CROWN pass beyond which, from that layer on, the
@@ -160,30 +267,92 @@ def backward_lower(chain: DenseChain, depth: int, spec: torch.Tensor, bounds: La
 MAX_LINEAR_ENTRIES = 4_000_000
 
 
+def _split_rows(splits: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor):
+    """The constraints ``rows_j x + offsets_j >= 0`` of the split neurons of one layer,
+    gathered per box (``(batch, S, n)``, ``(batch, S)``; padding rows are ``0 >= 0``).
+    ``rows`` / ``offsets``: per box and neuron, ``(batch, width, n)`` / ``(batch, width)``,
+    the constraint of the side ``z >= 0``; ``-rows`` / ``...`` is given for ``z <= 0`` by the
+    caller through ``splits``' sign."""
+    count = int((splits != 0).sum(dim=1).max()) if splits.numel() else 0
+    if count == 0:
+        return None
+    order = torch.argsort((splits != 0).to(torch.int8), dim=1, descending=True,
+                          stable=True)[:, :count]
+    chosen = torch.gather(splits, 1, order) != 0
+    return (torch.gather(rows, 1, order[..., None].expand(-1, -1, rows.shape[-1]))
+            * chosen[..., None], torch.gather(offsets, 1, order) * chosen)
+
+
+def _join(constraints, more):
+    if more is None:
+        return constraints
+    if constraints is None:
+        return more
+    return torch.cat([constraints[0], more[0]], 1), torch.cat([constraints[1], more[1]], 1)
+
+
+def _up(value: torch.Tensor) -> torch.Tensor:
+    return torch.nextafter(value, torch.full_like(value, torch.inf))
+
+
 def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
                  splits: list[torch.Tensor] | None = None, linear: bool = True,
-                 max_entries: int | None = None) -> LayerBounds:
+                 max_entries: int | None = None, dual_steps: int = DUAL_STEPS) -> LayerBounds:
     """Bounds of every hidden pre-activation over each box ``lower <= x <= upper``
     (``(batch, n)``): interval arithmetic, intersected with CROWN's (``linear``) up to the
     first layer whose pass holds more than ``max_entries`` coefficients (default
     :data:`MAX_LINEAR_ENTRIES`). ``splits[k]``: ``(batch, width)`` with 1 (``z >= 0``), -1
-    (``z <= 0``) or 0 (free)."""
+    (``z <= 0``) or 0 (free).
+
+    A branch's splits also restrict its inputs: a split ``z >= 0`` of the first layer is the
+    inequality ``w x + b >= 0`` (exact), one of a later layer the inequality its linear upper
+    bound gives, ``m x + c + slack >= z >= 0`` (``z <= 0``: its lower bound). Each layer's
+    lines are minimized over the region of the splits before it (:func:`region_minimum`,
+    ``dual_steps`` steps), then again with its own splits added: the bounds of the other
+    neurons tighten, and a branch whose splits cannot hold together is found empty."""
     limit = MAX_LINEAR_ENTRIES if max_entries is None else max_entries
     bounds = LayerBounds(lower, upper)
     batch = lower.shape[0]
     feasible = torch.ones(batch, dtype=torch.bool)
     post = (lower, upper)
     widest = chain.inputs
+    constraints = None
+    use_splits = splits is not None and dual_steps > 0
     for k, layer in enumerate(chain.hidden):
         low, high = interval_affine(layer.weight, layer.bias, *post)
         widest = max(widest, layer.inputs)
         linear = linear and layer.outputs * widest <= limit
-        if linear and k > 0:  # the rows of +-I
-            low = torch.maximum(low, backward_lower(chain, k, 1.0, bounds))
-            high = torch.minimum(high, -backward_lower(chain, k, -1.0, bounds))
-        if splits is not None and splits[k] is not None:
-            low = torch.where(splits[k] > 0, low.clamp_min(0.0), low)
-            high = torch.where(splits[k] < 0, high.clamp_max(0.0), high)
+        split = splits[k] if splits is not None else None
+        here = use_splits and split is not None and bool((split != 0).any())
+        if k == 0 and here:
+            # w x + b: the +-I rows exactly, and the constraints of the splits are exact
+            sign = split.to(torch.float64)
+            constraints = _split_rows(split, sign[..., None] * layer.weight, sign * layer.bias)
+            below = backward_lines(chain, 0, 1.0, bounds)
+            above = backward_lines(chain, 0, -1.0, bounds)
+            low = torch.maximum(low, lines_lower(below, bounds, constraints, dual_steps))
+            high = torch.minimum(high, -lines_lower(above, bounds, constraints, dual_steps))
+        elif linear and k > 0:  # the rows of +-I
+            below = backward_lines(chain, k, 1.0, bounds)
+            above = backward_lines(chain, k, -1.0, bounds)
+            low = torch.maximum(low, lines_lower(below, bounds, constraints, dual_steps))
+            high = torch.minimum(high, -lines_lower(above, bounds, constraints, dual_steps))
+            if here:
+                # z >= 0: -z >= m x + c - slack (the upper bound) gives -m x + slack - c >= 0;
+                # z <= 0: z >= m x + c - slack gives the same form
+                upward = split > 0
+                m = torch.where(upward[..., None], above.m, below.m)
+                offset = torch.where(upward, above.slack - above.const,
+                                     below.slack - below.const)
+                offset = _up(offset + 2 * UNIT * offset.abs())
+                constraints = _join(constraints, _split_rows(split, -m, offset))
+                # the layer's own lines again, over the region of its splits too
+                low = torch.maximum(low, lines_lower(below, bounds, constraints, dual_steps))
+                high = torch.minimum(high, -lines_lower(above, bounds, constraints,
+                                                        dual_steps))
+        if split is not None:
+            low = torch.where(split > 0, low.clamp_min(0.0), low)
+            high = torch.where(split < 0, high.clamp_max(0.0), high)
         empty = (low > high).any(dim=1)
         feasible &= ~empty
         high = torch.where(empty[:, None], torch.maximum(low, high), high)  # kept ordered
@@ -229,5 +398,6 @@ def spec_lower(chain: DenseChain, spec: torch.Tensor, bounds: LayerBounds, steps
     return torch.where(bounds.feasible[:, None], best, torch.full_like(best, torch.inf))
 
 
-__all__ = ["LayerBounds", "backward_lower", "box_centre_radius", "interval_affine",
-           "layer_bounds", "outward", "spec_lower"]
+__all__ = ["LayerBounds", "Lines", "backward_lines", "backward_lower", "box_centre_radius",
+           "interval_affine", "layer_bounds", "lines_lower", "outward", "region_minimum",
+           "spec_lower"]
