@@ -9,6 +9,7 @@ entry).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,9 @@ from lipkit.estimate.network import NotApplicableError, dense_chain
 
 #: operators whose dense matrix would hold more entries than this are refused
 MAX_ENTRIES = 4_000_000
+#: a chain with no layer wider than this is bounded on one torch thread
+#: (:meth:`DenseChain.threads`)
+THREADED_WIDTH = 512
 
 
 @dataclass(eq=False)
@@ -83,6 +87,23 @@ class DenseChain:
     @property
     def piecewise_linear(self) -> bool:
         return all(layer.activation.piecewise_linear for layer in self.hidden)
+
+    @contextlib.contextmanager
+    def threads(self):
+        """One torch thread while bounding a chain narrower than :data:`THREADED_WIDTH`: a
+        branch and bound is thousands of small tensor operations, and waking a thread pool
+        for each costs more than it saves (on two busy cores, 15 ms instead of 5 us for an
+        elementwise square root of 8,000 entries)."""
+        previous = torch.get_num_threads()
+        widest = max([self.inputs] + [layer.outputs for layer in self.layers])
+        small = widest < THREADED_WIDTH
+        if small:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if small:
+                torch.set_num_threads(previous)
 
     def forward(self, x: torch.Tensor, pre_activations: bool = False):
         """The outputs at a batch of points (and every hidden pre-activation)."""

@@ -8,9 +8,10 @@ branch and bound: neuron ``j`` of layer ``k`` restricted to ``z >= 0`` or ``z <=
 branch's splits are also linear inequalities on its inputs, and its minima are taken over
 their region by Lagrangian duality (as beta-CROWN does with split constraints: Wang et al.,
 NeurIPS 2021): the bounds of the other neurons tighten, and splits that cannot hold
-together are found (an empty branch). :func:`spec_lower` bounds linear functions of the output ``C f(x)`` from below, such as the
-margins ``f_y - f_j`` of a classifier, with the lower lines of unstable ReLUs optimized by
-projected gradient steps (alpha-CROWN: Xu et al., ICLR 2021) where asked.
+together are found (an empty branch). :func:`spec_lower` bounds linear functions of the
+output ``C f(x)`` from below, such as the margins ``f_y - f_j`` of a classifier, with the
+lower lines of unstable ReLUs optimized by projected gradient steps (alpha-CROWN: Xu et al.,
+ICLR 2021) where asked.
 
 **Rounding.** Every number returned is proven for the float64 weights in exact arithmetic:
 a backward step treats its computed coefficients ``Lambda`` as exact and adds what its
@@ -26,6 +27,7 @@ its lines' slack, rounded up.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -36,8 +38,8 @@ from lipkit.estimate.rounding import UNIT, gamma
 
 _TINY = 1e-300
 #: steps on the multipliers of a branch's split constraints (:func:`region_minimum`)
-DUAL_STEPS = 20
-_DUAL_RATE = 0.2
+DUAL_STEPS = 10
+_DUAL_RATE = 0.5
 
 
 def _reach(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -95,66 +97,76 @@ class LayerBounds:
 
 def _multipliers(m: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
                  rows: torch.Tensor, offsets: torch.Tensor, steps: int) -> torch.Tensor:
-    """Multipliers ``beta >= 0`` (``(batch, rows, C)``) for :func:`region_minimum`: projected
-    supergradient ascent (Adam-scaled) on the concave dual function, the best iterate kept.
-    Not proven: any ``beta >= 0`` gives a valid bound, the caller proves the one returned."""
+    """Multipliers ``beta >= 0`` (``(batch, R, C)``) for :func:`region_minimum`: Adam's
+    steps of projected supergradient ascent on the concave dual function (the supergradient
+    is minus the constraints' values at the box minimizer), the rate decaying to 0. Not
+    proven: any ``beta >= 0`` gives a valid bound, and the caller proves the one returned."""
     lower, upper = (centre - radius)[:, None, :], (centre + radius)[:, None, :]
-    batch, count, _ = m.shape
-    beta = m.new_zeros(batch, count, rows.shape[1])
-    best_beta, best = beta.clone(), torch.full((batch, count), -torch.inf, dtype=m.dtype)
+    beta = m.new_zeros(m.shape[0], m.shape[1], rows.shape[1])
     # beta's natural scale: the objective's size over the constraint's
     scale = m.abs().sum(-1, keepdim=True) / rows.abs().sum(-1)[:, None, :].clamp_min(_TINY)
     first, second = torch.zeros_like(beta), torch.zeros_like(beta)
-    for step in range(1, steps + 2):
-        combined = m - beta @ rows
-        point = torch.where(combined > 0, lower, upper)  # the box minimizer
-        value = (combined * point).sum(-1) - (beta * offsets[:, None, :]).sum(-1)
-        better = value > best
-        best = torch.where(better, value, best)
-        best_beta = torch.where(better[..., None], beta, best_beta)
-        if step > steps:
-            break
-        ascent = -(point @ rows.mT + offsets[:, None, :])  # the constraints' values, negated
-        first = 0.9 * first + 0.1 * ascent
-        second = 0.999 * second + 0.001 * ascent * ascent
-        rate = _DUAL_RATE * (1 - (step - 1) / steps)
-        move = (first / (1 - 0.9 ** step)) / ((second / (1 - 0.999 ** step)).sqrt() + 1e-12)
-        beta = (beta + rate * scale * move).clamp_min(0.0)
-    return best_beta
+    offsets, transposed = offsets[:, None, :], rows.mT
+    for step in range(1, steps + 1):
+        point = torch.where(torch.baddbmm(m, beta, rows, alpha=-1) > 0, lower, upper)
+        values = torch.baddbmm(offsets, point, transposed)  # the constraints at the minimizer
+        first.mul_(0.9).add_(values, alpha=0.1)
+        second.mul_(0.999).addcmul_(values, values, value=0.001)
+        rate = _DUAL_RATE * (1 - (step - 1) / steps) * math.sqrt(1 - 0.999 ** step) / (
+            1 - 0.9 ** step)
+        beta.addcdiv_(first * scale, second.sqrt().add_(1e-12), value=-rate).clamp_min_(0.0)
+    return beta
 
 
 def region_minimum(m: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
-                   constraints=None, steps: int = 0, sound: bool = True):
+                   constraints=None, steps: int = 0, sound: bool = True,
+                   rows: torch.Tensor | None = None):
     """``(value, error)`` with ``min m x >= value - error`` over the points of the box
-    ``centre +- radius`` (``(batch, n)``) that satisfy ``constraints``: ``(rows, offsets)``,
-    ``(batch, C, n)`` and ``(batch, C)``, each ``rows_c x + offsets_c >= 0`` at every point of
-    the region (exact arithmetic on the stored numbers). ``m``: ``(batch, R, n)``.
+    ``centre +- radius`` (``(batch, n)``) that satisfy ``constraints``: ``(G, h)``,
+    ``(batch, C, n)`` and ``(batch, C)``, each ``G_c x + h_c >= 0`` at every point of the
+    region (exact arithmetic on the stored numbers). ``m``: ``(batch, R, n)``; ``rows``:
+    ``(batch, R)``, the rows worth the multipliers (default all), the others get the box.
 
-    By weak duality, for every ``beta >= 0`` the box minimum of ``(m - beta rows) x - beta
-    offsets`` is at most ``m x`` wherever the constraints hold; ``beta`` comes from
-    :func:`_multipliers` and the better of it and ``beta = 0`` (the box) is kept per row.
-    ``error`` bounds the rounding of the computed value: ``gamma(n + 3)`` of the products'
-    magnitudes for the box, and for ``beta`` also what ``m - beta rows`` and ``beta offsets``
-    miss (``gamma(C + 2)`` of their absolute sums) times the reach ``|centre| + radius``."""
+    By weak duality, for every ``beta >= 0`` the box minimum of ``(m - beta G) x - beta h``
+    is at most ``m x`` wherever the constraints hold; ``beta`` comes from
+    :func:`_multipliers` and the better proven value of it and of ``beta = 0`` (the box) is
+    kept per row. ``error`` bounds the rounding of the computed value: ``gamma(n + 3)`` of the
+    products' magnitudes for the box, and for ``beta`` also what ``m - beta G`` and
+    ``beta h`` miss (``gamma(C + 2)`` of their absolute sums) times the reach
+    ``|centre| + radius``."""
     n = m.shape[-1]
     reach = (centre.abs() + radius)[:, None, :]
     value = (m * centre[:, None, :]).sum(-1) - (m.abs() * radius[:, None, :]).sum(-1)
     error = gamma(n + 3) * (m.abs() * reach).sum(-1) if sound else torch.zeros_like(value)
     if constraints is None or constraints[0].shape[1] == 0 or steps <= 0:
         return value, error
-    rows, offsets = constraints
-    count = rows.shape[1]
+    if rows is not None:
+        count = int(rows.sum(dim=1).max())
+        if count == 0:
+            return value, error
+        order = torch.argsort(rows.to(torch.int8), dim=1, descending=True,
+                              stable=True)[:, :count]
+        chosen = torch.gather(rows, 1, order)
+        dual, dual_error = region_minimum(
+            torch.gather(m, 1, order[..., None].expand(-1, -1, n)), centre, radius,
+            constraints, steps, sound)
+        old, old_error = torch.gather(value, 1, order), torch.gather(error, 1, order)
+        better = chosen & (dual - dual_error > old - old_error)
+        return (value.scatter(1, order, torch.where(better, dual, old)),
+                error.scatter(1, order, torch.where(better, dual_error, old_error)))
+    G, h = constraints
+    count = G.shape[1]
     with torch.no_grad():
-        beta = _multipliers(m.detach(), centre, radius, rows, offsets, steps)
-    combined = m - beta @ rows
-    shift = (beta * offsets[:, None, :]).sum(-1)
+        beta = _multipliers(m.detach(), centre, radius, G, h, steps)
+    combined = m - beta @ G
+    shift = (beta * h[:, None, :]).sum(-1)
     dual = (combined * centre[:, None, :]).sum(-1) - (combined.abs() * radius[:, None, :]
                                                        ).sum(-1) - shift
     if not sound:
         return torch.maximum(value, dual), error
-    missed = gamma(count + 2) * (m.abs() + beta @ rows.abs())
+    missed = gamma(count + 2) * (m.abs() + beta @ G.abs())
     dual_error = gamma(n + 4) * ((combined.abs() * reach).sum(-1) + shift.abs()) + \
-        gamma(count + 2) * (beta * offsets.abs()[:, None, :]).sum(-1) + (missed * reach).sum(-1)
+        gamma(count + 2) * (beta * h.abs()[:, None, :]).sum(-1) + (missed * reach).sum(-1)
     better = dual - dual_error > value - error
     return torch.where(better, dual, value), torch.where(better, dual_error, error)
 
@@ -238,12 +250,13 @@ def backward_lines(chain: DenseChain, depth: int, spec, bounds: LayerBounds,
 
 
 def lines_lower(lines: Lines, bounds: LayerBounds, constraints=None, dual_steps: int = 0,
-                sound: bool = True) -> torch.Tensor:
+                sound: bool = True, rows: torch.Tensor | None = None) -> torch.Tensor:
     """A proven lower bound of the rows of ``lines`` over each branch: the minimum of
-    ``m x + const - slack`` over its box (and, with ``constraints``, their region:
-    :func:`region_minimum`), rounded down."""
+    ``m x + const - slack`` over its box (and, with ``constraints``, their region, for the
+    ``rows`` given: :func:`region_minimum`), rounded down."""
     centre, radius = box_centre_radius(bounds.input_lower, bounds.input_upper)
-    value, error = region_minimum(lines.m, centre, radius, constraints, dual_steps, sound)
+    value, error = region_minimum(lines.m, centre, radius, constraints, dual_steps, sound,
+                                  rows)
     total = lines.const + value
     if not sound:
         return total
@@ -324,32 +337,37 @@ def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
         linear = linear and layer.outputs * widest <= limit
         split = splits[k] if splits is not None else None
         here = use_splits and split is not None and bool((split != 0).any())
-        if k == 0 and here:
-            # w x + b: the +-I rows exactly, and the constraints of the splits are exact
-            sign = split.to(torch.float64)
-            constraints = _split_rows(split, sign[..., None] * layer.weight, sign * layer.bias)
-            below = backward_lines(chain, 0, 1.0, bounds)
-            above = backward_lines(chain, 0, -1.0, bounds)
-            low = torch.maximum(low, lines_lower(below, bounds, constraints, dual_steps))
-            high = torch.minimum(high, -lines_lower(above, bounds, constraints, dual_steps))
-        elif linear and k > 0:  # the rows of +-I
+        if linear and (k > 0 or here):  # the rows of +-I (exactly w x + b for k = 0)
             below = backward_lines(chain, k, 1.0, bounds)
             above = backward_lines(chain, k, -1.0, bounds)
-            low = torch.maximum(low, lines_lower(below, bounds, constraints, dual_steps))
-            high = torch.minimum(high, -lines_lower(above, bounds, constraints, dual_steps))
+            low = torch.maximum(low, lines_lower(below, bounds))
+            high = torch.minimum(high, -lines_lower(above, bounds))
             if here:
-                # z >= 0: -z >= m x + c - slack (the upper bound) gives -m x + slack - c >= 0;
-                # z <= 0: z >= m x + c - slack gives the same form
-                upward = split > 0
-                m = torch.where(upward[..., None], above.m, below.m)
-                offset = torch.where(upward, above.slack - above.const,
-                                     below.slack - below.const)
-                offset = _up(offset + 2 * UNIT * offset.abs())
-                constraints = _join(constraints, _split_rows(split, -m, offset))
-                # the layer's own lines again, over the region of its splits too
-                low = torch.maximum(low, lines_lower(below, bounds, constraints, dual_steps))
+                if k == 0:  # exact: the rows and offsets only change sign
+                    sign = split.to(torch.float64)
+                    more = _split_rows(split, sign[..., None] * layer.weight,
+                                       sign * layer.bias)
+                else:
+                    # z >= 0: -z >= m x + c - slack (its upper bound) gives
+                    # -m x + slack - c >= 0; z <= 0: z >= m x + c - slack, the same form
+                    upward = split > 0
+                    m = torch.where(upward[..., None], above.m, below.m)
+                    offset = torch.where(upward, above.slack - above.const,
+                                         below.slack - below.const)
+                    more = _split_rows(split, -m, _up(offset + 2 * UNIT * offset.abs()))
+                constraints = _join(constraints, more)
+            if constraints is not None:
+                # the rows whose sign is in question, over the region of every split so far
+                clamped_low = torch.where(split > 0, low.clamp_min(0.0), low) \
+                    if split is not None else low
+                clamped_high = torch.where(split < 0, high.clamp_max(0.0), high) \
+                    if split is not None else high
+                rows = (clamped_low < 0) & (clamped_high >= 0)
+                low = torch.maximum(low, lines_lower(below, bounds, constraints, dual_steps,
+                                                     rows=rows))
+                rows = (clamped_low <= 0) & (clamped_high > 0)
                 high = torch.minimum(high, -lines_lower(above, bounds, constraints,
-                                                        dual_steps))
+                                                        dual_steps, rows=rows))
         if split is not None:
             low = torch.where(split > 0, low.clamp_min(0.0), low)
             high = torch.where(split < 0, high.clamp_max(0.0), high)
