@@ -45,7 +45,8 @@ def test_against_exact_mip_on_an_output(seed):
 
 def check_against(exact_method, widths, seed, norm, radius, time_limit=60):
     """local-crown's two ends around the exact value on a random net (output 0, a ball
-    around a standard normal centre); equal to it when the branch and bound finishes."""
+    around a standard normal centre), and equal to it: the branch and bound finishes and
+    a leaf's interior point gives the witness."""
     network = load_network(random_mlp(widths, seed=seed))
     center = torch.randn(widths[0], generator=torch.Generator().manual_seed(seed),
                          dtype=torch.float64)
@@ -56,8 +57,9 @@ def check_against(exact_method, widths, seed, norm, radius, time_limit=60):
     low, high = values(local)
     assert high >= exact[0].value * (1 - 1e-9), (high, exact[0].value)
     assert low <= exact[0].value * (1 + 1e-9), (low, exact[0].value)
-    if local[0].status == "ok: complete, the upper end meets the witness":
-        assert high <= exact[0].value * (1 + 1e-6)
+    # small enough to finish well inside the limit: both ends meet the exact value
+    assert local[0].status == "ok: complete, the upper end meets the witness", local[0].status
+    assert high <= exact[0].value * (1 + 1e-6) and low >= exact[0].value * (1 - 1e-6)
     return high / exact[0].value
 
 

@@ -24,8 +24,12 @@ left to split is a leaf: its bound is final once more steps on its multipliers h
 chance to find it empty.
 
 The lower end is a witness: the largest gradient norm over seeded points of ``D`` (its
-centre, uniform points, and the vertices the best gradients point to), turned into a pair of
-points of ``D`` whose ratio is proven in float64 (:func:`lipkit.estimate.witness.step_pairs`).
+centre, uniform points, and the vertices the best gradients point to) and over the leaves
+of the branch and bound above it (the point deepest inside a leaf's activation region, by a
+margin LP: :meth:`DenseChain.interior_point`; a leaf's bound is its pattern's gradient
+norm, so the best leaf's point attains the constant), turned into a pair of points of ``D``
+whose ratio is proven in float64 (:func:`lipkit.estimate.witness.step_pairs`, along the
+direction the gradient stretches most).
 When every branch is closed by the witness the two ends meet (to ``1e-9`` relative, plus the
 witness's proven rounding margin); they stay two bounds, each with its own proof.
 
@@ -61,6 +65,7 @@ _TOLERANCE = 1e-9
 _BATCH = 16
 _SAMPLES = 512
 _LEAF_DUAL_STEPS = 30  # a leaf's last chance to be found empty
+_LEAF_WITNESSES = 4  # leaves per batch whose region is searched for a witness
 
 
 @dataclass
@@ -98,6 +103,24 @@ def _dual(gradients: torch.Tensor, norm: str) -> torch.Tensor:
     return torch.linalg.vector_norm(gradients, ord=p, dim=-1)
 
 
+def _direction(gradients: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per gradient (rows of ``(k, n)``), the input direction of unit ``norm`` along which
+    it stretches most: its signs (l-inf; a zero entry's sign taken as +1), its largest
+    entry's coordinate (l1), itself (l2)."""
+    if norm == "inf":
+        direction = torch.sign(gradients)
+        direction[direction == 0] = 1.0
+        return direction
+    if norm == "1":
+        direction = torch.zeros_like(gradients)
+        rows, largest = torch.arange(len(gradients)), gradients.abs().argmax(dim=1)
+        direction[rows, largest] = torch.where(gradients[rows, largest] < 0, -1.0, 1.0).to(
+            gradients.dtype)
+        return direction
+    return torch.where((gradients == 0).all(dim=1, keepdim=True),
+                       torch.ones_like(gradients), gradients)
+
+
 def _witnesses(network, chain, spec, domain: Domain, norm: str, seed: int, extra_points=None):
     """Per row, the best witnessed lower bound and its pair (module docstring)."""
     n = chain.inputs
@@ -133,23 +156,42 @@ def _witnesses(network, chain, spec, domain: Domain, norm: str, seed: int, extra
     for r in range(spec.shape[0]):
         order = torch.argsort(values[:, r], descending=True)[:4]
         row_net = _row_network(network, spec[r])
-        g = grads[order, r]
-        if norm == "inf":
-            direction = torch.sign(g)
-        elif norm == "1":
-            direction = torch.zeros_like(g)
-            direction[torch.arange(len(g)), g.abs().argmax(dim=1)] = torch.sign(
-                g[torch.arange(len(g)), g.abs().argmax(dim=1)])
-        else:
-            direction = g
-        direction[direction == 0] = 1.0
         ratio, first, second = step_pairs(row_net, x[order].detach().reshape(
-            -1, *network.input_shape), direction, norm, domain)
+            -1, *network.input_shape), _direction(grads[order, r], norm), norm, domain)
         best = int(ratio.argmax())
         if float(ratio[best]) > 0:
             lower[r] = float(ratio[best])
             pairs[r] = (first[best].detach(), second[best].detach())
     return lower, pairs
+
+
+def _leaf_witness(network, chain, spec, domain, norm, bounds, index, values, lower, pairs):
+    """A witness from a leaf of the branch and bound: the point deepest inside its pattern's
+    region (:meth:`DenseChain.interior_point`), and a pair from it along the direction its
+    gradient stretches most (its ratio certified); raises ``lower`` / ``pairs`` in place for
+    the rows it beats."""
+    from lipkit.errors import LipkitError
+    from lipkit.estimate.witness import step_pairs
+
+    signs = []
+    for low, high in zip(bounds.lower, bounds.upper, strict=True):
+        low, high = low[index], high[index]
+        signs.append(torch.where(low >= 0, 1, torch.where(high <= 0, -1, torch.where(
+            high >= -low, 1, -1))))
+    try:
+        found = chain.interior_point(signs, domain.lower, domain.upper)
+    except LipkitError:
+        return
+    if found is None or not bool(domain.contains(found[0][None])[0]):
+        return
+    point = found[0][None]
+    gradient = chain.pattern_gradient(point, spec[None])[0]  # (rows, n)
+    for r in np.flatnonzero(values > lower * (1 + _TOLERANCE)):
+        ratio, first, second = step_pairs(_row_network(network, spec[r]), point.reshape(
+            1, *network.input_shape), _direction(gradient[r][None], norm), norm, domain)
+        if float(ratio[0]) > lower[r]:
+            lower[r] = float(ratio[0])
+            pairs[r] = (first[0].detach(), second[0].detach())
 
 
 def local_constants(network: Network, spec: torch.Tensor | None, domain: Domain, norm="inf",
@@ -200,11 +242,11 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
         values = gradient.norm_upper(norm)
         values = torch.where(bounds.feasible[:, None], values,
                              torch.full_like(values, -math.inf))
-        return values.numpy(), gradient.split_scores()
+        return values.numpy(), gradient.split_scores(), bounds
 
     widths = [layer.outputs for layer in chain.hidden]
     root = [torch.zeros(1, w, dtype=torch.int8) for w in widths]
-    values, scores = evaluate(root)
+    values, scores, _ = evaluate(root)
     heap = []  # (-priority, counter, values (rows,), splits, scores)
     closed = np.full(rows, -math.inf)
     counter = 0
@@ -260,14 +302,20 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
                 # empty, which more steps on the multipliers may prove
                 stacked = [torch.cat([leaf[1][k] for leaf in leaves])
                            for k in range(len(widths))]
-                values = evaluate(stacked, _LEAF_DUAL_STEPS)[0]
-                for (value_row, _), value in zip(leaves, values, strict=True):
-                    closed = np.maximum(closed, np.minimum(value_row, value))
+                values, _, bounds = evaluate(stacked, _LEAF_DUAL_STEPS)
+                final = np.minimum(np.stack([leaf[0] for leaf in leaves]), values)
+                closed = np.maximum(closed, final.max(axis=0))
+                if witnesses:  # a leaf above the witness: its pattern may be attained
+                    for index in np.argsort(-(final / np.maximum(lower, 1e-300)).max(
+                            axis=1))[:_LEAF_WITNESSES]:
+                        if (final[index] > lower * (1 + _TOLERANCE)).any():
+                            _leaf_witness(network, chain, spec, domain, norm, bounds,
+                                          int(index), final[index], lower, pairs)
             if not children:
                 continue
             stacked = [torch.cat([c[k] for c in children]) for k in range(len(widths))]
             timed = time.perf_counter()
-            values, scores = evaluate(stacked)
+            values, scores, _ = evaluate(stacked)
             per_child = (time.perf_counter() - timed) / len(children)
             branches += len(children)
             for i, child in enumerate(children):
