@@ -243,7 +243,7 @@ def fractions_table(rows) -> None:
     print("| lipkit | net | radius | norm | exact (s) | " + " | ".join(
         f"local-crown at {f} of its time" for f in fractions) + " | lp-jacobian |"
         " naive interval | load |")
-    print("|---" * (7 + len(fractions)) + "|")
+    print("|---" * (8 + len(fractions)) + "|")
     for row in rows:
         exact = row["exact"]["lower"] if row["exact"]["exact"] else row["exact"]["upper"]
 
