@@ -246,7 +246,9 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
 
     widths = [layer.outputs for layer in chain.hidden]
     root = [torch.zeros(1, w, dtype=torch.int8) for w in widths]
+    timed = time.perf_counter()
     values, scores, _ = evaluate(root)
+    per_child = time.perf_counter() - timed  # seconds: a batch must fit in the time left
     heap = []  # (-priority, counter, values (rows,), splits, scores)
     closed = np.full(rows, -math.inf)
     counter = 0
@@ -266,13 +268,15 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
         counter += 1
 
     push(values[0], root, [s[0] for s in scores])
-    per_child = 0.0  # seconds, the last batch's: a batch must fit in the time left
+    out_of_time = False
     if chain.piecewise_linear:
         while heap and time.perf_counter() < deadline and branches < max_branches:
             taken = []
             left = deadline - time.perf_counter()
-            most = _BATCH if per_child <= 0 else max(1, min(_BATCH, int(left / (
-                2 * per_child))))
+            most = min(_BATCH, int(left / (2 * per_child + 1e-9)))
+            if most == 0:  # not even one branching fits: stop on time
+                out_of_time = True
+                break
             while heap and len(taken) < most:
                 item = heapq.heappop(heap)
                 if (item[2] > level()).any():
@@ -331,7 +335,7 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
     seconds = time.perf_counter() - started
     status = "ok"
     if heap:
-        reason = "time limit" if time.perf_counter() >= deadline else (
+        reason = "time limit" if out_of_time or time.perf_counter() >= deadline else (
             f"{max_branches} branches" if branches >= max_branches else "no branching")
         status = f"ok: {reason} reached, {len(heap)} branches open"
     return LocalConstants(upper, lower, pairs, branches, len(heap), complete, seconds, status)
