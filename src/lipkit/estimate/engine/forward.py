@@ -104,7 +104,9 @@ def _multipliers(m: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
     lower, upper = (centre - radius)[:, None, :], (centre + radius)[:, None, :]
     beta = m.new_zeros(m.shape[0], m.shape[1], rows.shape[1])
     # beta's natural scale: the objective's size over the constraint's
-    scale = m.abs().sum(-1, keepdim=True) / rows.abs().sum(-1)[:, None, :].clamp_min(_TINY)
+    size = rows.abs().sum(-1)[:, None, :]
+    scale = torch.where(size > 0, m.abs().sum(-1, keepdim=True) / size.clamp_min(_TINY), 0.0)
+    scale = torch.nan_to_num(scale, nan=0.0, posinf=0.0)  # a padding row's beta stays 0
     first, second = torch.zeros_like(beta), torch.zeros_like(beta)
     offsets, transposed = offsets[:, None, :], rows.mT
     for step in range(1, steps + 1):
