@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lipkit.errors import InvalidArgumentError
+from lipkit.errors import InvalidArgumentError, LipkitError
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import Domain, domain_of
 from lipkit.estimate.engine import DenseChain, GradientBounds, layer_bounds
@@ -170,7 +170,6 @@ def _leaf_witness(network, chain, spec, domain, norm, bounds, index, values, low
     region (:meth:`DenseChain.interior_point`), and a pair from it along the direction its
     gradient stretches most (its ratio certified); raises ``lower`` / ``pairs`` in place for
     the rows it beats."""
-    from lipkit.errors import LipkitError
     from lipkit.estimate.witness import step_pairs
 
     signs = []

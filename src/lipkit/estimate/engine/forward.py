@@ -184,7 +184,6 @@ class Lines:
     slack: torch.Tensor
 
 
-
 def backward_lines(chain: DenseChain, depth: int, spec, bounds: LayerBounds,
                    lower_slopes: list | None = None, sound: bool = True) -> Lines:
     """CROWN's linear lower bound of ``spec @ z_depth`` in the inputs (``z_depth``: the
@@ -283,11 +282,10 @@ MAX_LINEAR_ENTRIES = 4_000_000
 
 
 def _split_rows(splits: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor):
-    """The constraints ``rows_j x + offsets_j >= 0`` of the split neurons of one layer,
-    gathered per box (``(batch, S, n)``, ``(batch, S)``; padding rows are ``0 >= 0``).
-    ``rows`` / ``offsets``: per box and neuron, ``(batch, width, n)`` / ``(batch, width)``,
-    the constraint of the side ``z >= 0``; ``-rows`` / ``...`` is given for ``z <= 0`` by the
-    caller through ``splits``' sign."""
+    """The constraints ``rows_j x + offsets_j >= 0`` of the split neurons of one layer
+    (``splits != 0``), gathered per box: ``(batch, S, n)`` and ``(batch, S)``, padded with
+    ``0 >= 0``. ``rows`` / ``offsets``: per box and neuron, ``(batch, width, n)`` /
+    ``(batch, width)``, the constraint of the side its split chose."""
     count = int((splits != 0).sum(dim=1).max()) if splits.numel() else 0
     if count == 0:
         return None
