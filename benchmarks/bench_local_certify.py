@@ -2,10 +2,13 @@
 
 Part ``constants``: random ReLU MLPs (PyTorch's default initialization) around a standard
 normal centre, l-inf balls: ``local-crown`` (bound propagation through the Clarke Jacobian
-with branch and bound, time limits 2 s and 10 s) against ``exact-mip``'s exact local
-constant (output 0), the local ``lp-jacobian`` bound and the naive local interval bound
-(interval pre-activations, interval Jacobian), as ratios to the exact value, with seconds.
-2-input nets also against ``exact-bab`` in the l2 norm.
+with branch and bound, time limits 2 s and 10 s, or with ``--fractions 0.1,0.2`` those
+fractions of the exact method's seconds measured just before in the same process) against
+``exact-mip``'s exact local constant (output 0), the local ``lp-jacobian`` bound and the
+naive local interval bound (interval pre-activations, interval Jacobian), as ratios to the
+exact value, with seconds. 2-input nets also against ``exact-bab`` in the l2 norm. Each row
+records the lipkit it ran (``--tag``, e.g. a commit: the same script runs an older lipkit
+through ``PYTHONPATH``) and the load average.
 
 Part ``certify``: normally trained 784-256xK-10 ReLU MLPs (K = 2, 4, 6; Adam on
 cross-entropy, 30 epochs) on the scikit-learn digits upsampled to 28x28 (bilinear, pixels
@@ -17,7 +20,7 @@ nor PGD settles the image.
 
 Results are appended to ``benchmarks/results/local_certify.jsonl``; runs already there are
 skipped. Usage:
-    python benchmarks/bench_local_certify.py constants
+    python benchmarks/bench_local_certify.py constants [--fractions 0.1,0.2 --tag NAME]
     python benchmarks/bench_local_certify.py certify [--images 15] [--depths 2,4,6]
     python benchmarks/bench_local_certify.py table
 """
@@ -91,7 +94,10 @@ def naive_interval(network, center, radius, norm):
     return {"upper": value, "seconds": time.perf_counter() - started}
 
 
-def constants() -> None:
+def constants(fractions=None, tag=None) -> None:
+    import os
+
+    import lipkit
     from lipkit.estimate import load_network
 
     finished = done()
@@ -99,17 +105,29 @@ def constants() -> None:
     cases += [([2, 20, 20, 1], 0.5, seed, "2") for seed in range(2)]
     for widths, radius, seed, norm in cases:
         key = f"constants/{'-'.join(map(str, widths))}/r{radius}/s{seed}/{norm}"
+        if tag is not None:
+            key += f"/{tag}"
         if key in finished:
             continue
         network = load_network(default_mlp(widths, seed))
         center = torch.randn(widths[0], generator=torch.Generator().manual_seed(seed),
                              dtype=torch.float64)
         extra = {"center": center, "radius": radius, "output": 0}
-        row = {"key": key, "widths": widths, "radius": radius, "seed": seed, "norm": norm}
+        row = {"key": key, "widths": widths, "radius": radius, "seed": seed, "norm": norm,
+               "lipkit": tag or "", "lipkit_path": str(Path(lipkit.__file__).parent)}
         exact_method = "exact-mip" if norm == "inf" else "exact-bab"
+        row["load_before"] = os.getloadavg()[0]
         row["exact"] = run(exact_method, network, norm, 120, **extra)
-        row["local_crown_2s"] = run("local-crown", network, norm, 2, **extra)
-        row["local_crown_10s"] = run("local-crown", network, norm, 10, **extra)
+        if fractions is None:
+            row["local_crown_2s"] = run("local-crown", network, norm, 2, **extra)
+            row["local_crown_10s"] = run("local-crown", network, norm, 10, **extra)
+        else:
+            row["fractions"] = fractions
+            for fraction in fractions:
+                row[f"local_crown_{fraction}"] = run(
+                    "local-crown", network, norm, fraction * row["exact"]["seconds"],
+                    **extra)
+        row["load_after"] = os.getloadavg()[0]
         if norm == "inf":
             row["lp_jacobian"] = run("lp-jacobian", network, norm, 60, center=center,
                                      radius=radius)
@@ -215,13 +233,41 @@ def certify(images: int, depths: list[int], eps_list=(0.01, 0.03, 0.05)) -> None
                         "status": image.status})
 
 
+def fractions_table(rows) -> None:
+    """The rows with local-crown at fractions of the exact method's time, per lipkit."""
+    rows = [r for r in rows if r["key"].startswith("constants/") and "fractions" in r]
+    if not rows:
+        return
+    fractions = sorted({k[len("local_crown_"):] for r in rows for k in r
+                        if k.startswith("local_crown_")}, key=float)
+    print("| lipkit | net | radius | norm | exact (s) | " + " | ".join(
+        f"local-crown at {f} of its time" for f in fractions) + " | lp-jacobian |"
+        " naive interval | load |")
+    print("|---" * (8 + len(fractions)) + "|")
+    for row in rows:
+        exact = row["exact"]["lower"] if row["exact"]["exact"] else row["exact"]["upper"]
+
+        def cell(entry, exact=exact):
+            return f"{entry['upper'] / exact:.3f}x ({entry['seconds']:.2f} s)"
+
+        lp = cell(row["lp_jacobian"]) if "lp_jacobian" in row else "-"
+        print(f"| {row['lipkit']} | {'-'.join(map(str, row['widths']))} s{row['seed']} | "
+              f"{row['radius']} | {row['norm']} | {exact:.4f} ({row['exact']['seconds']:.1f} s"
+              f"{'' if row['exact']['exact'] else ', bracket'}) | " + " | ".join(
+                  cell(row[f"local_crown_{f}"]) for f in fractions) +
+              f" | {lp} | {cell(row['naive_interval'])} | "
+              f"{row['load_before']:.1f}-{row['load_after']:.1f} |")
+    print()
+
+
 def table() -> None:
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line]
+    fractions_table(rows)
     print("| net | radius | norm | exact | local-crown 2 s | local-crown 10 s | lp-jacobian |"
           " naive interval |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        if not row["key"].startswith("constants/"):
+        if not row["key"].startswith("constants/") or "fractions" in row:
             continue
         exact = row["exact"]["lower"] if row["exact"]["exact"] else row["exact"]["upper"]
 
@@ -261,9 +307,15 @@ if __name__ == "__main__":
     parser.add_argument("part", choices=["constants", "certify", "table"])
     parser.add_argument("--images", type=int, default=15)
     parser.add_argument("--depths", default="2,4,6")
+    parser.add_argument("--fractions", default=None,
+                        help="local-crown's time limits as fractions of the exact method's "
+                             "seconds, e.g. 0.1,0.2 (default: 2 s and 10 s)")
+    parser.add_argument("--tag", default=None, help="the lipkit measured (a name for the "
+                        "rows; the script runs whichever lipkit PYTHONPATH gives)")
     arguments = parser.parse_args()
     if arguments.part == "constants":
-        constants()
+        constants(None if arguments.fractions is None else
+                  [float(f) for f in arguments.fractions.split(",")], arguments.tag)
     elif arguments.part == "certify":
         certify(arguments.images, [int(d) for d in arguments.depths.split(",")])
     else:

@@ -122,3 +122,38 @@ def test_a_split_restricts_the_branch_and_contradictions_are_empty():
         contradiction = [torch.zeros(1, 10, dtype=torch.int8) for _ in range(2)]
         contradiction[0][0, stable] = -1
         assert not layer_bounds(chain, lower, upper, contradiction).feasible[0]
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), activation=st.sampled_from(["relu", "leaky"]),
+       radius=st.sampled_from([0.1, 0.5]))
+def test_split_bounds_hold_on_the_points_of_their_branch(seed, activation, radius):
+    # the splits' constraints narrow the region: every bound must hold at every sampled point
+    # that satisfies the splits, and a branch found empty must have no such point
+    model = random_mlp([4, 12, 12, 12, 1], activation=ACTIVATIONS[activation], seed=seed)
+    chain = DenseChain.of(load_network(model))
+    lower, upper = boxes(4, 1, radius, seed)
+    root = layer_bounds(chain, lower, upper)
+    generator = torch.Generator().manual_seed(seed)
+    count = 24
+    splits = []
+    for k in range(3):
+        unstable = root.unstable()[k][0]
+        sides = torch.randint(0, 3, (count, 12), generator=generator).to(torch.int8) - 1
+        chosen = torch.rand(count, 12, generator=generator) < (0.5 if k == 0 else 0.3)
+        splits.append(torch.where(chosen & unstable, sides, torch.zeros_like(sides)))
+    branches = layer_bounds(chain, lower.expand(count, -1), upper.expand(count, -1), splits)
+    points = sample(lower, upper, count=20_000, seed=seed)[0]
+    _, pre = chain.forward(points, pre_activations=True)
+    for b in range(count):
+        inside = torch.ones(len(points), dtype=torch.bool)
+        for k in range(3):
+            side = splits[k][b].to(torch.float64)
+            inside &= ((pre[k] * side) >= 0).all(dim=1)
+        if not branches.feasible[b]:
+            assert not inside.any(), (b, int(inside.sum()))
+            continue
+        for k in range(3):
+            z = pre[k][inside]
+            assert (z >= branches.lower[k][b]).all() and (z <= branches.upper[k][b]).all(), (
+                b, k)

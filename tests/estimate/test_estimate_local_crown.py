@@ -43,6 +43,66 @@ def test_against_exact_mip_on_an_output(seed):
         assert domain.contains(torch.stack([pair["x1"], pair["x2"]])).all()
 
 
+def check_against(exact_method, widths, seed, norm, radius, time_limit=60):
+    """local-crown's two ends around the exact value on a random net (output 0, a ball
+    around a standard normal centre), and equal to it: the branch and bound finishes and
+    a leaf's interior point gives the witness."""
+    network = load_network(random_mlp(widths, seed=seed))
+    center = torch.randn(widths[0], generator=torch.Generator().manual_seed(seed),
+                         dtype=torch.float64)
+    extra = {"center": center, "radius": radius, "output": 0}
+    local = run("local-crown", network, norm, time_limit, **extra)
+    exact = run(exact_method, network, norm, 120, **extra)
+    assert exact[0].kind == "exact"
+    low, high = values(local)
+    assert high >= exact[0].value * (1 - 1e-9), (high, exact[0].value)
+    assert low <= exact[0].value * (1 + 1e-9), (low, exact[0].value)
+    # small enough to finish well inside the limit: both ends meet the exact value
+    assert local[0].status == "ok: complete, the upper end meets the witness", local[0].status
+    assert high <= exact[0].value * (1 + 1e-6) and low >= exact[0].value * (1 - 1e-6)
+    return high / exact[0].value
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_against_exact_mip_at_radius_a_tenth(seed):
+    # the benchmark's setting (BENCHMARKS.md: 10-50-50-1), narrower so exact-mip is quick
+    check_against("exact-mip", [10, 30, 30, 1], seed, "inf", 0.1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_against_exact_mip_in_l1(seed):
+    check_against("exact-mip", [6, 16, 16, 1], seed, "1", 0.2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_against_exact_bab_in_l2(seed):
+    check_against("exact-bab", [2, 20, 20, 1], seed, "2", 0.5)
+
+
+def test_margins_of_a_deeper_net_are_never_below_exact_mip():
+    # three hidden layers: the splits of the second are constraints for the third
+    network = load_network(random_mlp([5, 12, 12, 12, 3], seed=7))
+    center = torch.randn(5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    spec = torch.tensor([[1.0, -1.0, 0.0]], dtype=torch.float64)
+    domain = Domain.parse(5, center=center, radius=0.3)
+    from lipkit.estimate.local_crown import local_constants
+
+    result = local_constants(network, spec, domain, "inf", time_limit=30)
+    # the margin's constant is output 0's of the net with the margin as its last layer
+    last = network.nodes[-1].op
+    margin = random_mlp([5, 12, 12, 12, 1], seed=7)
+    with torch.no_grad():
+        margin[-1].weight.copy_(spec @ last.operator.weight)
+        margin[-1].bias.copy_(spec @ last.bias)
+    exact = run("exact-mip", load_network(margin), "inf", center=center, radius=0.3,
+                output=0)
+    assert exact[0].kind == "exact"
+    assert result.upper[0] >= exact[0].value * (1 - 1e-9)
+    assert result.lower[0] <= exact[0].value * (1 + 1e-9)
+    if result.complete:
+        assert result.upper[0] <= max(exact[0].value, result.lower[0]) * (1 + 1e-6)
+
+
 @pytest.mark.parametrize("norm", ["inf", "1", "2"])
 def test_against_exact_bab_on_two_inputs(norm):
     network = load_network(random_mlp([2, 10, 10, 1], seed=5))

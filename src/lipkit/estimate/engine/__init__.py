@@ -4,8 +4,9 @@
   bounding mode (interval, linear lines for CROWN, derivative ranges, MIP rows);
 - :mod:`~lipkit.estimate.engine.chain`: the dense chain the bounds are computed on;
 - :mod:`~lipkit.estimate.engine.forward`: pre-activation bounds over batches of boxes
-  (interval and CROWN, with branch-and-bound splits) and lower bounds of linear functions of
-  the output (CROWN / alpha-CROWN);
+  (interval and CROWN, with branch-and-bound splits, which also constrain the inputs: the
+  minima are taken over their region by Lagrangian duality) and lower bounds of linear
+  functions of the output (CROWN / alpha-CROWN);
 - :mod:`~lipkit.estimate.engine.gradient`: bounds on the backward graph of the Clarke
   Jacobian (local Lipschitz constants);
 - :mod:`~lipkit.estimate.engine.margin_mip`: the exact MIP of a linear function of the

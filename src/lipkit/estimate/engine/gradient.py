@@ -15,7 +15,10 @@ argument of :mod:`lipkit.estimate.lp_jacobian`).
 
 The graph's inputs are the ``d_k`` (a box). Its only nonlinearity is the product ``u = v d``,
 relaxed by McCormick's planes over ``[v_low, v_high] x [d_low, d_high]`` (a convex
-combination of the two, weight ``theta``, dyadic so that ``1 - theta`` is exact), and the
+combination of the two, weight ``theta``, dyadic so that ``1 - theta`` is exact; by default
+per entry ``v_high / (v_high - v_low)``, which makes the relaxation, once maximized over
+``d``, the chord of ``max_d v d``: of every weight's line, the lowest at every ``v`` of
+the range while ``d`` ranges over a box), and the
 objective ``sum_i |v_{-1, i}|`` (the l-inf constant) by the chord of ``|.|`` over each
 entry's bounds. Linear bounds are carried backwards to the ``d_k`` (CROWN on the backward
 graph) and maximized over their box. The bounds on every ``v_k`` come from the same pass
@@ -52,13 +55,24 @@ def _theta(value: float) -> float:
     return min(max(round(value * 1024) / 1024, 0.0), 1.0)
 
 
+def chord_weights(v_low: torch.Tensor, v_high: torch.Tensor) -> torch.Tensor:
+    """Per entry, the McCormick weight that makes the relaxation of ``u = v d`` the chord
+    of ``max_d v d`` over ``[v_low, v_high]``: ``v_high / (v_high - v_low)`` (1 where
+    ``v >= 0``, 0 where ``v <= 0``), on a dyadic grid (``1 - theta`` exact)."""
+    straddles = (v_low < 0) & (v_high > 0)
+    width = torch.where(straddles, v_high - v_low, torch.ones_like(v_low))
+    theta = torch.where(straddles, v_high / width, (v_low >= 0).to(v_low.dtype))
+    return torch.round(theta.clamp(0.0, 1.0) * 2.0 ** 40) / 2.0 ** 40
+
+
 class GradientBounds:
     """Bounds on the backward graph of ``spec @ f`` over a batch of boxes."""
 
     def __init__(self, chain: DenseChain, spec: torch.Tensor, bounds: LayerBounds,
-                 theta: float = 0.5, linear: bool = True):
+                 theta: float | None = None, linear: bool = True):
         self.chain, self.spec, self.bounds = chain, spec, bounds
-        self.theta = _theta(theta)
+        self.theta = None if theta is None else _theta(theta)
+        self._chords: dict[int, torch.Tensor] = {}
         self.hidden = len(chain.hidden)
         # derivative ranges (batch, 1, width) per hidden layer
         self.ranges = []
@@ -96,7 +110,6 @@ class GradientBounds:
         error = torch.zeros_like(const)
         total = torch.zeros_like(const)  # the d's contributions, maximized over their box
         terms = 1
-        theta = self.theta
         while True:
             layer = self.chain.layers[k + 1]  # v_k = u_{k+1} W_{k+1}
             d_low, d_high = (r[:, :, None, :] for r in self.ranges[k + 1])
@@ -118,6 +131,7 @@ class GradientBounds:
                 total = total + torch.maximum(coefficient * d_low, coefficient * d_high).sum(-1)
                 terms += m.shape[-1]
                 break
+            theta = self.theta if self.theta is not None else self._chord(k + 1)
             positive = m >= 0
             # upper planes where m >= 0, lower planes where m < 0 (McCormick), mixed by theta
             first_d = torch.where(positive, d_high, d_low)
@@ -144,6 +158,13 @@ class GradientBounds:
         error = error + gamma(terms + 4) * (magnitude + total.abs()) + \
             gamma(4) * value.abs()
         return _up(value + error * (1 + gamma(terms + 8)) + _TINY)
+
+    def _chord(self, k: int) -> torch.Tensor:
+        """The chord's McCormick weights of layer ``k``'s products, ``(batch, rows, 1,
+        width)`` (computed once per layer)."""
+        if k not in self._chords:
+            self._chords[k] = chord_weights(*self.v_bounds[k])[:, :, None, :]
+        return self._chords[k]
 
     def _bounds_of(self, k: int, linear: bool):
         """Bounds on ``v_k`` (``k = -1``: the gradient), by a pass with ``+-I`` rows, or
