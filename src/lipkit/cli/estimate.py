@@ -1,7 +1,5 @@
 """``lipkit estimate``: bound the Lipschitz constant of a network file."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated
