@@ -15,6 +15,7 @@ two small CIFAR-shaped convnets and a small ResNet (random).
 Run it with the benchmark environment's Python (it has eclipse-nn; see BENCHMARKS.md):
 
     .bench-venv/bin/python benchmarks/bench_default_estimate.py [--only NAME] [--again]
+    python benchmarks/bench_default_estimate.py --startup-only [--startup-runs 5]
 
 Each finished network is appended to benchmarks/results/default_estimate.jsonl (with the
 lipkit revision); networks already there for this revision are skipped.
@@ -159,29 +160,46 @@ def eclipse_fast(model: nn.Module, slopes) -> tuple[float, float] | tuple[None, 
     return value, time.perf_counter() - started
 
 
-def startup(folder: Path) -> dict:
-    """Medians of five interleaved runs: `lipkit estimate small.mat -m naive` and
-    `python -c "import torch"`."""
+def startup(folder: Path, runs: int = 5, bytecode: bool = False) -> dict:
+    """Medians of ``runs`` interleaved runs: `lipkit estimate small.mat -m naive`, `python -c
+    "import torch"` and `lipkit --help`, with this checkout's lipkit (PYTHONPATH), and the
+    load average around them. ``bytecode``: with a bytecode cache of lipkit's modules (in
+    ``folder``, written by a first run), as an installed package has; else as the
+    environment says (``PYTHONDONTWRITEBYTECODE=1`` here: every start compiles lipkit's
+    modules)."""
     from scipy.io import savemat
 
     small = folder / "small.mat"
     torch.manual_seed(0)
     savemat(small, {"weights": [torch.randn(16, 8).double().numpy(),
                                 torch.randn(4, 16).double().numpy()]})
+    script = Path(sys.executable).parent / "lipkit"
+    lipkit = [str(script)] if script.exists() else LIPKIT
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(folder / "bytecode")
     commands = {"import torch": [sys.executable, "-c", "import torch"],
-                "lipkit estimate small.mat -m naive": [
-                    str(Path(sys.executable).parent / "lipkit"), "estimate", str(small), "-m",
-                    "naive"],
-                "lipkit --help": [str(Path(sys.executable).parent / "lipkit"), "--help"]}
+                "lipkit estimate small.mat -m naive": [*lipkit, "estimate", str(small), "-m",
+                                                       "naive"],
+                "lipkit --help": [*lipkit, "--help"]}
+    if bytecode:  # the cache is written by a first run
+        subprocess.run(commands["lipkit estimate small.mat -m naive"], env=env,
+                       capture_output=True, check=True)
     times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(5):
+    load_before = os.getloadavg()[0]
+    for _ in range(runs):
         for name, command in commands.items():
             started = time.perf_counter()
-            subprocess.run(command, capture_output=True, check=True)
+            subprocess.run(command, capture_output=True, check=True, env=env)
             times[name].append(time.perf_counter() - started)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians: dict = {name: statistics.median(values) for name, values in times.items()}
     medians["lipkit above import torch"] = (medians["lipkit estimate small.mat -m naive"]
                                             - medians["import torch"])
+    medians["ratio to import torch"] = (medians["lipkit estimate small.mat -m naive"]
+                                        / medians["import torch"])
+    medians.update(bytecode=bytecode, runs=runs, load_before=load_before,
+                   load_after=os.getloadavg()[0])
     return medians
 
 
@@ -190,6 +208,9 @@ def main(argv=None) -> None:
     parser.add_argument("--only", action="append", help="network name (repeatable)")
     parser.add_argument("--again", action="store_true", help="rerun networks already done")
     parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument("--startup-only", action="store_true",
+                        help="only the start-up figure (both bytecode settings)")
+    parser.add_argument("--startup-runs", type=int, default=5)
     args = parser.parse_args(argv)
     revision = lipkit_revision()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +224,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         for name, (build, shape, slopes) in networks().items():
-            if (args.only and name not in args.only) or name in done:
+            if (args.only and name not in args.only) or name in done or args.startup_only:
                 continue
             model = build()
             path = folder / f"{name}.onnx"
@@ -222,11 +243,13 @@ def main(argv=None) -> None:
             with RESULTS.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             print(json.dumps(row))
-        if not args.skip_startup and "startup" not in done:
-            row = {"name": "startup", "revision": revision, **startup(folder)}
-            with RESULTS.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
-            print(json.dumps(row))
+        if not args.skip_startup and ("startup" not in done or args.startup_only):
+            for bytecode in (False, True) if args.startup_only else (False,):
+                row = {"name": "startup", "revision": revision,
+                       **startup(folder, args.startup_runs, bytecode)}
+                with RESULTS.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                print(json.dumps(row))
     print_table(revision)
 
 
@@ -252,9 +275,10 @@ def print_table(revision) -> None:
               f"{'-' if fast is None else f'{fast:.4g}'} | {ratio} |")
     for row in rows:
         if row["name"] == "startup":
-            print("\nstart-up (medians of 5): " + ", ".join(
-                f"{key} {value:.2f} s" for key, value in row.items()
-                if isinstance(value, float)))
+            print(f"\nstart-up (medians of {row.get('runs', 5)}, bytecode cache "
+                  f"{'on' if row.get('bytecode') else 'as the environment says'}): "
+                  + ", ".join(f"{key} {value:.2f}" for key, value in row.items()
+                              if isinstance(value, float)))
 
 
 if __name__ == "__main__":
