@@ -161,12 +161,12 @@ def eclipse_fast(model: nn.Module, slopes) -> tuple[float, float] | tuple[None, 
 
 
 def startup(folder: Path, runs: int = 5, bytecode: bool = False) -> dict:
-    """Medians of ``runs`` interleaved runs: `lipkit estimate small.mat -m naive`, `python -c
-    "import torch"` and `lipkit --help`, with this checkout's lipkit (PYTHONPATH), and the
-    load average around them. ``bytecode``: with a bytecode cache of lipkit's modules (in
-    ``folder``, written by a first run), as an installed package has; else as the
-    environment says (``PYTHONDONTWRITEBYTECODE=1`` here: every start compiles lipkit's
-    modules)."""
+    """Medians of ``runs`` interleaved runs (wall clock, and user + system time):
+    `lipkit estimate small.mat -m naive`, `python -c "import torch"` and `lipkit --help`,
+    with this checkout's lipkit (PYTHONPATH), and the load average around them.
+    ``bytecode``: with a bytecode cache of lipkit's modules (in ``folder``, written by a
+    first run), as an installed package has; else as the environment says
+    (``PYTHONDONTWRITEBYTECODE=1`` here: every start compiles lipkit's modules)."""
     from scipy.io import savemat
 
     small = folder / "small.mat"
@@ -186,18 +186,28 @@ def startup(folder: Path, runs: int = 5, bytecode: bool = False) -> dict:
     if bytecode:  # the cache is written by a first run
         subprocess.run(commands["lipkit estimate small.mat -m naive"], env=env,
                        capture_output=True, check=True)
+    import resource
+
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     load_before = os.getloadavg()[0]
     for _ in range(runs):
         for name, command in commands.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             subprocess.run(command, capture_output=True, check=True, env=env)
             times[name].append(time.perf_counter() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    naive = "lipkit estimate small.mat -m naive"
     medians: dict = {name: statistics.median(values) for name, values in times.items()}
-    medians["lipkit above import torch"] = (medians["lipkit estimate small.mat -m naive"]
-                                            - medians["import torch"])
-    medians["ratio to import torch"] = (medians["lipkit estimate small.mat -m naive"]
-                                        / medians["import torch"])
+    medians["lipkit above import torch"] = medians[naive] - medians["import torch"]
+    medians["ratio to import torch"] = medians[naive] / medians["import torch"]
+    # user + system time: on a loaded machine less noisy than the wall clock
+    for name, values in cpu.items():
+        medians[f"cpu {name}"] = statistics.median(values)
+    medians["cpu lipkit above import torch"] = (medians[f"cpu {naive}"]
+                                                - medians["cpu import torch"])
     medians.update(bytecode=bytecode, runs=runs, load_before=load_before,
                    load_after=os.getloadavg()[0])
     return medians
