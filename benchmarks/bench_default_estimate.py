@@ -16,6 +16,7 @@ Run it with the benchmark environment's Python (it has eclipse-nn; see BENCHMARK
 
     .bench-venv/bin/python benchmarks/bench_default_estimate.py [--only NAME] [--again]
     python benchmarks/bench_default_estimate.py --startup-only [--startup-runs 5]
+        [--startup-baseline OTHER_CHECKOUT/src]
 
 Each finished network is appended to benchmarks/results/default_estimate.jsonl (with the
 lipkit revision); networks already there for this revision are skipped.
@@ -160,13 +161,16 @@ def eclipse_fast(model: nn.Module, slopes) -> tuple[float, float] | tuple[None, 
     return value, time.perf_counter() - started
 
 
-def startup(folder: Path, runs: int = 5, bytecode: bool = False) -> dict:
+def startup(folder: Path, runs: int = 5, bytecode: bool = False,
+            baseline: Path | None = None) -> dict:
     """Medians of ``runs`` interleaved runs (wall clock, and user + system time):
     `lipkit estimate small.mat -m naive`, `python -c "import torch"` and `lipkit --help`,
     with this checkout's lipkit (PYTHONPATH), and the load average around them.
     ``bytecode``: with a bytecode cache of lipkit's modules (in ``folder``, written by a
     first run), as an installed package has; else as the environment says
-    (``PYTHONDONTWRITEBYTECODE=1`` here: every start compiles lipkit's modules)."""
+    (``PYTHONDONTWRITEBYTECODE=1`` here: every start compiles lipkit's modules).
+    ``baseline``: another checkout's ``src`` folder, whose naive estimate runs interleaved
+    with the others (a before / after in one run)."""
     from scipy.io import savemat
 
     small = folder / "small.mat"
@@ -183,9 +187,15 @@ def startup(folder: Path, runs: int = 5, bytecode: bool = False) -> dict:
                 "lipkit estimate small.mat -m naive": [*lipkit, "estimate", str(small), "-m",
                                                        "naive"],
                 "lipkit --help": [*lipkit, "--help"]}
+    environments = {name: env for name in commands}
+    if baseline is not None:
+        commands["baseline: lipkit estimate small.mat -m naive"] = commands[
+            "lipkit estimate small.mat -m naive"]
+        environments["baseline: lipkit estimate small.mat -m naive"] = dict(
+            env, PYTHONPATH=str(baseline))
     if bytecode:  # the cache is written by a first run
-        subprocess.run(commands["lipkit estimate small.mat -m naive"], env=env,
-                       capture_output=True, check=True)
+        for name, command in commands.items():
+            subprocess.run(command, env=environments[name], capture_output=True, check=True)
     import resource
 
     times: dict[str, list[float]] = {name: [] for name in commands}
@@ -195,7 +205,7 @@ def startup(folder: Path, runs: int = 5, bytecode: bool = False) -> dict:
         for name, command in commands.items():
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
-            subprocess.run(command, capture_output=True, check=True, env=env)
+            subprocess.run(command, capture_output=True, check=True, env=environments[name])
             times[name].append(time.perf_counter() - started)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -208,6 +218,12 @@ def startup(folder: Path, runs: int = 5, bytecode: bool = False) -> dict:
         medians[f"cpu {name}"] = statistics.median(values)
     medians["cpu lipkit above import torch"] = (medians[f"cpu {naive}"]
                                                 - medians["cpu import torch"])
+    if baseline is not None:
+        medians["baseline above import torch"] = (
+            medians[f"baseline: {naive}"] - medians["import torch"])
+        medians["cpu baseline above import torch"] = (
+            medians[f"cpu baseline: {naive}"] - medians["cpu import torch"])
+        medians["baseline"] = str(baseline)
     medians.update(bytecode=bytecode, runs=runs, load_before=load_before,
                    load_after=os.getloadavg()[0])
     return medians
@@ -221,6 +237,8 @@ def main(argv=None) -> None:
     parser.add_argument("--startup-only", action="store_true",
                         help="only the start-up figure (both bytecode settings)")
     parser.add_argument("--startup-runs", type=int, default=5)
+    parser.add_argument("--startup-baseline", type=Path,
+                        help="another checkout's src folder, run side by side")
     args = parser.parse_args(argv)
     revision = lipkit_revision()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +274,8 @@ def main(argv=None) -> None:
         if not args.skip_startup and ("startup" not in done or args.startup_only):
             for bytecode in (False, True) if args.startup_only else (False,):
                 row = {"name": "startup", "revision": revision,
-                       **startup(folder, args.startup_runs, bytecode)}
+                       **startup(folder, args.startup_runs, bytecode,
+                                 args.startup_baseline)}
                 with RESULTS.open("a") as handle:
                     handle.write(json.dumps(row) + "\n")
                 print(json.dumps(row))
