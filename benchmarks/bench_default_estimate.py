@@ -5,7 +5,10 @@ the wall time of the whole command (a fresh process, as a user runs it), its int
 and the method behind each end; next to ECLipsE-Fast (eclipse-nn, on the same float64
 weights, dense MLPs with elementwise activations only) as the ratio of upper ends. Then the
 start-up figure: `lipkit estimate small.mat -m naive` against `python -c "import torch"`,
-medians of five runs each, interleaved.
+medians of five runs each, interleaved. With ``--cvxpy-limit S``, the full LipSDP-Neuron by
+cvxpy as well (SCS, the whole LMI, no eigenvalue form), on each MLP in a fresh process
+under a solver time limit of S seconds: its value (certified by lipkit's float64 proof, or
+the reason it is not), wall time and peak memory ("where it finishes").
 
 Networks: 784-256xK-10 ReLU MLPs for K = 2, 4, 6 trained briefly on scikit-learn's digits
 upsampled to 28x28; an ACAS-Xu-shaped 5-50x6-5 ReLU MLP (random); a 784-200x9-10 ReLU MLP
@@ -15,6 +18,7 @@ two small CIFAR-shaped convnets and a small ResNet (random).
 Run it with the benchmark environment's Python (it has eclipse-nn; see BENCHMARKS.md):
 
     .bench-venv/bin/python benchmarks/bench_default_estimate.py [--only NAME] [--again]
+        [--cvxpy-limit SECONDS]
     python benchmarks/bench_default_estimate.py --startup-only [--startup-runs 5]
         [--startup-baseline OTHER_CHECKOUT/src]
 
@@ -149,6 +153,35 @@ def run_lipkit(path: Path) -> tuple[dict, float]:
     return json.loads(result.stdout), seconds
 
 
+_CVXPY = """
+import json, resource, sys, time
+from lipkit.estimate import estimate
+started = time.perf_counter()
+report = estimate(sys.argv[1], methods=["lipsdp-neuron"], budget=None,
+                  time_limit=float(sys.argv[2]), options={"lipsdp-neuron": {"solver": "scs"}})
+bound = report.bounds[0]
+print(json.dumps({"value": bound.value, "kind": bound.kind, "status": bound.status,
+                  "seconds": time.perf_counter() - started,
+                  "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
+"""
+
+
+def full_lipsdp(path: Path, limit: float) -> dict:
+    """LipSDP-Neuron by cvxpy + SCS on the whole LMI, in a fresh process (its peak memory
+    is that process's), under a solver time limit; a hard stop at twice the limit + 120 s."""
+    started = time.perf_counter()
+    try:
+        result = subprocess.run([sys.executable, "-c", _CVXPY, str(path), str(limit)],
+                                capture_output=True, text=True, timeout=2 * limit + 120)
+    except subprocess.TimeoutExpired:
+        return {"status": f"killed after {2 * limit + 120:.0f} s", "kind": None,
+                "value": None, "seconds": time.perf_counter() - started}
+    if result.returncode != 0:
+        return {"status": "error: " + (result.stderr.strip().splitlines() or ["?"])[-1][:300],
+                "kind": None, "value": None, "seconds": time.perf_counter() - started}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def eclipse_fast(model: nn.Module, slopes) -> tuple[float, float] | tuple[None, None]:
     try:
         from eclipse_nn import ECLipsE_Fast
@@ -239,6 +272,9 @@ def main(argv=None) -> None:
     parser.add_argument("--startup-runs", type=int, default=5)
     parser.add_argument("--startup-baseline", type=Path,
                         help="another checkout's src folder, run side by side")
+    parser.add_argument("--cvxpy-limit", type=float, default=None,
+                        help="also run the full LipSDP-Neuron by cvxpy (SCS) on each MLP "
+                             "with this solver time limit in seconds")
     args = parser.parse_args(argv)
     revision = lipkit_revision()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -252,11 +288,22 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         for name, (build, shape, slopes) in networks().items():
-            if (args.only and name not in args.only) or name in done or args.startup_only:
+            if (args.only and name not in args.only) or args.startup_only:
+                continue
+            wants_cvxpy = args.cvxpy_limit is not None and slopes is not None
+            if name in done and (not wants_cvxpy or f"{name}/cvxpy" in done):
                 continue
             model = build()
             path = folder / f"{name}.onnx"
             export(model, shape, path)
+            if wants_cvxpy and f"{name}/cvxpy" not in done:
+                row = {"name": f"{name}/cvxpy", "revision": revision,
+                       "limit": args.cvxpy_limit, **full_lipsdp(path, args.cvxpy_limit)}
+                with RESULTS.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                print(json.dumps(row))
+            if name in done:
+                continue
             report, seconds = run_lipkit(path)
             fast, fast_seconds = eclipse_fast(model, slopes) if slopes else (None, None)
             interval = report.get("interval", {})
@@ -286,11 +333,13 @@ def print_table(revision) -> None:
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
     rows = [row for row in rows if row.get("revision") == revision]
     print(f"\nlipkit {revision}: `lipkit estimate NET --json`, no options (budget 60 s)\n")
+    full = {row["name"].split("/")[0]: row for row in rows if row["name"].endswith("/cvxpy")}
     print("| network | wall s | interval | gap | lower / upper method | ECLipsE-Fast | "
-          "upper / ECLipsE-Fast |")
-    print("|---|---|---|---|---|---|---|")
+          "upper / ECLipsE-Fast | full LipSDP-Neuron, cvxpy + SCS (s, peak GB) | "
+          "upper / full LipSDP |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        if row["name"] == "startup":
+        if row["name"] == "startup" or row["name"].endswith("/cvxpy"):
             continue
         fast = row.get("eclipse_fast")
         upper = row.get("upper")
@@ -301,13 +350,30 @@ def print_table(revision) -> None:
         print(f"| {row['name']} | {row['seconds']:.1f} | {interval} | "
               f"{gap if isinstance(gap, str) else f'{gap:.3g}'} | "
               f"{row.get('lower_method')} / {row.get('upper_method')} | "
-              f"{'-' if fast is None else f'{fast:.4g}'} | {ratio} |")
+              f"{'-' if fast is None else f'{fast:.4g}'} | {ratio} | "
+              f"{_full_cell(full.get(row['name']))} | "
+              f"{_full_ratio(upper, full.get(row['name']))} |")
     for row in rows:
         if row["name"] == "startup":
             print(f"\nstart-up (medians of {row.get('runs', 5)}, bytecode cache "
                   f"{'on' if row.get('bytecode') else 'as the environment says'}): "
                   + ", ".join(f"{key} {value:.2f}" for key, value in row.items()
                               if isinstance(value, float)))
+
+
+def _full_cell(row) -> str:
+    if row is None:
+        return "-"
+    if row.get("kind") == "upper":
+        return f"{row['value']:.4g} ({row['seconds']:.0f} s, {row.get('peak_gb', 0):.2f} GB)"
+    return (f"not finished within {row['limit']:.0f} s: {row['status'][:80]} "
+            f"({row['seconds']:.0f} s)")
+
+
+def _full_ratio(upper, row) -> str:
+    if row is None or row.get("kind") != "upper" or not isinstance(upper, float):
+        return "-"
+    return f"{upper / row['value']:.4f}"
 
 
 if __name__ == "__main__":

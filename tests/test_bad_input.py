@@ -85,6 +85,14 @@ def files(tmp_path_factory):
         mnist.mkdir()
         _idx_gz(mnist / "train-images-idx3-ubyte.gz", shape, size)
         _idx_gz(mnist / "train-labels-idx1-ubyte.gz", (1,), 1)
+    cifar = folder / "cifar_truncated"  # a training batch cut inside its second record
+    cifar.mkdir()
+    (cifar / "data_batch_1.bin").write_bytes(bytes(3073 + 1000))
+    (cifar / "test_batch.bin").write_bytes(bytes(3073))
+    labels = folder / "cifar_labels"  # a label byte of 10 in a CIFAR-10 file
+    labels.mkdir()
+    (labels / "data_batch_1.bin").write_bytes(bytes([10]) + bytes(3072))
+    (labels / "test_batch.bin").write_bytes(bytes(3073))
     user = folder / "user_folder"
     user.mkdir()
     (user / "notes.txt").write_text("mine")
@@ -172,6 +180,32 @@ COMMAND_CASES = [
      "more than the 1073741824 lipkit reads"),
     (["certify", "train", "--data", "other.safetensors", "--size", "small", "--epochs", "1",
       "--out", "certify_run"], "differs in data"),
+    (["certify", "protocol", "--data", "cifar10:no_such_folder", "--hours", "1", "--out",
+      "new_p"], "CIFAR-10 folder no_such_folder does not exist"),
+    (["certify", "protocol", "--data", "cifar10:cifar_truncated", "--hours", "1", "--out",
+      "new_p"], "data_batch_1.bin: truncated CIFAR-10 binary file (4073 bytes"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels", "--hours", "1", "--out",
+      "new_p"], "data_batch_1.bin: record 0 has label 10"),
+    (["certify", "protocol", "--data", "cifar10:user_folder", "--hours", "1", "--out",
+      "new_p"], "no data_batch_<k>.bin in user_folder"),
+    (["certify", "protocol", "--data", "digits", "--hours", "1", "--out", "new_p"],
+     "--data must be cifar10:DIR"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels", "--hours", "0", "--out",
+      "new_p"], "--hours must be a finite number > 0, got 0.0"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels", "--hours", "-2", "--out",
+      "new_p"], "--hours must be a finite number > 0"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels", "--hours", "nan", "--out",
+      "new_p"], "--hours must be a finite number > 0, got nan"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels", "--hours", "inf", "--out",
+      "new_p"], "--hours must be a finite number > 0, got inf"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels", "--hours", "x"], "--hours"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels"], "Missing option '--hours'"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels", "--hours", "1", "--layer",
+      "lot", "--out", "new_p"], "unknown comparison layer 'lot'; choose from: aoc, aol"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels", "--hours", "1", "--epochs",
+      "0", "--out", "new_p"], "--epochs must be an integer >= 1"),
+    (["certify", "protocol", "--data", "cifar10:cifar_labels", "--hours", "1", "--out",
+      "user_gan"], "user_gan/metrics.json was not written by"),
     (["gan", "--steps", "2", "--hidden", "8", "--depth", "1", "--batch-size", "16",
       "--eval-every", "2", "--eval-samples", "40", "--checkpoint-every", "1", "--out",
       "gan_corrupt", "--resume"], "gan_corrupt/checkpoint.pt is corrupt"),

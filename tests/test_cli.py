@@ -126,6 +126,29 @@ def test_estimate_command_plot_and_interval_ends(tmp_path):
         assert len(lines) == 1 and message in lines[0], (arguments, result.output)
 
 
+def test_console_script_prints_lipkit_warnings_on_one_line_and_silences_others(
+        monkeypatch, capsys):
+    import warnings
+
+    import pytest
+
+    import lipkit.cli as cli
+    from lipkit.errors import LipkitWarning
+
+    def command(args, prog_name, standalone_mode):
+        warnings.warn("a torch-like\nwarning", UserWarning, stacklevel=1)
+        warnings.warn("spectral_norm(operator=False) does not\n  bound the convolution",
+                      LipkitWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "app", command)
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(["anything"])
+    assert exit_.value.code == 0
+    err = capsys.readouterr().err
+    assert err == ("warning: spectral_norm(operator=False) does not bound the convolution\n")
+
+
 # the solvers and file formats a naive estimate of a weight file never needs
 HEAVY_MODULES = ("cvxpy", "highspy", "onnx", "onnxruntime", "ot", "gymnasium", "matplotlib",
                  "scipy.io", "scipy.sparse", "scipy.optimize", "sklearn", "lipkit.nn")

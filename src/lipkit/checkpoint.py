@@ -71,6 +71,36 @@ def load_checkpoint(path: str | Path, config: dict | None = None, data: dict | N
         CheckpointError: a missing, unreadable or corrupt file, or one of another run; the
             message names the file and the differing fields.
     """
+    saved_config, saved_data, state = _read(path)
+    differences = []
+    if config is not None:  # a key either side lacks counts as None
+        saved = saved_config if isinstance(saved_config, dict) else {}
+        keys = sorted((set(config) | set(saved)) - set(ignore))
+        differences += [_difference(key, saved.get(key), config.get(key)) for key in keys
+                        if saved.get(key) != config.get(key)]
+    if data is not None and _identity(saved_data) != _identity(data):
+        differences.append(_difference("data", _describe(saved_data), _describe(data)))
+    if differences:
+        raise CheckpointError(f"checkpoint {path} is of another run (differs in "
+                              f"{'; '.join(differences)}); resume it with the same settings "
+                              "or choose another folder")
+    return state
+
+
+def checkpoint_config(path: str | Path) -> dict:
+    """The configuration of the run that wrote the checkpoint at ``path`` (checksum
+    checked): what a run that plans from its first start (a number of epochs fitted to a
+    time budget) reads back when it resumes.
+
+    Raises:
+        CheckpointError: a missing, unreadable or corrupt file.
+    """
+    config = _read(path)[0]
+    return dict(config) if isinstance(config, dict) else {}
+
+
+def _read(path: str | Path) -> tuple:
+    """``(config, data, state)`` of the checkpoint at ``path``, its checksum checked."""
     path = check_input_file(path, "checkpoint", MAX_BYTES)
     try:
         wrapper = torch.load(path, map_location="cpu", weights_only=True)
@@ -90,22 +120,9 @@ def load_checkpoint(path: str | Path, config: dict | None = None, data: dict | N
                               "their SHA-256 checksum")
     try:
         content = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        saved_config, saved_data, state = content["config"], content["data"], content["state"]
+        return content["config"], content["data"], content["state"]
     except Exception as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(error)}") from None
-    differences = []
-    if config is not None:
-        ignored = set(ignore)
-        saved = saved_config if isinstance(saved_config, dict) else {}
-        differences += [_difference(key, saved.get(key), config[key]) for key in sorted(config)
-                        if key not in ignored and saved.get(key) != config[key]]
-    if data is not None and _identity(saved_data) != _identity(data):
-        differences.append(_difference("data", _describe(saved_data), _describe(data)))
-    if differences:
-        raise CheckpointError(f"checkpoint {path} is of another run (differs in "
-                              f"{'; '.join(differences)}); resume it with the same settings "
-                              "or choose another folder")
-    return state
 
 
 def _identity(data) -> tuple:

@@ -35,6 +35,11 @@ class UnsupportedModuleError(LipkitError, TypeError):
         super().__init__(f"unsupported module '{self.path}' of type {self.module_type}{detail}")
 
 
+class LipkitWarning(UserWarning):
+    """A warning lipkit gives on purpose (a setting that does not do what its name suggests,
+    a renormalization the user should know about); the CLI prints it as one line."""
+
+
 class UnknownMethodError(LipkitError, KeyError):
     """A method name that is not in a registry; the message lists the choices."""
 

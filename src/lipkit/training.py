@@ -16,7 +16,13 @@ to :func:`train`, which owns what they share:
   data set), holding the application's state, the loop's step, the states of its random
   generators and torch's global random state, so that a run killed at any point and
   resumed continues bit for bit as the uninterrupted run;
-- **one progress event** per step, :class:`ProgressEvent` ``(step, total, figures)``.
+- **one progress event** per step, :class:`ProgressEvent` ``(step, total, figures)``;
+- an **early stop**: a step that reports ``{"stop": True}`` (a time budget spent) is the
+  last, evaluated and checkpointed like the last step;
+- **multi-process runs** (:mod:`lipkit.distributed`): in a process group, rank 0 alone
+  writes the checkpoint while the others wait for it, every rank resumes from it, and rank
+  0 alone reports progress. The step must make what the ranks decide on (its losses, its
+  stop) the same in every process.
 
 Example:
     >>> import torch
@@ -40,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from lipkit import distributed
 from lipkit.checkpoint import load_checkpoint, save_checkpoint
 from lipkit.errors import CheckpointError, LipkitError
 
@@ -149,39 +156,73 @@ def train(step: Callable[[int], dict], steps: int, *,
             fitting the state), or one that exists when ``resume`` is False.
     """
     generators = dict(generators or {})
+    main = distributed.is_main()
     start, resumed_from, last = 0, None, None
-    if checkpoint is not None and checkpoint.path.exists():
+    # rank 0's view decides, so that every rank resumes or none does
+    if checkpoint is not None and distributed.broadcast(checkpoint.path.exists()):
         if not resume:
             raise CheckpointError(f"{checkpoint.path} exists: resume it or choose another "
                                   "folder")
-        saved = load_checkpoint(checkpoint.path, checkpoint.config, checkpoint.data,
-                                checkpoint.ignore)
+        failure = None
         try:
-            start = int(saved["step"])
-            if restore is not None:
-                restore(saved)
-            for name, generator in generators.items():
-                generator.set_state(saved[name])
-            if GLOBAL_RANDOM_STATE in saved:
-                torch.set_rng_state(saved[GLOBAL_RANDOM_STATE])
-        except (RuntimeError, KeyError, ValueError, TypeError) as error:
-            raise CheckpointError(f"checkpoint {checkpoint.path} does not fit this run: "
-                                  f"{str(error).splitlines()[0]}") from None
+            start = _restore(checkpoint, restore, generators)
+        except CheckpointError as error:
+            failure = error
+        if not distributed.agree(failure is None):
+            raise failure or CheckpointError(f"checkpoint {checkpoint.path}: another process "
+                                             "of the group could not resume it")
         resumed_from = start
         last = (checkpoint.path, start)
 
+    done = max(steps, start)
     for index in range(start + 1, steps + 1):
         figures = dict(step(index) or {})
         _check_losses(figures.get("losses", {}), index, unit, context, threshold, last)
-        if evaluate is not None and (index % evaluate_every == 0 or index == steps):
+        final = index == steps or bool(figures.get("stop"))
+        if evaluate is not None and (index % evaluate_every == 0 or final):
             figures["evaluation"] = evaluate(index)
-        if checkpoint is not None and (index % checkpoint_every == 0 or index == steps):
-            saved = dict(state() if state is not None else {})
-            saved["step"] = index
-            saved.update({name: g.get_state() for name, g in generators.items()})
-            saved[GLOBAL_RANDOM_STATE] = torch.get_rng_state()
-            save_checkpoint(checkpoint.path, saved, checkpoint.config, checkpoint.data)
+        if checkpoint is not None and (index % checkpoint_every == 0 or final):
+            _save(checkpoint, index, state, generators, main)
             last = (checkpoint.path, index)
-        if progress is not None:
+        if progress is not None and main:
             progress(ProgressEvent(index, steps, figures))
-    return TrainingRun(resumed_from, max(steps, start), last)
+        if final:
+            done = index
+            break
+    return TrainingRun(resumed_from, done, last)
+
+
+def _restore(checkpoint: Checkpoint, restore, generators) -> int:
+    """Put the checkpointed state back; returns its step."""
+    saved = load_checkpoint(checkpoint.path, checkpoint.config, checkpoint.data,
+                            checkpoint.ignore)
+    try:
+        start = int(saved["step"])
+        if restore is not None:
+            restore(saved)
+        for name, generator in generators.items():
+            generator.set_state(saved[name])
+        if GLOBAL_RANDOM_STATE in saved:
+            torch.set_rng_state(saved[GLOBAL_RANDOM_STATE])
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {checkpoint.path} does not fit this run: "
+                              f"{str(error).splitlines()[0]}") from None
+    return start
+
+
+def _save(checkpoint: Checkpoint, index: int, state, generators, main: bool) -> None:
+    """Rank 0 (or the only process) writes the checkpoint; in a group the others wait until
+    it is in place, and stop with rank 0 when it could not be written."""
+    failure = None
+    if main:
+        saved = dict(state() if state is not None else {})
+        saved["step"] = index
+        saved.update({name: g.get_state() for name, g in generators.items()})
+        saved[GLOBAL_RANDOM_STATE] = torch.get_rng_state()
+        try:
+            save_checkpoint(checkpoint.path, saved, checkpoint.config, checkpoint.data)
+        except OSError as error:
+            failure = error
+    if not distributed.agree(failure is None):
+        raise failure or CheckpointError(f"rank 0 could not write the checkpoint "
+                                         f"{checkpoint.path}")

@@ -401,6 +401,23 @@ def test_opset_10_pad_attribute_and_ceil_mode(tmp_path):
     check_against_onnxruntime(path, (2, 5, 4))
 
 
+@pytest.mark.parametrize("opset", [18, 21])
+def test_newer_opsets_pad_with_axes_input(opset, tmp_path):
+    """Opset 18 on, Pad takes the axes its pads apply to as an input (negative allowed)."""
+    nodes = [
+        constant("pads", np.array([2, 1, 0, 1], dtype=np.int64)),
+        constant("axes", np.array([-1, 2], dtype=np.int64)),  # width, then height
+        helper.make_node("Pad", ["x", "pads", "", "axes"], ["padded"], name="pad",
+                         mode="reflect"),
+        helper.make_node("AveragePool", ["padded"], ["pool"], name="pool",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["pool"], ["y"], name="flatten"),
+    ]
+    # height 5 + 1 + 1 = 7 -> 3, width 4 + 2 + 0 = 6 -> 3
+    path = save(nodes, {}, (2, 5, 4), ["N", 2 * 3 * 3], tmp_path / "pad.onnx", opset=opset)
+    check_against_onnxruntime(path, (2, 5, 4))
+
+
 def test_symbolic_input_dimensions_need_input_shape(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
     path = save(nodes, {}, (2, "H"), ["N", 2, "H"], tmp_path / "symbolic.onnx")
@@ -549,8 +566,11 @@ def test_preset_mlp_imports_as_a_plain_chain(tmp_path):
 def _maxmin_nodes(order=("max", "min"), opset: int = 17):
     squeeze = {"axes": [1]} if opset < 13 else {}
     inputs = (lambda name, *rest: [name, *rest]) if opset >= 13 else (lambda name, *_: [name])
-    nodes = [helper.make_node("Split", inputs("x", "halves"), ["a", "b"], name="split", axis=1,
-                              **({"split": [1, 1]} if opset < 13 else {})),
+    split = (helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=1, num_outputs=2)
+             if opset >= 18 else  # opset 18 on: num_outputs instead of the sizes
+             helper.make_node("Split", inputs("x", "halves"), ["a", "b"], name="split", axis=1,
+                              **({"split": [1, 1]} if opset < 13 else {})))
+    nodes = [split,
              helper.make_node("Squeeze", inputs("a", "axes"), ["a1"], name="sq_a", **squeeze),
              helper.make_node("Squeeze", inputs("b", "axes"), ["b1"], name="sq_b", **squeeze),
              helper.make_node("Max", ["a1", "b1"], ["max"], name="max"),
@@ -566,7 +586,7 @@ def _maxmin_nodes(order=("max", "min"), opset: int = 17):
     return nodes
 
 
-@pytest.mark.parametrize("opset", [11, 17])
+@pytest.mark.parametrize("opset", [11, 17, 18, 21])
 def test_handmade_maxmin_pattern(opset, tmp_path):
     path = save(_maxmin_nodes(opset=opset), {}, (2,), ["N", 2], tmp_path / "maxmin.onnx",
                 opset=opset)
@@ -759,8 +779,9 @@ def test_models_exported_at_several_opsets_import_to_the_same_network(tmp_path):
 
 @pytest.mark.parametrize("opset", [None, 17])
 @pytest.mark.parametrize(("activation", "kind"), [
-    (nn.GELU(), "gelu"), (nn.LogSigmoid(), "logsigmoid"), (nn.Tanhshrink(), "tanhshrink"),
-    (nn.Softshrink(), "softshrink"), (nn.Softshrink(0.3), "softshrink"),
+    (nn.GELU(), "gelu"), (nn.GELU(approximate="tanh"), "gelu"), (nn.LogSigmoid(), "logsigmoid"),
+    (nn.Tanhshrink(), "tanhshrink"), (nn.Softshrink(), "softshrink"),
+    (nn.Softshrink(0.3), "softshrink"),
 ])
 def test_activations_exported_as_op_patterns_are_read(activation, kind, opset, tmp_path):
     torch.manual_seed(5)
@@ -769,9 +790,11 @@ def test_activations_exported_as_op_patterns_are_read(activation, kind, opset, t
     network = check_same_function(model, (3,), tmp_path / "pattern.onnx", **options)
     kinds = [node.op.kind for node in network.nodes if isinstance(node.op, Activation)]
     assert kinds == [kind]
+    (node,) = [node for node in network.nodes if isinstance(node.op, Activation)]
     if isinstance(activation, nn.Softshrink):
-        (node,) = [node for node in network.nodes if isinstance(node.op, Activation)]
         assert node.op.params["lambd"] == activation.lambd
+    if isinstance(activation, nn.GELU):  # below opset 20 the tanh form is an op pattern
+        assert node.op.params.get("approximate", "none") == activation.approximate
 
 
 SQRT2 = np.float32(math.sqrt(2))  # 1.41421353816986083984375, as torch writes it
@@ -785,6 +808,27 @@ def _gelu_nodes(sqrt2=SQRT2, one=1.0, half=0.5):
             helper.make_node("Add", ["erf", "one"], ["plus"], name="plus_one"),
             helper.make_node("Mul", ["x", "plus"], ["double"], name="times_x"),
             helper.make_node("Mul", ["double", "half"], ["y"], name="halve")]
+
+
+GELU_TANH_SCALE = np.float32(math.sqrt(2 / math.pi))
+
+
+def _gelu_tanh_nodes(cube=0.044715, scale=GELU_TANH_SCALE, one=1.0, half=0.5, power=False):
+    """GELU's tanh form, with x^3 as Pow (tf2onnx-style) or as x * (x * x) (PyTorch), the
+    final halving on x first: (0.5 x) * (1 + Tanh(.))."""
+    cubed = ([constant("three", np.float32(3.0)),
+              helper.make_node("Pow", ["x", "three"], ["x3"], name="cube")] if power else
+             [helper.make_node("Mul", ["x", "x"], ["x2"], name="square"),
+              helper.make_node("Mul", ["x2", "x"], ["x3"], name="cube")])
+    return [constant("c", np.float32(cube)), constant("k", np.float32(scale)),
+            constant("one", np.float32(one)), constant("half", np.float32(half)), *cubed,
+            helper.make_node("Mul", ["x3", "c"], ["cx3"], name="times_c"),
+            helper.make_node("Add", ["cx3", "x"], ["inner"], name="inner"),
+            helper.make_node("Mul", ["k", "inner"], ["scaled"], name="times_k"),
+            helper.make_node("Tanh", ["scaled"], ["t"], name="tanh"),
+            helper.make_node("Add", ["t", "one"], ["plus"], name="plus_one"),
+            helper.make_node("Mul", ["x", "half"], ["half_x"], name="half_x"),
+            helper.make_node("Mul", ["half_x", "plus"], ["y"], name="times_half_x")]
 
 
 def _softshrink_nodes(greater=0.5, sub=0.5, less=-0.5, add=0.5, zero=0.0):
@@ -802,10 +846,16 @@ def _softshrink_nodes(greater=0.5, sub=0.5, less=-0.5, add=0.5, zero=0.0):
 
 def test_handmade_patterns_match_onnxruntime(tmp_path):
     for name, nodes, kind in [("gelu", _gelu_nodes(), "gelu"),
+                              ("gelu_tanh", _gelu_tanh_nodes(), "gelu"),
+                              ("gelu_tanh_pow", _gelu_tanh_nodes(power=True), "gelu"),
                               ("softshrink", _softshrink_nodes(), "softshrink")]:
         path = save(nodes, {}, (3, 4), ["N", 3, 4], tmp_path / f"{name}.onnx")
         network = check_against_onnxruntime(path, (3, 4))
-        assert [node.op.kind for node in network.nodes] == [kind]
+        assert [node.op.kind for node in network.nodes if isinstance(node.op, Activation)] \
+            == [kind]
+        if name.startswith("gelu_tanh"):
+            (node,) = [node for node in network.nodes if isinstance(node.op, Activation)]
+            assert node.op.params["approximate"] == "tanh"
 
 
 @pytest.mark.parametrize(("nodes", "node", "operator", "reason"), [
@@ -813,6 +863,15 @@ def test_handmade_patterns_match_onnxruntime(tmp_path):
     (_gelu_nodes(sqrt2=np.nextafter(SQRT2, np.float32(2))), "erf", "Erf", "not x / sqrt(2)"),
     (_gelu_nodes(one=2.0), "plus_one", "Add", "only as GELU"),
     (_gelu_nodes(half=0.25), "halve", "Mul", "only as GELU"),
+    (_gelu_tanh_nodes(cube=0.0447), "times_c", "Mul", "only as GELU"),
+    (_gelu_tanh_nodes(scale=0.8), "times_k", "Mul", "only as GELU"),
+    (_gelu_tanh_nodes(one=2.0), "plus_one", "Add", "only as GELU"),
+    (_gelu_tanh_nodes(half=0.25), "times_half_x", "Mul", "only as GELU"),
+    ([constant("two", np.float32(2.0)), helper.make_node("Pow", ["x", "two"], ["y"],
+                                                         name="square")],
+     "square", "Pow", "only as x^3"),
+    ([helper.make_node("Mul", ["x", "x"], ["x2"], name="square"),
+      helper.make_node("Relu", ["x2"], ["y"], name="relu")], "relu", "Relu", "pattern begun"),
     (_softshrink_nodes(sub=0.4), "upper", "Where", "only inside Softshrink"),
     (_softshrink_nodes(less=-0.4), "lower", "Where", "only inside Softshrink"),
     (_softshrink_nodes(zero=0.1), "upper", "Where", "only inside Softshrink"),

@@ -127,6 +127,32 @@ def test_a_witness_not_attained_on_the_users_model_is_failed():
     assert ModelReference(model(3.0), report.network).check(x1, x2, bound.value, "2") is None
 
 
+def test_a_lower_bound_is_what_the_users_model_attains_not_the_import():
+    """Softplus(threshold=14): torch computes x where x > 14, the imported network the exact
+    softplus, 8e-7 above. A pair straddling the threshold does a little less on the module
+    (within the 1e-6 agreement asked of an import): the value becomes the module's ratio,
+    deflated as the network's was (fuzz seed 259 found this with lower-gradient)."""
+    model = nn.Sequential(nn.Linear(1, 1), nn.Softplus(threshold=14.0), nn.Linear(1, 1))
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.fill_(1.0)
+            layer.bias.zero_()
+    network = load_network(model, (1,))
+    x1, x2 = torch.tensor([13.0], dtype=torch.float64), torch.tensor([15.0], dtype=torch.float64)
+    imported = float((network.forward(x2[None]) - network.forward(x1[None])).abs().sum()) / 2
+    softplus13 = math.log1p(math.exp(13.0))
+    on_model = (15.0 - softplus13) / 2  # torch: 15 is above the threshold, 13 is not
+    assert on_model < imported < on_model * (1 + 1e-6)  # the case the agreement lets through
+    claimed = imported * (1 - 1e-15)  # as a method reports it, deflated by its rounding
+    reason, value = ModelReference(model, network).attained(x1, x2, claimed, "inf")
+    assert reason is None
+    assert value <= on_model * (1 - 1e-12) and value >= on_model * (1 - 1e-9)
+    # a pair away from the threshold keeps its value
+    y1, y2 = torch.tensor([1.0], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)
+    plain = float((network.forward(y2[None]) - network.forward(y1[None])).abs().sum()) * 0.999
+    assert ModelReference(model, network).attained(y1, y2, plain, "inf") == (None, plain)
+
+
 def test_solver_statuses_are_read_strictly():
     highs = new_highs()
     highs.addVars(1, np.array([0.0]), np.array([1.0]))

@@ -11,6 +11,8 @@
   :func:`gloro_cross_entropy`), presets (:func:`lipschitz_mlp`, :func:`lipschitz_convnet`,
   :func:`comparison_convnet`, :func:`liresnet`)
   and :func:`train_certified`;
+- :func:`cifar10_protocol`: Prach et al.'s CIFAR-10 comparison (a time budget, VRA at
+  36/255, 72/255, 108/255);
 - :func:`spectral_complexity`: Bartlett, Foster & Telgarsky's spectral complexity.
 """
 
@@ -34,6 +36,7 @@ from lipkit.certify.presets import (
     lipschitz_mlp,
     liresnet,
 )
+from lipkit.certify.protocol import cifar10_protocol
 from lipkit.certify.radius import FORMS, LogitConstants, certified_radius
 from lipkit.certify.train import TrainingConfig, train_certified
 
@@ -48,6 +51,7 @@ __all__ = [
     "broken_certificates",
     "certified_accuracy",
     "certified_radius",
+    "cifar10_protocol",
     "comparison_convnet",
     "empirical_robust_accuracy",
     "gloro_cross_entropy",

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lipkit import distributed
 from lipkit.certify.accuracy import certified_accuracy, plot_certified_accuracy
 from lipkit.certify.presets import lipschitz_convnet, lipschitz_mlp
 from lipkit.certify.train import TrainingConfig, train_certified
@@ -172,8 +173,13 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
                       size: str = "medium", layer: str = "bjorck", last: str = "orthonormal",
                       config: TrainingConfig | None = None, eps=(0.1, 0.3, 0.5, 1.0),
                       norm="2", form: str = "pairwise",
-                      progress: Callable[[ProgressEvent], None] | None = None) -> dict:
-    """Train a preset on the data and write the output folder (module docstring)."""
+                      progress: Callable[[ProgressEvent], None] | None = None) -> dict | None:
+    """Train a preset on the data and write the output folder (module docstring).
+
+    In a process group (:mod:`lipkit.distributed`) every process trains its share of each
+    global batch; rank 0 alone certifies, writes the folder and returns the metrics, the
+    others return None once training is done.
+    """
     out = Path(out)
     config = config or TrainingConfig()
     if config.loss_options is None:
@@ -192,15 +198,20 @@ def train_and_certify(out: str | Path, data_name: str = "digits", model_name: st
     model(data.x_train[:2])  # record convolution input sizes
 
     def evaluate(model):
+        device = next(model.parameters()).device
         with torch.no_grad():
-            return {"test_accuracy": float((model(data.x_test).argmax(1) == data.y_test)
-                                           .float().mean())}
+            predicted = torch.cat([model(data.x_test[i:i + 1024].to(device)).argmax(1).cpu()
+                                   for i in range(0, len(data.x_test), 1024)])
+        return {"test_accuracy": float((predicted == data.y_test).float().mean())}
 
     started = time.perf_counter()
     history = train_certified(
         model, data.x_train, data.y_train, config, checkpoint=out / "checkpoint.pt",
         data_name=data_name,
         progress=progress, evaluate=evaluate)
+    if not distributed.is_main():
+        return None
+    model.cpu()
     certification = certified_accuracy(model, data.x_test, data.y_test, list(eps), norm, form,
                                        seed=config.seed)
     onnx_difference = write_onnx(model, data.x_test[:64], out / "model.onnx")

@@ -140,10 +140,8 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
         constant_values = result.upper
         if result.open_branches:
             status = "time limit reached in the local constants' branch and bound"
-        # m_j(x0) - L_j eps > 0, with the product rounded up; the constants are widened by
-        # 1e-6 relative while local-crown's rounding is not proven (the soundness fuzzer found
-        # its values up to 1.3e-7 relative low): a stopgap that only certifies less
-        reach = np.nextafter(constant_values * (1 + 1e-6) * eps * (1 + 2 * UNIT), np.inf)
+        # m_j(x0) - L_j eps > 0, with the product rounded up
+        reach = np.nextafter(constant_values * eps * (1 + 2 * UNIT), np.inf)
         certified_by_constant = bool(np.all(margin_rows - reach > 0))
     elif not correct:
         status = "misclassified"

@@ -18,18 +18,27 @@ import typer
 # importing the command modules registers their commands on the app
 from lipkit.cli import certify, demo_command, estimate, gan, mi, rl  # noqa: F401
 from lipkit.cli.app import app, certify_app
-from lipkit.cli.console import click_error, one_line
-from lipkit.errors import LipkitError
+from lipkit.cli.console import click_error, one_line, speaks
+from lipkit.errors import LipkitError, LipkitWarning
 
 __all__ = ["app", "certify_app", "run"]
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if speaks():  # under torchrun, rank 0 only
+        typer.echo(f"warning: {one_line(message)}", err=True)
+
+
 def run(argv: list[str] | None = None) -> None:
     """The console script: every error a user can cause prints ONE line on stderr and exits
-    2 (usage errors too, without click's box); Ctrl-C exits 130. Warnings of the libraries
-    underneath (torch's, onnx's) are not the user's business here and are silenced."""
+    2 (usage errors too, without click's box); Ctrl-C exits 130. lipkit's own warnings
+    (:class:`~lipkit.errors.LipkitWarning`) print one line each, ``warning: ...``; those of
+    the libraries underneath (torch's, onnx's) are not the user's business here and are
+    silenced."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        warnings.simplefilter("default", LipkitWarning)
+        warnings.showwarning = _one_line_warning
         try:
             code = app(args=argv, prog_name="lipkit", standalone_mode=False)
         except typer.TyperException as error:
@@ -38,7 +47,8 @@ def run(argv: list[str] | None = None) -> None:
             typer.echo("interrupted", err=True)
             code = 130
         except LipkitError as error:
-            typer.echo(f"error: {one_line(error)}", err=True)
+            if speaks():
+                typer.echo(f"error: {one_line(error)}", err=True)
             code = 2
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -1,4 +1,4 @@
-"""``lipkit certify train | check | generalization``: robustness certificates."""
+"""``lipkit certify train | protocol | check | generalization``: robustness certificates."""
 
 import json
 import math
@@ -64,24 +64,135 @@ def certify_train(
             if name not in options:
                 fail(f"--{name} does not apply to the {loss} loss")
             options[name] = value
+    from lipkit import distributed
+
     finish = nothing
     try:
         config = TrainingConfig(loss, options, epochs, batch_size, lr, seed)
-        finish = claim_output_folder(out, "certify train", CERTIFY_OUTPUTS)
+        group = distributed.from_environment()  # under torchrun: join its process group
+        finish = _claim_on_rank_zero(out, "certify train", CERTIFY_OUTPUTS)
         metrics = _with_epoch_progress(
             lambda progress: train_and_certify(out, data, model, size, layer, last, config,
                                                radii, norm, progress=progress),
-            epochs, enabled=not as_json)
+            epochs, enabled=not as_json and (group is None or group.is_main))
     except (LipkitError, OSError) as error:
         fail(str(error))
     finally:
         finish()
+        distributed.leave()
+    if metrics is None:  # a rank other than 0: rank 0 reports
+        return
     if as_json:
         typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2,
                               default=str))
         return
     _print_certification(metrics)
     typer.echo(f"report: {out / 'report.md'}")
+
+
+@certify_app.command("protocol")
+def certify_protocol(
+    data: Annotated[str, typer.Option(help="cifar10:DIR: the folder of CIFAR-10's binary "
+                                      "batches (data_batch_1..5.bin, test_batch.bin).")],
+    hours: Annotated[float, typer.Option(help="Wall-clock training budget in hours.")],
+    layer: Annotated[str, typer.Option(help="Layer under test: aoc, aol, bcop, cayley, soc, "
+                                       "sll or cpl.")] = "aol",
+    size: Annotated[str, typer.Option(help="Comparison ConvNet: small or medium.")] = "small",
+    epochs: Annotated[int | None, typer.Option(
+        help="Epochs of the one-cycle schedule (default: as many as fit --hours, timed "
+        "before training).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 256,
+    lr: Annotated[float | None, typer.Option(
+        help="Peak learning rate (default: the paper's for the layer and size).")] = None,
+    weight_decay: Annotated[float | None, typer.Option(
+        help="Weight decay (default: the paper's for the layer and size).")] = None,
+    attack: Annotated[bool, typer.Option(help="Also run PGD inside the certified radii.")
+                      ] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path, typer.Option(help="Output folder (resumes from its checkpoint).")] = (
+        Path("lipkit-protocol")),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Prach et al.'s CIFAR-10 protocol: train for --hours, report VRA at 36/255, 72/255,
+    108/255 and clean accuracy (metrics.json, report.md)."""
+    from lipkit import distributed
+    from lipkit.certify.protocol import (
+        PROTOCOL_OUTPUTS,
+        check_protocol_arguments,
+        cifar10_protocol,
+    )
+
+    try:
+        check_protocol_arguments(layer, size, hours, epochs, batch_size, lr, weight_decay,
+                                 seed)
+    except LipkitError as error:
+        fail(str(error))
+    if not data.startswith("cifar10:"):
+        fail(f"--data must be cifar10:DIR (the protocol trains on CIFAR-10), got {data!r}")
+    finish = nothing
+    try:
+        group = distributed.from_environment()
+        finish = _claim_on_rank_zero(out, "certify protocol", PROTOCOL_OUTPUTS)
+        main = group is None or group.is_main
+        with Progress(not as_json and main, transient=True) as display:
+            metrics = cifar10_protocol(
+                out, data, layer, size, hours, epochs, batch_size, lr, weight_decay, seed,
+                attack, progress=_budget_progress(display, hours) if display.enabled else None)
+    except (LipkitError, OSError) as error:
+        fail(str(error))
+    finally:
+        finish()
+        distributed.leave()
+    if metrics is None:  # a rank other than 0: rank 0 reports
+        return
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"CIFAR-10, {layer} ({size}): clean accuracy "
+                  f"{metrics['clean_accuracy']:.4f}, L <= {metrics['lipschitz_bound']:.6g}")
+    for column in ("eps (l2)", "certified (VRA)"):
+        table.add_column(column, justify="right")
+    for radius, vra in zip(metrics["eps_255"], metrics["certified_accuracy"].values(),
+                           strict=True):
+        table.add_row(f"{radius}/255", f"{vra:.4f}")
+    Console().print(table)
+    typer.echo(f"{metrics['epochs_done']}/{metrics['epochs_planned']} epochs in "
+               f"{metrics['train_seconds'] / 3600:.4g} h, {metrics['images_per_second']:.1f} "
+               f"images/s; report: {out / 'report.md'}")
+
+
+def _budget_progress(display: Progress, hours: float):
+    """A progress callback: a bar of the planned epochs, with the loss and the budget."""
+    update = None
+
+    def report(event) -> None:
+        nonlocal update
+        if update is None:
+            update = display.bar("training", event.total)
+        row = event.figures
+        update(event.step, status=f"loss {row['loss']:.4f}, train accuracy "
+               f"{row['train_accuracy']:.3f}, budget {hours:g} h")
+
+    return report
+
+
+def _claim_on_rank_zero(out: Path, command: str, outputs: list[str]):
+    """:func:`lipkit.io.claim_output_folder` by the one process that writes the folder (rank
+    0 of a group); every rank learns whether it could, and stops with it when not."""
+    from lipkit import distributed
+
+    failure, finish = None, nothing
+    if distributed.is_main():
+        try:
+            finish = claim_output_folder(out, command, outputs)
+        except LipkitError as error:
+            failure = error
+    if not distributed.agree(failure is None):
+        fail(str(failure) if failure else f"rank 0 could not claim the output folder {out}")
+    return finish
 
 
 def _print_local(console, metrics: dict) -> None:

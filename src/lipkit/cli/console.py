@@ -1,13 +1,16 @@
 """What every command shares: one-line errors, option checks, and one progress display.
 
 Errors a user can cause print ONE line on stderr, ``error: ...``, and exit with status 2
-(:func:`fail`). :class:`Progress` is the one progress display of the CLI and the demo: a rich
+(:func:`fail`); in a group of processes started by ``torchrun`` only rank 0 prints them
+(:func:`speaks`: every rank fails alike on a user's input, and one line is enough).
+:class:`Progress` is the one progress display of the CLI and the demo: a rich
 progress bar on stderr when it is a terminal, nothing otherwise (in a pipe or a log, bars
 would be stray lines around an error's one line, and ``--json`` output stays clean).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import typer
@@ -20,6 +23,12 @@ def one_line(message) -> str:
     return " ".join(str(message).split())
 
 
+def speaks() -> bool:
+    """Whether this process prints errors: always, but for ranks other than 0 of a
+    ``torchrun`` group (``RANK`` and ``WORLD_SIZE`` set)."""
+    return "WORLD_SIZE" not in os.environ or os.environ.get("RANK", "0") == "0"
+
+
 def click_error(error) -> int:
     """One line for a usage error (click would draw a box of six); returns the exit code."""
     if type(error).__name__ == "NoArgsIsHelpError":  # `lipkit` or a group alone: the help
@@ -28,13 +37,15 @@ def click_error(error) -> int:
     message = error.format_message() if hasattr(error, "format_message") else str(error)
     context = getattr(error, "ctx", None)
     where = f"{context.command_path}: " if context is not None else ""
-    typer.echo(f"error: {where}{one_line(message)}", err=True)
+    if speaks():
+        typer.echo(f"error: {where}{one_line(message)}", err=True)
     return getattr(error, "exit_code", 2)
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error and exit."""
-    typer.echo(f"error: {one_line(message)}", err=True)
+    """Print a one-line error (rank 0 of a group alone) and exit."""
+    if speaks():
+        typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 

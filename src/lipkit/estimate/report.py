@@ -237,9 +237,13 @@ def check_witnesses(bounds: list[Bound], reference: ModelReference | None) -> No
         if bound.kind not in ("lower", "exact") or not bound.usable or not isinstance(
                 witness, dict) or "x1" not in witness:
             continue
-        reason = reference.check(witness["x1"], witness["x2"], bound.value, bound.norm)
+        reason, value = reference.attained(witness["x1"], witness["x2"], bound.value,
+                                           bound.norm)
         if reason is not None:
             bound.status = f"failed: {reason}"
+        elif bound.kind == "lower" and value < bound.value:  # what the user's model attains
+            bound.details["imported_value"] = bound.value
+            bound.value = value
 
 
 def estimate(

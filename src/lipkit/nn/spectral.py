@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipkit.errors import InvalidArgumentError
+from lipkit.errors import InvalidArgumentError, LipkitWarning
 from lipkit.nn.constraint import (
     CONV_TYPES,
     LAYER_TYPES,
@@ -128,6 +128,7 @@ class SpectralNorm(Constraint):
                 warnings.warn(
                     f"SpectralNorm: input size changed to {tuple(input_size)}; the "
                     "convolution is renormalized for the new size",
+                    LipkitWarning,
                     stacklevel=3,
                 )
             self._u = torch.empty(0, dtype=self._u.dtype, device=self._u.device)
@@ -231,6 +232,7 @@ def spectral_norm(
             "spectral_norm(operator=False) normalizes the reshaped kernel, which does not "
             "bound the convolution's Lipschitz constant (it can be exceeded by up to "
             "sqrt(kernel taps)); lipschitz_bound() reports the true operator bound",
+            LipkitWarning,
             stacklevel=2,
         )
     constraint = SpectralNorm(weight, lipschitz, n_power_iterations, geometry, eps, operator)

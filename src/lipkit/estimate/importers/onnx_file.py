@@ -27,7 +27,9 @@ translated in their (topological) order, the ones the output does not depend on 
   and ``Shrink`` where continuous, ``x * Sigmoid(x)`` (SiLU) and ``x * Tanh(Softplus(x))``
   (Mish) as PyTorch exports them, and the op patterns PyTorch writes for activations ONNX
   lacks (every constant checked exactly, a look-alike refused by name): GELU below opset 20
-  ``x * (Erf(x / sqrt(2)) + 1) * 0.5`` (the products in any order), LogSigmoid
+  ``x * (Erf(x / sqrt(2)) + 1) * 0.5`` and its tanh form ``x * (Tanh(sqrt(2 / pi) * (x +
+  0.044715 * x^3)) + 1) * 0.5`` (``x^3`` as ``x * (x * x)`` or ``Pow(x, 3)``; the products
+  in any order), LogSigmoid
   ``Log(Sigmoid(x))``, Tanhshrink ``x - Tanh(x)``, Softshrink ``Where(x > l, x - l, 0) +
   Where(x < -l, x + l, 0)``; constants must be finite floats (NaN / inf refused, naming
   the initializer), and no initializer larger than ``_MAX_ENTRIES`` is converted;
@@ -247,12 +249,18 @@ class _Pattern:
     (GELU below opset 20, Softshrink): the rest of the pattern waits for it."""
 
     label: str  # the node that began the pattern
-    kind: str  # "erf", "erf+1", "(erf+1)/2", "2gelu", "greater", "less", "upper", "lower"
+    # GELU: "erf", "erf+1", "(erf+1)/2", "2gelu"; its tanh form: "square", "cube", "c*cube",
+    # "inner", "scaled", "tanh", "tanh+1", "(tanh+1)/2", "2gelu_tanh"; Softshrink: "greater",
+    # "less", "upper", "lower"
+    kind: str
     source: str  # the value x the activation is applied to
     value: np.ndarray | None = None  # the compared constant (Softshrink's lambd)
 
 
 _GELU_PATTERN = "x * (Erf(x / sqrt(2)) + 1) * 0.5"
+_GELU_TANH_PATTERN = "x * (Tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)) + 1) * 0.5"
+_GELU_TANH_CUBE = 0.044715
+_GELU_TANH_SCALE = math.sqrt(2 / math.pi)
 _SOFTSHRINK_PATTERN = "Where(x > l, x - l, 0) + Where(x < -l, x + l, 0)"
 
 
@@ -278,6 +286,7 @@ class _Translator:
         # output of x + c, x - c, x * c, x / c of a scalar constant c -> (op, x, c)
         self.scalar_steps: dict[str, tuple[str, str, np.ndarray]] = {}
         self.patterns: dict[str, _Pattern] = {}
+        self.pattern_ops: dict[str, str] = {}  # a pattern's first node -> its operator
         self.static_batch: int | None = None
         # value name -> the shape onnx declares or infers for it (None: a symbolic size)
         self.inferred: dict[str, list[int | None]] = {}
@@ -317,6 +326,15 @@ class _Translator:
         for position, node in enumerate(graph.node):
             if any(name in needed for name in node.output):
                 self.translate(node, position)
+        if output in self.patterns:  # a pattern left unfinished (x * x alone, ...)
+            label = self.patterns[output].label
+            op = self.pattern_ops.get(label, "?")
+            what = ("multiplies two tensors computed from the input" if op == "Mul"
+                    else "begins an op pattern")
+            raise UnsupportedModuleError(
+                label, f"ONNX {op}", f"{what}, which lipkit reads only inside GELU "
+                f"({_GELU_PATTERN} or {_GELU_TANH_PATTERN}) or Softshrink "
+                f"({_SOFTSHRINK_PATTERN}); the graph's output '{output}' is inside it")
         if output not in self.values:
             reason = ("it is a Pad not followed by a Conv" if output in self.pads
                       else "it does not depend on the input")
@@ -414,6 +432,9 @@ class _Translator:
             self.fold(step)
         elif step.op in _HANDLERS:
             _HANDLERS[step.op](self, step)
+            for name in step.outputs:  # the operator that began a pattern, for messages
+                if name in self.patterns and self.patterns[name].label == step.label:
+                    self.pattern_ops.setdefault(step.label, step.op)
         else:
             raise self.unsupported(step, "no translation into the network description exists "
                                          "for this operator")
@@ -507,7 +528,8 @@ class _Translator:
             pattern = self.patterns[name]
             raise self.unsupported(step, f"reads '{name}' of the pattern begun at "
                                          f"'{pattern.label}', which lipkit reads only as "
-                                         "PyTorch exports GELU (" + _GELU_PATTERN + ") or "
+                                         "PyTorch exports GELU (" + _GELU_PATTERN + " or "
+                                         + _GELU_TANH_PATTERN + ") or "
                                          "Softshrink (" + _SOFTSHRINK_PATTERN + ")")
         if name in self.pads:
             raise self.unsupported(step, f"reads the output of Pad '{self.pads[name].label}'; "
@@ -914,6 +936,10 @@ class _Translator:
         if not divide and self.pattern_mul(step):
             return
         left, right = self.is_tensor(step, 0), self.is_tensor(step, 1)
+        if left and right and not divide and step.inputs[0] == step.inputs[1]:
+            # x * x: only as the start of GELU's tanh form (x^3 = x * (x * x))
+            self.patterns[step.outputs[0]] = _Pattern(step.label, "square", step.inputs[0])
+            return
         if left and right and not divide:
             for x, gate in ((0, 1), (1, 0)):
                 source, kind = self.gates.get(step.inputs[gate], (None, None))
@@ -942,6 +968,10 @@ class _Translator:
     # -- activations -------------------------------------------------------------------
     def activation(self, step: _Step) -> None:
         """An activation op, every attribute read (an unknown one refused)."""
+        pattern = self.patterns.get(step.inputs[0])
+        if step.op == "Tanh" and pattern is not None and pattern.kind == "scaled":
+            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "tanh", pattern.source)
+            return
         index, shape = self.tensor(step, 0)
         attributes, translate = _ACTIVATIONS[step.op]
         unknown = sorted(set(step.attributes) - set(attributes))
@@ -980,6 +1010,14 @@ class _Translator:
             raise self.unsupported(step, "lipkit reads Erf only inside GELU as PyTorch exports "
                                          f"it, {_GELU_PATTERN}; its input is not x / sqrt(2)")
         self.patterns[step.outputs[0]] = _Pattern(step.label, "erf", source)
+
+    def pow(self, step: _Step) -> None:
+        """Pow(x, 3), only inside GELU's tanh form."""
+        exponent = self.constant(step, 1) if self.is_tensor(step, 0) else None
+        if exponent is None or np.size(exponent) != 1 or float(np.ravel(exponent)[0]) != 3.0:
+            raise self.unsupported(step, "lipkit reads Pow only as x^3 inside GELU's tanh form "
+                                         f"as exporters write it, {_GELU_TANH_PATTERN}")
+        self.patterns[step.outputs[0]] = _Pattern(step.label, "cube", step.inputs[0])
 
     def log(self, step: _Step) -> None:
         """Log, only as LogSigmoid: Log(Sigmoid(x))."""
@@ -1031,13 +1069,19 @@ class _Translator:
                                          f"{_SOFTSHRINK_PATTERN})")
         pattern = first or second
         other = step.inputs[1] if first else step.inputs[0]
-        if (not subtract and pattern.kind == "erf" and not (first and second)
-                and other in self.constants and _exactly(self.constants[other], 1)):
-            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "erf+1", pattern.source)
-            return True
+        one = other in self.constants and _exactly(self.constants[other], 1)
+        if not subtract and not (first and second):
+            if pattern.kind in ("erf", "tanh") and one:
+                self.patterns[step.outputs[0]] = _Pattern(pattern.label, pattern.kind + "+1",
+                                                          pattern.source)
+                return True
+            if pattern.kind == "c*cube" and other == pattern.source:  # x + 0.044715 x^3
+                self.patterns[step.outputs[0]] = _Pattern(pattern.label, "inner", other)
+                return True
         raise self.unsupported(step, f"{step.op} of the pattern begun at '{pattern.label}' "
-                                     f"(lipkit reads it only as GELU, {_GELU_PATTERN}, or "
-                                     f"Softshrink, {_SOFTSHRINK_PATTERN})")
+                                     f"(lipkit reads it only as GELU, {_GELU_PATTERN} or "
+                                     f"{_GELU_TANH_PATTERN}, or Softshrink, "
+                                     f"{_SOFTSHRINK_PATTERN})")
 
     def pattern_mul(self, step: _Step) -> bool:
         """The products of GELU's pattern, in any order; False if no pattern."""
@@ -1050,8 +1094,31 @@ class _Translator:
         x = pattern.source
         op, source, constant = self.scalar_steps.get(other, (None, None, None))
         half_x = op == "Mul" and source == x and _exactly(constant, 0.5)
+        constant = self.constants.get(other)
         if all(patterns):
             pass
+        elif pattern.kind == "square" and other == x:  # x * (x * x)
+            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "cube", x)
+            return True
+        elif pattern.kind == "cube" and constant is not None and _exactly(constant,
+                                                                           _GELU_TANH_CUBE):
+            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "c*cube", x)
+            return True
+        elif pattern.kind == "inner" and constant is not None and _exactly(constant,
+                                                                            _GELU_TANH_SCALE):
+            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "scaled", x)
+            return True
+        elif pattern.kind == "tanh+1" and half:
+            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "(tanh+1)/2", x)
+            return True
+        elif pattern.kind == "tanh+1" and other == x:
+            self.patterns[step.outputs[0]] = _Pattern(pattern.label, "2gelu_tanh", x)
+            return True
+        elif ((pattern.kind == "tanh+1" and half_x)
+              or (pattern.kind == "(tanh+1)/2" and other == x)
+              or (pattern.kind == "2gelu_tanh" and half)):
+            self.emit_pattern(step, x, "gelu", approximate="tanh")
+            return True
         elif pattern.kind == "erf+1" and half:  # (Erf(.) + 1) * 0.5
             self.patterns[step.outputs[0]] = _Pattern(pattern.label, "(erf+1)/2", x)
             return True
@@ -1063,7 +1130,8 @@ class _Translator:
             self.emit_pattern(step, x, "gelu")
             return True
         raise self.unsupported(step, f"Mul of the pattern begun at '{pattern.label}' (lipkit "
-                                     f"reads it only as GELU, {_GELU_PATTERN})")
+                                     f"reads it only as GELU, {_GELU_PATTERN} or "
+                                     f"{_GELU_TANH_PATTERN})")
 
     def clip(self, step: _Step, values: dict, shape) -> Activation:
         """Clip: ``min`` / ``max`` are inputs (opset 11 on) or attributes (before)."""
@@ -1335,6 +1403,7 @@ _HANDLERS = {
     "Concat": _Translator.concat,
     "Erf": _Translator.erf,
     "Log": _Translator.log,
+    "Pow": _Translator.pow,
     "Greater": _Translator.compare,
     "Less": _Translator.compare,
     "Where": _Translator.where,
