@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             long, long_s = math.nan, math.nan
             if case.width <= args.long_width:
                 long, long_s, _ = lipkit_value(case, "compositional", steps=100,
-                                               budget=math.inf)
+                                               tuning_time_ratio=math.inf)
             busy = max(before, probe()) / probe.best
             rows.append({"network": case.name, "naive": naive, "naive_s": naive_s,
                          "eclipse_fast": fast, "eclipse_fast_s": fast_s,

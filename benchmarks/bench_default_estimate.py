@@ -19,6 +19,8 @@ Run it with the benchmark environment's Python (it has eclipse-nn; see BENCHMARK
 
     .bench-venv/bin/python benchmarks/bench_default_estimate.py [--only NAME] [--again]
         [--cvxpy-limit SECONDS]
+    python benchmarks/bench_default_estimate.py --startup-only [--startup-runs 5]
+        [--startup-baseline OTHER_CHECKOUT/src]
 
 Each finished network is appended to benchmarks/results/default_estimate.jsonl (with the
 lipkit revision); networks already there for this revision are skipped.
@@ -192,29 +194,71 @@ def eclipse_fast(model: nn.Module, slopes) -> tuple[float, float] | tuple[None, 
     return value, time.perf_counter() - started
 
 
-def startup(folder: Path) -> dict:
-    """Medians of five interleaved runs: `lipkit estimate small.mat -m naive` and
-    `python -c "import torch"`."""
+def startup(folder: Path, runs: int = 5, bytecode: bool = False,
+            baseline: Path | None = None) -> dict:
+    """Medians of ``runs`` interleaved runs (wall clock, and user + system time):
+    `lipkit estimate small.mat -m naive`, `python -c "import torch"` and `lipkit --help`,
+    with this checkout's lipkit (PYTHONPATH), and the load average around them.
+    ``bytecode``: with a bytecode cache of lipkit's modules (in ``folder``, written by a
+    first run), as an installed package has; else as the environment says
+    (``PYTHONDONTWRITEBYTECODE=1`` here: every start compiles lipkit's modules).
+    ``baseline``: another checkout's ``src`` folder, whose naive estimate runs interleaved
+    with the others (a before / after in one run)."""
     from scipy.io import savemat
 
     small = folder / "small.mat"
     torch.manual_seed(0)
     savemat(small, {"weights": [torch.randn(16, 8).double().numpy(),
                                 torch.randn(4, 16).double().numpy()]})
+    script = Path(sys.executable).parent / "lipkit"
+    lipkit = [str(script)] if script.exists() else LIPKIT
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(folder / "bytecode")
     commands = {"import torch": [sys.executable, "-c", "import torch"],
-                "lipkit estimate small.mat -m naive": [
-                    str(Path(sys.executable).parent / "lipkit"), "estimate", str(small), "-m",
-                    "naive"],
-                "lipkit --help": [str(Path(sys.executable).parent / "lipkit"), "--help"]}
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(5):
+                "lipkit estimate small.mat -m naive": [*lipkit, "estimate", str(small), "-m",
+                                                       "naive"],
+                "lipkit --help": [*lipkit, "--help"]}
+    environments = {name: env for name in commands}
+    if baseline is not None:
+        commands["baseline: lipkit estimate small.mat -m naive"] = commands[
+            "lipkit estimate small.mat -m naive"]
+        environments["baseline: lipkit estimate small.mat -m naive"] = dict(
+            env, PYTHONPATH=str(baseline))
+    if bytecode:  # the cache is written by a first run
         for name, command in commands.items():
+            subprocess.run(command, env=environments[name], capture_output=True, check=True)
+    import resource
+
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    load_before = os.getloadavg()[0]
+    for _ in range(runs):
+        for name, command in commands.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
-            subprocess.run(command, capture_output=True, check=True)
+            subprocess.run(command, capture_output=True, check=True, env=environments[name])
             times[name].append(time.perf_counter() - started)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    medians["lipkit above import torch"] = (medians["lipkit estimate small.mat -m naive"]
-                                            - medians["import torch"])
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    naive = "lipkit estimate small.mat -m naive"
+    medians: dict = {name: statistics.median(values) for name, values in times.items()}
+    medians["lipkit above import torch"] = medians[naive] - medians["import torch"]
+    medians["ratio to import torch"] = medians[naive] / medians["import torch"]
+    # user + system time: on a loaded machine less noisy than the wall clock
+    for name, values in cpu.items():
+        medians[f"cpu {name}"] = statistics.median(values)
+    medians["cpu lipkit above import torch"] = (medians[f"cpu {naive}"]
+                                                - medians["cpu import torch"])
+    if baseline is not None:
+        medians["baseline above import torch"] = (
+            medians[f"baseline: {naive}"] - medians["import torch"])
+        medians["cpu baseline above import torch"] = (
+            medians[f"cpu baseline: {naive}"] - medians["cpu import torch"])
+        medians["baseline"] = str(baseline)
+    medians.update(bytecode=bytecode, runs=runs, load_before=load_before,
+                   load_after=os.getloadavg()[0])
     return medians
 
 
@@ -223,6 +267,11 @@ def main(argv=None) -> None:
     parser.add_argument("--only", action="append", help="network name (repeatable)")
     parser.add_argument("--again", action="store_true", help="rerun networks already done")
     parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument("--startup-only", action="store_true",
+                        help="only the start-up figure (both bytecode settings)")
+    parser.add_argument("--startup-runs", type=int, default=5)
+    parser.add_argument("--startup-baseline", type=Path,
+                        help="another checkout's src folder, run side by side")
     parser.add_argument("--cvxpy-limit", type=float, default=None,
                         help="also run the full LipSDP-Neuron by cvxpy (SCS) on each MLP "
                              "with this solver time limit in seconds")
@@ -239,7 +288,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         for name, (build, shape, slopes) in networks().items():
-            if args.only and name not in args.only:
+            if (args.only and name not in args.only) or args.startup_only:
                 continue
             wants_cvxpy = args.cvxpy_limit is not None and slopes is not None
             if name in done and (not wants_cvxpy or f"{name}/cvxpy" in done):
@@ -269,11 +318,14 @@ def main(argv=None) -> None:
             with RESULTS.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             print(json.dumps(row))
-        if not args.skip_startup and "startup" not in done:
-            row = {"name": "startup", "revision": revision, **startup(folder)}
-            with RESULTS.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
-            print(json.dumps(row))
+        if not args.skip_startup and ("startup" not in done or args.startup_only):
+            for bytecode in (False, True) if args.startup_only else (False,):
+                row = {"name": "startup", "revision": revision,
+                       **startup(folder, args.startup_runs, bytecode,
+                                 args.startup_baseline)}
+                with RESULTS.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                print(json.dumps(row))
     print_table(revision)
 
 
@@ -303,9 +355,10 @@ def print_table(revision) -> None:
               f"{_full_ratio(upper, full.get(row['name']))} |")
     for row in rows:
         if row["name"] == "startup":
-            print("\nstart-up (medians of 5): " + ", ".join(
-                f"{key} {value:.2f} s" for key, value in row.items()
-                if isinstance(value, float)))
+            print(f"\nstart-up (medians of {row.get('runs', 5)}, bytecode cache "
+                  f"{'on' if row.get('bytecode') else 'as the environment says'}): "
+                  + ", ".join(f"{key} {value:.2f}" for key, value in row.items()
+                              if isinstance(value, float)))
 
 
 def _full_cell(row) -> str:

@@ -258,7 +258,7 @@ def plan_sdp(case: Case) -> None:
     """Which LipSDP runs fit the time budget, with which options (a dict), or why not (str).
 
     A chain of at most 5 hidden layers and 640 hidden neurons is one SDP, run with the time
-    limit. A longer or wider chain is split (``extra["split"]``) into sub-networks of at most
+    limit. A longer or wider chain is split (``LipSDPOptions.split``) into sub-networks of at most
     5 hidden layers and ~512 hidden neurons: as one SDP, 784-64x10-10's multipliers from SCS
     could not be certified (at tolerance 1e-5 after 91 s, 1e-3 after 21 s) and a 1,280-neuron
     chain is cut by lipkit into a 1,024-row SDP (~125 s). lipkit's time limit is one deadline

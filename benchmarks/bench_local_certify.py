@@ -63,12 +63,12 @@ def default_mlp(widths, seed):
     return nn.Sequential(*layers).double()
 
 
-def run(name, network, norm, time_limit, **extra):
-    from lipkit.estimate import METHODS, Options
+def run(name, network, norm, time_limit, **keywords):
+    from lipkit.estimate import METHODS, options_for
 
     started = time.perf_counter()
-    result = METHODS[name].function(network, Options(norm=norm, time_limit=time_limit,
-                                                     extra=extra))
+    result = METHODS[name].function(network, options_for(name, network, norm=norm,
+                                                         time_limit=time_limit, **keywords))
     seconds = time.perf_counter() - started
     result = result if isinstance(result, list) else [result]
     upper = min(b.value for b in result if b.kind in ("upper", "exact"))
@@ -112,21 +112,21 @@ def constants(fractions=None, tag=None) -> None:
         network = load_network(default_mlp(widths, seed))
         center = torch.randn(widths[0], generator=torch.Generator().manual_seed(seed),
                              dtype=torch.float64)
-        extra = {"center": center, "radius": radius, "output": 0}
+        keywords = {"center": center, "radius": radius, "output": 0}
         row = {"key": key, "widths": widths, "radius": radius, "seed": seed, "norm": norm,
                "lipkit": tag or "", "lipkit_path": str(Path(lipkit.__file__).parent)}
         exact_method = "exact-mip" if norm == "inf" else "exact-bab"
         row["load_before"] = os.getloadavg()[0]
-        row["exact"] = run(exact_method, network, norm, 120, **extra)
+        row["exact"] = run(exact_method, network, norm, 120, **keywords)
         if fractions is None:
-            row["local_crown_2s"] = run("local-crown", network, norm, 2, **extra)
-            row["local_crown_10s"] = run("local-crown", network, norm, 10, **extra)
+            row["local_crown_2s"] = run("local-crown", network, norm, 2, **keywords)
+            row["local_crown_10s"] = run("local-crown", network, norm, 10, **keywords)
         else:
             row["fractions"] = fractions
             for fraction in fractions:
                 row[f"local_crown_{fraction}"] = run(
                     "local-crown", network, norm, fraction * row["exact"]["seconds"],
-                    **extra)
+                    **keywords)
         row["load_after"] = os.getloadavg()[0]
         if norm == "inf":
             row["lp_jacobian"] = run("lp-jacobian", network, norm, 60, center=center,

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from lipkit.estimate import METHODS, Options, load_network
+from lipkit.estimate import METHODS, load_network, options_for
 from lipkit.estimate import lp_jacobian as lp
 from revision import lipkit_revision
 
@@ -41,9 +41,9 @@ def default_mlp(widths, seed):
     return nn.Sequential(*layers).double()
 
 
-def run(name, network, norm, time_limit=120.0, **extra):
-    result = METHODS[name].function(network, Options(norm=norm, time_limit=time_limit,
-                                                     extra=extra))
+def run(name, network, norm, time_limit=120.0, **keywords):
+    result = METHODS[name].function(network, options_for(name, network, norm=norm,
+                                                         time_limit=time_limit, **keywords))
     return result if isinstance(result, list) else [result]
 
 

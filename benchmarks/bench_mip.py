@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
-from lipkit.estimate import METHODS, Options, load_network
+from lipkit.estimate import METHODS, Options, load_network, options_for
 from lipkit.io import atomic_write_json, save_figure
 
 # the copy the tests use (LIPKIT_REFERENCE overrides the folder)
@@ -50,11 +50,11 @@ def random_mlp(widths: list[int], seed: int) -> nn.Module:
     return nn.Sequential(*layers).double()
 
 
-def measure(name: str, network, time_limit: float, **extra) -> dict:
+def measure(name: str, network, time_limit: float, **keywords) -> dict:
     """exact-mip, naive and lower-jacobian on one network (l-inf)."""
     started = time.perf_counter()
-    result = METHODS["exact-mip"].function(network, Options(norm="inf", time_limit=time_limit,
-                                                            extra=extra))
+    result = METHODS["exact-mip"].function(network, options_for(
+        "exact-mip", network, norm="inf", time_limit=time_limit, **keywords))
     seconds = time.perf_counter() - started
     bounds = result if isinstance(result, list) else [result]
     if bounds[0].kind == "exact":

@@ -1,5 +1,5 @@
 """``exact-mip`` with and without the tangent bounds from the unit ball's vertices
-(``extra["vertex_bounds"]``), side by side: each network's two runs go at the same time, one
+(``MipOptions.vertex_bounds``), side by side: each network's two runs go at the same time, one
 per core, one HiGHS thread each, the same time limit.
 
 The networks: a random 10-50-50-1 ReLU MLP (``bench_mip.random_mlp``, seed 0), global and over
@@ -20,10 +20,10 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 from bench_mip import MNIST, random_mlp
-from lipkit.estimate import METHODS, Options, load_network
+from lipkit.estimate import METHODS, load_network, options_for
 from lipkit.io import atomic_write_json
 
-CASES = [  # name, time limit (s), extra
+CASES = [  # name, time limit (s), domain
     ("10-50-50-1 global", 60.0, {}),
     ("10-50-50-1 ball r=1", 60.0, {"center": [0.0] * 10, "radius": 1.0}),
     ("4-16-16-1 global", 20.0, {}),
@@ -38,11 +38,12 @@ def _network(name: str):
     return load_network(random_mlp(widths, seed=0))
 
 
-def run(name: str, time_limit: float, extra: dict, vertex_bounds: bool) -> dict:
+def run(name: str, time_limit: float, domain: dict, vertex_bounds: bool) -> dict:
     torch.set_num_threads(1)
-    result = METHODS["exact-mip"].function(
-        _network(name), Options(norm="inf", time_limit=time_limit,
-                                extra={**extra, "vertex_bounds": vertex_bounds}))
+    network = _network(name)
+    result = METHODS["exact-mip"].function(network, options_for(
+        "exact-mip", network, norm="inf", time_limit=time_limit, vertex_bounds=vertex_bounds,
+        **domain))
     bounds = result if isinstance(result, list) else [result]
     exact = bounds[0].kind == "exact"
     lower = bounds[0].value if exact else (bounds[1].value if len(bounds) > 1 else 0.0)
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = []
     with ProcessPoolExecutor(2) as pool:
-        for name, limit, extra in CASES:
-            jobs = [pool.submit(run, name, limit * args.scale, extra, flag)
+        for name, limit, domain in CASES:
+            jobs = [pool.submit(run, name, limit * args.scale, domain, flag)
                     for flag in (False, True)]
             before, after = (job.result() for job in jobs)
             rows += [before, after]

@@ -147,3 +147,47 @@ def test_console_script_prints_lipkit_warnings_on_one_line_and_silences_others(
     assert exit_.value.code == 0
     err = capsys.readouterr().err
     assert err == ("warning: spectral_norm(operator=False) does not bound the convolution\n")
+
+
+# the solvers and file formats a naive estimate of a weight file never needs
+HEAVY_MODULES = ("cvxpy", "highspy", "onnx", "onnxruntime", "ot", "gymnasium", "matplotlib",
+                 "scipy.io", "scipy.sparse", "scipy.optimize", "sklearn", "lipkit.nn")
+_STARTUP_PROBE = """
+import json, sys
+prefixes = tuple(sys.argv[2:])
+sys.argv = ["lipkit", "estimate", sys.argv[1], "-m", "naive", "--json"]
+from lipkit.cli import run
+try:
+    run()
+except SystemExit as done:
+    code = done.code
+heavy = sorted(name for name in sys.modules
+               if any(name == p or name.startswith(p + ".") for p in prefixes))
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def test_a_naive_estimate_of_a_weight_file_imports_no_solver(tmp_path):
+    """`lipkit estimate small.mat -m naive` starts fast (BENCHMARKS.md, start-up): lipkit
+    imports the solvers, ONNX, scipy's readers and lipkit.nn only where they are used."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import scipy.io
+
+    path = tmp_path / "small.mat"
+    rng = np.random.default_rng(0)
+    cell = np.empty((1, 2), dtype=object)
+    cell[0, 0], cell[0, 1] = rng.standard_normal((16, 8)), rng.standard_normal((4, 16))
+    scipy.io.savemat(path, {"weights": cell})
+    probe = tmp_path / "probe.py"
+    probe.write_text(_STARTUP_PROBE)
+    done = subprocess.run([sys.executable, str(probe), str(path), *HEAVY_MODULES],
+                          capture_output=True, text=True, timeout=120, check=True)
+    lines = done.stdout.strip().splitlines()
+    report, probed = json.loads("\n".join(lines[:-1])), json.loads(lines[-1])
+    assert probed["code"] == 0, done.stderr
+    assert probed["heavy"] == [], probed["heavy"]
+    expected = np.linalg.norm(cell[0, 0], 2) * np.linalg.norm(cell[0, 1], 2)
+    assert abs(report["interval"]["upper"] / expected - 1) < 1e-9  # the file was read right

@@ -44,7 +44,6 @@ refusal); any other exception is a failure.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 import traceback
@@ -57,6 +56,7 @@ from torch import nn
 
 from lipkit.errors import LipkitError, UnsupportedModuleError
 from lipkit.estimate import METHODS, estimate
+from lipkit.estimate.registry import option_fields
 from lipkit.nn.activation import GroupSort, MaxMin
 
 NORMS = ("2", "1", "inf")
@@ -75,7 +75,7 @@ METHOD_OPTIONS = {
     "lower-adversarial": {"points": 48, "steps": 20, "refine": 4},
     "lower-gradient": {"steps": 20, "starts": 4},
     "compositional": {"steps": 20},
-    "exact-bab": {"max_boxes": 20_000},
+    "exact-bab": {"max_branches": 20_000},
 }
 TIME_LIMIT = 0.5
 
@@ -732,8 +732,7 @@ def run_estimate(source, input_shape, norm: str, methods, domain: Domain,
                  time_limit: float, result: Result, **options):
     """``estimate`` with the fuzzer's options; an exception is recorded per method."""
     methods = list(methods) if methods is not None else methods_for(norm, domain.local)
-    typed, extra = _method_options(methods)
-    extra.update(options)
+    typed, extra = _method_options(methods), dict(options)
     if domain.local:
         extra.update(center=domain.center.reshape(-1).clone(), radius=domain.radius,
                      ball=domain.ball)
@@ -753,22 +752,17 @@ def run_estimate(source, input_shape, norm: str, methods, domain: Domain,
         return []
 
 
-def _method_options(names) -> tuple[dict, dict]:
-    """The fuzzer's small budgets for the methods of a run: ``(options, extra)``, typed
-    options per method (only the fields its options dataclass has), and keyword options for
-    the methods that have no options dataclass."""
-    typed, extra = {}, {}
+def _method_options(names) -> dict:
+    """The fuzzer's small budgets for the methods of a run: typed options per method (only
+    the fields its options dataclass has)."""
+    typed = {}
     for name in names:
-        wanted = METHOD_OPTIONS.get(name, {})
-        options_class = getattr(METHODS[name], "options", None)
-        if options_class is None:
-            extra.update(wanted)
-            continue
-        fields = {f.name for f in dataclasses.fields(options_class)}
-        own = {key: value for key, value in wanted.items() if key in fields}
+        fields = option_fields(METHODS[name].options)
+        own = {key: value for key, value in METHOD_OPTIONS.get(name, {}).items()
+               if key in fields}
         if own:
             typed[name] = own
-    return typed, extra
+    return typed
 
 
 def methods_for(norm: str, local: bool) -> list[str]:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError
-from lipkit.estimate import METHODS, Options, estimate, load_network
+from lipkit.estimate import METHODS, Options, estimate, load_network, options_for
 from lipkit.estimate.bab import gate_ranges
 from lipkit.estimate.mip import piecewise_linear_chain
 from lipkit.estimate.report import run_method
@@ -25,14 +25,15 @@ from .conftest import random_mlp
 ACTIVATIONS = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.2), "maxmin": MaxMin}
 
 
-def bab(network, norm, time_limit=60, **extra):
-    result = METHODS["exact-bab"].function(network, Options(norm=norm, time_limit=time_limit,
-                                                            extra=extra))
+def bab(network, norm, time_limit=60, **keywords):
+    result = METHODS["exact-bab"].function(network, options_for(
+        "exact-bab", network, norm=norm, time_limit=time_limit, **keywords))
     return result if isinstance(result, list) else [result]
 
 
-def exact(method, network, norm, **extra):
-    result = METHODS[method].function(network, Options(norm=norm, time_limit=60, extra=extra))
+def exact(method, network, norm, **keywords):
+    result = METHODS[method].function(network, options_for(method, network, norm=norm,
+                                                           time_limit=60, **keywords))
     bounds = result if isinstance(result, list) else [result]
     assert [b.kind for b in bounds] == ["exact"], [(b.kind, b.status) for b in bounds]
     return bounds[0]
@@ -132,7 +133,7 @@ def test_box_limit_gives_a_bracket_containing_the_exact_value():
     value = exact("exact-bab", network, "inf").value
     bracketed = 0
     for limit in (1, 30, 200):
-        bounds = bab(network, "inf", max_boxes=limit)
+        bounds = bab(network, "inf", max_branches=limit)
         if [b.kind for b in bounds] == ["exact"]:
             continue
         bracketed += 1
@@ -174,8 +175,9 @@ def test_linear_network_and_refusals():
     network = load_network(random_mlp([2, 4, 1], seed=0))
     with pytest.raises(InvalidArgumentError, match="output 2 out of range"):
         bab(network, "inf", output=2)
-    with pytest.raises(InvalidArgumentError, match="max_boxes"):
-        bab(network, "inf", max_boxes=0)
+    with pytest.raises(InvalidArgumentError, match=r"exact-bab: .*'max_branches' must be an "
+                                                   r"integer >= 1, got 0"):
+        bab(network, "inf", max_branches=0)
     with pytest.raises(InvalidArgumentError, match="radius must be"):
         bab(network, "inf", center=torch.zeros(2), radius=-1.0)
     report = estimate(network, norm="2")  # runs by default on a 2-input net, exact in l2

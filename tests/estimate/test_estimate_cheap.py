@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lipkit.estimate import METHODS, Options, estimate, load_network
+from lipkit.estimate import METHODS, estimate, load_network, options_for
 from lipkit.estimate.network import NotApplicableError
+from lipkit.estimate.registry import option_fields
 
 from .conftest import (
     exact_l2_constant_2d,
@@ -21,9 +22,10 @@ UPPER = ("naive", "autolip", "seqlip")
 LOWER = ("lower-jacobian", "lower-gradient", "lower-adversarial")
 
 
-def run(name, network, norm="2", **extra):
-    extra.setdefault("steps", 20)
-    return METHODS[name].function(network, Options(norm=norm, extra=extra))
+def run(name, network, norm="2", **keywords):
+    if "steps" in option_fields(METHODS[name].options):
+        keywords.setdefault("steps", 20)
+    return METHODS[name].function(network, options_for(name, network, norm=norm, **keywords))
 
 
 @settings(max_examples=6, deadline=None)

@@ -10,17 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lipkit.estimate import METHODS, Options, estimate, load_network
+from lipkit.estimate import METHODS, estimate, load_network, options_for
 from lipkit.estimate.compositional import compositional_bound
 
 from .conftest import exact_l2_constant_2d, random_mlp
 from .test_estimate_cheap import run
 
-NO_BUDGET = {"budget": math.inf}  # a fixed number of steps: deterministic values
+NO_BUDGET = {"tuning_time_ratio": math.inf}  # a fixed number of steps: deterministic values
 
 
 def compositional(network, steps=20):
-    return compositional_bound(network, steps=steps, budget=math.inf)
+    return compositional_bound(network, steps=steps, tuning_time_ratio=math.inf)
 
 
 def eclipse_fast_reference(weights):
@@ -118,5 +118,6 @@ def test_registered_and_says_why_it_does_not_apply():
 
 def test_options_reach_the_method():
     network = load_network(random_mlp([4, 10, 10, 2], seed=5))
-    bound = METHODS["compositional"].function(network, Options(extra={"steps": 3, **NO_BUDGET}))
+    bound = METHODS["compositional"].function(network, options_for(
+        "compositional", network, steps=3, **NO_BUDGET))
     assert bound.details["steps"] == 3

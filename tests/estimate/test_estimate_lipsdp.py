@@ -21,6 +21,8 @@ from lipkit.estimate import lipsdp as lipsdp_module
 from lipkit.estimate.importers.mat_file import import_mat
 from lipkit.estimate.lipsdp import (
     Chain,
+    LipSDPNetworkRandOptions,
+    LipSDPOptions,
     Multipliers,
     Uncertified,
     certify,
@@ -104,8 +106,7 @@ def test_random_weights_reproduces_the_published_values():
     functions = {"layer": lipsdp_layer, "neuron": lipsdp_neuron}
     values = {}
     for (formulation, split), value in published.items():
-        extra = {} if split is None else {"split": split}
-        bound = functions[formulation](network, Options(extra=extra))
+        bound = functions[formulation](network, Options(method=LipSDPOptions(split=split)))
         assert_certified(bound)
         assert abs(bound.value / value - 1) < 2e-3, (formulation, split, bound.value, value)
         values[formulation, split] = bound.value
@@ -244,8 +245,10 @@ def test_lipsdp_network_falls_below_brute_force_on_random_2d_nets():
 
 def test_lipsdp_network_rand_couplings_are_seeded():
     network = import_mat(REFERENCE / "random_weights.mat")
-    first = lipsdp_network_rand(network, Options(seed=3, extra={"couplings": 7}))
-    second = lipsdp_network_rand(network, Options(seed=3, extra={"couplings": 7}))
+    first = lipsdp_network_rand(network, Options(seed=3, method=LipSDPNetworkRandOptions(
+        couplings=7)))
+    second = lipsdp_network_rand(network, Options(seed=3, method=LipSDPNetworkRandOptions(
+        couplings=7)))
     assert first.details["couplings"] == 7
     assert first.value == second.value
     assert first.kind == "estimate"
@@ -324,7 +327,7 @@ def test_split_chain_cuts_by_layers_and_by_neurons():
     with pytest.raises(InvalidArgumentError):
         split_chain(layers, 0)
     network = import_mat(REFERENCE / "random_weights.mat")
-    bound = lipsdp_neuron(network, Options(extra={"max_neurons": 40}))
+    bound = lipsdp_neuron(network, Options(method=LipSDPOptions(max_neurons=40)))
     assert_certified(bound)
     assert len(bound.details["pieces"]) == 2
     assert 36.482 <= bound.value <= naive_product(network)

@@ -4,15 +4,15 @@ them when its branch and bound finishes, its witness inside the domain."""
 import pytest
 import torch
 
-from lipkit.estimate import METHODS, Options, load_network
+from lipkit.estimate import METHODS, Options, load_network, options_for
 from lipkit.estimate.domain import Domain
 
 from .conftest import random_mlp
 
 
-def run(name, network, norm, time_limit=30, **extra):
-    result = METHODS[name].function(network, Options(norm=norm, time_limit=time_limit,
-                                                     extra=extra))
+def run(name, network, norm, time_limit=30, **keywords):
+    result = METHODS[name].function(network, options_for(name, network, norm=norm,
+                                                         time_limit=time_limit, **keywords))
     return result if isinstance(result, list) else [result]
 
 
@@ -124,4 +124,5 @@ def test_needs_a_bounded_domain_and_names_a_bad_output():
     with pytest.raises(NotApplicableError, match="local"):
         result(network, Options(norm="inf"))
     with pytest.raises(InvalidArgumentError, match="output 7"):
-        result(network, Options(norm="inf", extra={"center": torch.zeros(3), "output": 7}))
+        result(network, options_for("local-crown", network, norm="inf",
+                                    center=torch.zeros(3), output=7))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError
-from lipkit.estimate import METHODS, Options, estimate, load_network
+from lipkit.estimate import METHODS, estimate, load_network, options_for
 from lipkit.estimate import lp_jacobian as lp
 from lipkit.estimate.engine import relaxation_of
 from lipkit.estimate.witness import jacobians
@@ -18,8 +18,9 @@ from .conftest import random_mlp
 from .test_estimate_lp_jacobian import induced
 
 
-def run(network, norm, **extra):
-    return METHODS["lp-jacobian"].function(network, Options(norm=norm, extra=extra))
+def run(network, norm, **keywords):
+    return METHODS["lp-jacobian"].function(network, options_for("lp-jacobian", network,
+                                                                norm=norm, **keywords))
 
 
 def box_points(center, radius, count=4000, seed=0):
@@ -52,8 +53,8 @@ def test_between_the_exact_local_constant_and_the_global_bound(seed, n, widths, 
     assert "radius" in local.details["domain"]
     sampled = sampled_constant(network, norm, center, radius)
     assert local.value >= sampled * (1 - 1e-9), (local.value, sampled)
-    result = METHODS["exact-mip"].function(network, Options(norm=norm, time_limit=30, extra={
-        "center": center, "radius": radius}))
+    result = METHODS["exact-mip"].function(network, options_for(
+        "exact-mip", network, norm=norm, time_limit=30, center=center, radius=radius))
     witnessed = max(b.value for b in (result if isinstance(result, list) else [result])
                     if b.kind in ("exact", "lower"))
     assert local.value >= witnessed * (1 - 1e-9), (local.value, witnessed)
@@ -170,8 +171,7 @@ def test_rows_pruned_by_interval_bound_give_the_value_of_all_lps(monkeypatch):
     bound = run(network, "inf")
     assert bound.value == every and bound.status == "ok"
     assert bound.details["programs"] < 12
-    monkeypatch.setattr(lp, "MAX_PROGRAMS", 1)  # beyond it: the interval bounds, said so
-    capped = run(network, "inf")
+    capped = run(network, "inf", max_programs=1)  # beyond it: the interval bounds, said so
     assert capped.status.startswith("ok: 1 LPs reached") and "interval" in capped.status
     assert every <= capped.value <= bound.details["interval_bound"]
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError
-from lipkit.estimate import METHODS, Options, estimate, load_network
+from lipkit.estimate import METHODS, Options, estimate, load_network, options_for
 from lipkit.estimate.network import NotApplicableError
 from lipkit.estimate.witness import jacobians
 from lipkit.nn import GroupSort, MaxMin
@@ -23,14 +23,14 @@ LOWER = ("lower-jacobian", "lower-adversarial")  # the lower bounds with l1 / l-
 UPPER = ("naive", "autolip", "lp-jacobian")  # the upper bounds with l1 / l-inf norms
 
 
-def mip(network, norm, time_limit=60, **extra):
-    result = METHODS["exact-mip"].function(network, Options(norm=norm, time_limit=time_limit,
-                                                            extra=extra))
+def mip(network, norm, time_limit=60, **keywords):
+    result = METHODS["exact-mip"].function(network, options_for(
+        "exact-mip", network, norm=norm, time_limit=time_limit, **keywords))
     return result if isinstance(result, list) else [result]
 
 
-def exact_value(network, norm, **extra):
-    bounds = mip(network, norm, **extra)
+def exact_value(network, norm, **keywords):
+    bounds = mip(network, norm, **keywords)
     assert [b.kind for b in bounds] == ["exact"], [(b.kind, b.status) for b in bounds]
     return bounds[0]
 
@@ -110,7 +110,9 @@ def test_every_lower_below_exact_below_every_upper(seed, widths, outputs, norm):
         upper = METHODS[name].function(network, Options(norm=norm)).value
         assert bound.value <= upper * (1 + 1e-9), (name, upper, bound.value)
     for name in LOWER:
-        lower = METHODS[name].function(network, Options(norm=norm, extra={"steps": 20})).value
+        keywords = {"steps": 20} if name == "lower-adversarial" else {}
+        lower = METHODS[name].function(network, options_for(name, network, norm=norm,
+                                                            **keywords)).value
         assert lower <= bound.value * (1 + 1e-7), (name, lower, bound.value)
 
 

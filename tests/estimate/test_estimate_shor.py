@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 from torch import nn
 
-from lipkit.estimate import METHODS, Options, load_network
+from lipkit.estimate import METHODS, Options, load_network, options_for
 from lipkit.estimate.network import NotApplicableError
 from lipkit.estimate.shor import certified_bound, shor_matrix
 
 from .conftest import random_mlp
 
 
-def shor(network, **extra):
-    return METHODS["shor"].function(network, Options(norm="inf", extra=extra))
+def shor(network, **keywords):
+    return METHODS["shor"].function(network, options_for("shor", network, norm="inf",
+                                                         **keywords))
 
 
 def signs(size):

@@ -1,8 +1,6 @@
 """The ``lipkit`` typer application and its command groups (commands live one module per
 group: :mod:`lipkit.cli.estimate`, :mod:`lipkit.cli.demo`, ...)."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """``lipkit certify train | protocol | check | generalization``: robustness certificates."""
 
-from __future__ import annotations
-
 import json
 import math
 from pathlib import Path

@@ -1,7 +1,5 @@
 """``lipkit demo``: every capability on built-in data (the report: :mod:`lipkit.cli.demo`)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """``lipkit estimate``: bound the Lipschitz constant of a network file."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated
@@ -78,18 +76,19 @@ def estimate(
             fail(f"--input-shape must be integers separated by commas, got {input_shape!r}")
         if any(size < 1 for size in shape):
             fail(f"--input-shape must be positive integers, got {input_shape!r}")
-    extra = {}
+    keywords = {}  # LipSDP's options (for every lipsdp-* method of the run) and the domain
     for name, value in (("workers", workers), ("split", split)):
         if value is not None:
             if value < 1:
                 fail(f"--{name} must be a positive integer, got {value}")
-            extra[name] = value
+            keywords[name] = value
     if radius is not None and center is None:
         fail("--radius needs --center (the point the local constant is taken around)")
     network = _read_network(path, shape)
     if center is not None:
-        extra["center"] = _read_center(center, network)
-        extra["radius"] = 1.0 if radius is None else valid(check_positive, "--radius", radius)
+        keywords["center"] = _read_center(center, network)
+        keywords["radius"] = 1.0 if radius is None else valid(check_positive, "--radius",
+                                                              radius)
     try:
         with Progress(not as_json, transient=True) as display:
             update_bar = display.bar("estimating")
@@ -108,7 +107,7 @@ def estimate(
             report = run_estimate(network, methods=method or None, norm=norm,
                                   input_shape=shape, time_limit=time_limit, seed=seed,
                                   budget=budget_seconds, progress=progress, status=status,
-                                  update=update, options=_method_options(option), **extra)
+                                  update=update, options=_method_options(option), **keywords)
         if plot is not None:
             from lipkit.estimate.plot import plot_report
 

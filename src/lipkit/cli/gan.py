@@ -1,7 +1,5 @@
 """``lipkit gan``: Wasserstein and Lipschitz GANs on toy data."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

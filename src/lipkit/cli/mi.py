@@ -1,7 +1,5 @@
 """``lipkit mi``: mutual-information estimators against the truth (Poole et al.)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """``lipkit rl``: Lipschitz transition models in model-based RL (Asadi et al. 2018)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

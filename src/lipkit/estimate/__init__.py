@@ -17,15 +17,21 @@ the Clarke Jacobian with branch and bound (``local-crown``). Every bound over a 
 from one engine (:mod:`lipkit.estimate.engine`: per-activation relaxations, interval /
 CROWN / alpha-CROWN, one rounding policy). :func:`lipkit.estimate.plot.plot_report` draws
 a report as a PNG.
+
+Each method's own settings are a frozen dataclass registered with it (``MipOptions``,
+``LipSDPOptions``, ...: ``METHODS[name].options``), given as ``estimate(model,
+options={"exact-mip": MipOptions(time_limit=5)})`` or ``lipkit estimate -o
+exact-mip.time_limit=5``; :func:`options_for` builds the Options of one method called
+directly.
 """
 
 from lipkit.estimate.bound import Bound
 from lipkit.estimate.importers import load_network
 from lipkit.estimate.network import Network
-from lipkit.estimate.registry import METHODS, Options, register_method
-from lipkit.estimate.report import Report, estimate
+from lipkit.estimate.registry import METHODS, MethodOptions, Options, register_method
+from lipkit.estimate.report import Report, estimate, options_for
 
 # the method modules register themselves when first looked up in METHODS (registry.py)
 
-__all__ = ["METHODS", "Bound", "Network", "Options", "Report", "estimate", "load_network",
-           "register_method"]
+__all__ = ["METHODS", "Bound", "MethodOptions", "Network", "Options", "Report", "estimate",
+           "load_network", "options_for", "register_method"]

@@ -20,7 +20,7 @@ from lipkit.estimate.bound import Bound
 from lipkit.estimate.domain import domain_of
 from lipkit.estimate.jacobian import candidate_points
 from lipkit.estimate.network import DTYPE
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.witness import (
     certified_ratios,
     pair_ratios,
@@ -50,7 +50,7 @@ def adversarial_direction(network, x: torch.Tensor, n_iterations: int = 10,
 
 
 @dataclass(frozen=True)
-class AdversarialOptions:
+class AdversarialOptions(MethodOptions):
     """Options of ``lower-adversarial``."""
 
     points: int = 128  # random points (of the domain) the power iteration starts from

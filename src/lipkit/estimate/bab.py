@@ -24,21 +24,24 @@ domain is cut into boxes:
 
 The search ends when every box is closed: the best witness is then the exact constant (one
 ``"exact"`` Bound; the witness is checked by autograd as the MIP's is). Stopped by the time
-limit or ``extra["max_boxes"]``, it returns the bracket: the ``"upper"`` bound (the largest
-open box's bound) and the ``"lower"`` witness. Boxes split in every input direction, so this
-is for networks with few inputs (at most :data:`MAX_INPUTS`): the critic of a 2-D GAN, an RL
-transition model, a small local box. It needs no MIP solver and no activation-pattern
-binaries: its cost grows with the number of regions near the maximum, not with the width.
+limit or the option ``max_branches`` (boxes examined), it returns the bracket: the
+``"upper"`` bound (the largest open box's bound) and the ``"lower"`` witness. Boxes split in
+every input direction, so this is for networks with few inputs (at most
+:data:`MAX_INPUTS`): the critic of a 2-D GAN, an RL transition model, a small local box. It
+needs no MIP solver and no activation-pattern binaries: its cost grows with the number of
+regions near the maximum, not with the width.
 
-**Domain** (the same ``extra`` keys as ``exact-mip``): a box (``extra["box"]``, or
-``extra["center"]`` and ``extra["radius"]``) for the local constant, else all of ``R^n``
-through the homogenized network ``t f(x / t)`` on the faces of ``[-1, 1]^n x [0, 1]`` away
-from the origin (``t = 1``, ``x_j = 1``, ``x_j = -1``), which meet every activation region of
-``f`` (see :mod:`lipkit.estimate.mip`); boxes touching ``t = 0`` hold the limits at infinity,
+**Domain** (``Options.domain``, as for ``exact-mip``): a box (``estimate``'s ``box``, or
+``center`` and ``radius``) for the local constant, else all of ``R^n`` through the
+homogenized network ``t f(x / t)`` on the faces of ``[-1, 1]^n x [0, 1]`` away from the
+origin (``t = 1``, ``x_j = 1``, ``x_j = -1``), which meet every activation region of ``f``
+(see :mod:`lipkit.estimate.mip`); boxes touching ``t = 0`` hold the limits at infinity,
 whose patterns the bounds include, so the bound stays an upper bound.
 
 "Proven" means in float64 with every gate bound widened by ``1e-10`` of its magnitude, not
 a rounding-error certificate.
+
+The options (:class:`BabOptions`): ``time_limit``, ``max_branches``, ``output``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import functools
 import itertools
 import math
 import time
+from dataclasses import dataclass, field
 
 import highspy
 import numpy as np
@@ -64,7 +68,7 @@ from lipkit.estimate.mip import (
     verify,
 )
 from lipkit.estimate.network import Activation, Network, NotApplicableError
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.rounding import induced_norms
 from lipkit.estimate.solvers import feasible, new_highs
 
@@ -75,7 +79,7 @@ CANDIDATES = 4  # a box's largest patterns checked for an interior point before 
 SMALL = 1e-3  # boxes narrower than this (relative to the domain) are resolved exactly
 _FINEST = 1e-12  # boxes narrower than this (relative) are not split further
 DEFAULT_TIME_LIMIT = 60.0
-DEFAULT_MAX_BOXES = 2_000_000
+DEFAULT_MAX_BRANCHES = 2_000_000
 _TOLERANCE = 1e-9  # relative: a box bounded by the best witness times 1 + this is closed
 _WIDEN = 1e-10  # relative widening of every gate bound (rounding in the propagation)
 _MARGIN = 1e-9  # a centre this close (relative) to a gate's hyperplane is not a witness
@@ -440,25 +444,34 @@ def _fits(network: Network) -> str | None:
     return None
 
 
-@register_method("exact-bab", kind="exact", norms=("1", "2", "inf"), fits=_fits, local=True)
+@dataclass(frozen=True)
+class BabOptions(MethodOptions):
+    """Options of ``exact-bab``."""
+
+    #: seconds at most (None: the run's share, else 60 s)
+    time_limit: float | None = None
+    #: boxes examined at most, then the bracket
+    max_branches: int = DEFAULT_MAX_BRANCHES
+    #: one output's constant, by its index (None: the induced norm of the whole Jacobian)
+    output: int | None = field(default=None, metadata={"minimum": 0})
+
+
+@register_method("exact-bab", kind="exact", norms=("1", "2", "inf"), fits=_fits, local=True,
+                 options=BabOptions)
 def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     """Exact l1 / l2 / l-inf constant of a piecewise-linear network with few inputs, by
     branch and bound over input boxes (LipBaB-style)."""
     started = time.perf_counter()
-    norm, extra = norm_name(options.norm), options.extra
-    time_limit = options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT
+    norm, own = norm_name(options.norm), options.own(BabOptions)
+    time_limit = options.limit(own.time_limit, DEFAULT_TIME_LIMIT)
     deadline = started + float(time_limit)
-    max_boxes = int(extra.get("max_boxes", DEFAULT_MAX_BOXES))
-    if max_boxes < 1:
-        raise InvalidArgumentError(f"exact-bab: max_boxes must be positive, got {max_boxes}")
     layers, (weight, _) = piecewise_linear_chain(network)
     reason = scale_reason(layers, weight)
     if reason is not None:
         raise NotApplicableError(reason)
-    row = extra.get("output")
+    row = own.output
     if row is not None:
-        row = int(row)
-        if not 0 <= row < weight.shape[0]:
+        if not row < weight.shape[0]:
             raise InvalidArgumentError(
                 f"exact-bab: output {row} out of range (the network has {weight.shape[0]})")
         weight = weight[row : row + 1]
@@ -493,7 +506,7 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     while True:
         open_ = bounds > threshold()
         low, high, bounds = low[open_], high[open_], bounds[open_]
-        if not len(bounds) or boxes >= max_boxes or time.perf_counter() > deadline:
+        if not len(bounds) or boxes >= own.max_branches or time.perf_counter() > deadline:
             break
         if options.progress is not None and boxes % (_BATCH * 64) < 2 * _BATCH:
             options.progress(f"exact-bab: {boxes} boxes, [{best_value:.6g}, "
@@ -544,7 +557,7 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     if witness is not None and not len(bounds) and upper <= lower_value * (1 + 1e-6) + 1e-12:
         return Bound(lower_value, "exact", norm, "exact-bab", seconds, details=details)
     reason = ("time limit reached" if time.perf_counter() > deadline
-              else f"box limit {max_boxes} reached" if len(bounds) else "no witness")
+              else f"box limit {own.max_branches} reached" if len(bounds) else "no witness")
     status = f"ok: {reason}, gap {gap:.3g}" if math.isfinite(gap) else f"ok: {reason}"
     result = [Bound(upper, "upper", norm, "exact-bab", seconds, status, details)]
     if witness is not None:

@@ -46,10 +46,11 @@ bound approaches the linear map's as its multipliers grow, but is not exact (e.g
 a true 0.480 after 20 steps). The layers come from :meth:`Network.chain`, whose products of
 consecutive affine maps carry float64 rounding (relative ~1e-15) that is not added.
 
-Options (``extra``): ``steps`` (default 30), ``learning_rate`` (default 0.2), ``budget``
-(default 1: the tuning may take as long as the ECLipsE-Fast pass that starts it; with the
-proof, the whole method then takes about as long as eclipse-nn's ECLipsE-Fast, which spends
-its time in a general eigendecomposition: BENCHMARKS.md), ``least_steps`` (default 2).
+Options (:class:`CompositionalOptions`): ``steps`` (default 30), ``learning_rate`` (default
+0.2), ``tuning_time_ratio`` (default 1: the tuning may take as long as the ECLipsE-Fast pass
+that starts it; with the proof, the whole method then takes about as long as eclipse-nn's
+ECLipsE-Fast, which spends its time in a general eigendecomposition: BENCHMARKS.md),
+``least_steps`` (default 2).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
@@ -65,7 +67,7 @@ import torch
 from lipkit.estimate.bound import Bound
 from lipkit.estimate.lipsdp import prove_negative_definite
 from lipkit.estimate.network import DTYPE, Network, dense_chain
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.rounding import gamma as _gamma
 
 _MAX_ENTRIES = 16_000_000  # a layer's dense entries worth materializing
@@ -315,21 +317,21 @@ def certify(weights, slopes, log_t) -> tuple[float, float]:
 
 
 def compositional_bound(network: Network, steps: int = 30, learning_rate: float = 0.2,
-                        budget: float = 1.0, least_steps: int = 2,
+                        tuning_time_ratio: float = 1.0, least_steps: int = 2,
                         time_limit: float | None = None) -> Bound:
     """The proven bound of the module docstring for ``network`` (a chain).
 
     The tuning stops after ``steps`` Adam steps, or once ``least_steps`` were taken and it
-    has run ``budget`` times as long as the ECLipsE-Fast pass that starts it (or past
-    ``time_limit`` seconds in all).
+    has run ``tuning_time_ratio`` times as long as the ECLipsE-Fast pass that starts it (or
+    past ``time_limit`` seconds in all).
     """
     started = time.perf_counter()
     weights, slopes = _chain(network)
     details = {"layers": len(weights)}
     try:
         with _threads_for(weights):
-            rho, raw, start_rho, taken = _tuned(weights, slopes, started, budget, steps,
-                                                learning_rate, least_steps, time_limit)
+            rho, raw, start_rho, taken = _tuned(weights, slopes, started, tuning_time_ratio,
+                                                steps, learning_rate, least_steps, time_limit)
     except (Uncertified, np.linalg.LinAlgError, torch.linalg.LinAlgError) as error:
         return Bound(math.nan, "upper", "2", "compositional", time.perf_counter() - started,
                      f"uncertified: {error}", details)
@@ -340,11 +342,12 @@ def compositional_bound(network: Network, steps: int = 30, learning_rate: float 
                  details=details)
 
 
-def _tuned(weights, slopes, started, budget, steps, learning_rate, least_steps, time_limit):
+def _tuned(weights, slopes, started, tuning_time_ratio, steps, learning_rate, least_steps,
+           time_limit):
     """ECLipsE-Fast's start, the tuning, the proof: ``(rho, unproven rho, start rho, steps)``."""
     gram = weights[0] @ weights[0].T
     start, start_rho = eclipse_fast_multipliers(weights, slopes, gram)
-    deadline = time.perf_counter() + budget * (time.perf_counter() - started)
+    deadline = time.perf_counter() + tuning_time_ratio * (time.perf_counter() - started)
     if time_limit is not None:
         deadline = min(deadline, started + time_limit)
     best, _, taken = tune_multipliers(weights, slopes, gram, start, start_rho, steps,
@@ -369,12 +372,26 @@ def _threads_for(weights):
             torch.set_num_threads(previous)
 
 
-@register_method("compositional", kind="upper", norms=("2",), fits=_fits, cost="cheap")
+@dataclass(frozen=True)
+class CompositionalOptions(MethodOptions):
+    """Options of ``compositional``."""
+
+    #: Adam steps on the log-multipliers at most
+    steps: int = field(default=30, metadata={"minimum": 0})
+    #: Adam's step size on the log-multipliers
+    learning_rate: float = 0.2
+    #: the tuning's time as a multiple of the ECLipsE-Fast pass that starts it (inf: only
+    #: ``steps`` and the time limit stop it)
+    tuning_time_ratio: float = field(default=1.0, metadata={"minimum": 0.0, "infinite": True})
+    #: steps taken before the time ratio may stop the tuning
+    least_steps: int = field(default=2, metadata={"minimum": 0})
+
+
+@register_method("compositional", kind="upper", norms=("2",), fits=_fits, cost="cheap",
+                 options=CompositionalOptions)
 def compositional(network: Network, options: Options | None = None) -> Bound:
     """Layer-by-layer LipSDP-Neuron with tuned per-neuron multipliers (beats ECLipsE-Fast)."""
     options = options or Options()
-    extra = options.extra
-    return compositional_bound(network, int(extra.get("steps", 30)),
-                               float(extra.get("learning_rate", 0.2)),
-                               float(extra.get("budget", 1.0)),
-                               int(extra.get("least_steps", 2)), options.time_limit)
+    own = options.own(CompositionalOptions)
+    return compositional_bound(network, own.steps, own.learning_rate, own.tuning_time_ratio,
+                               own.least_steps, options.time_limit)

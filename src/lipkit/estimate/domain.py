@@ -31,7 +31,8 @@ MAX_SOLVER_COORDINATE = 1e6
 #: the smallest box width, relative to its coordinates, a solver-based method accepts
 MIN_SOLVER_RELATIVE_WIDTH = 1e-9
 
-_KEYS = ("center", "radius", "box", "ball", "data_domain")
+#: the keyword arguments that name a domain (estimate's, options_for's)
+DOMAIN_KEYS = ("center", "radius", "box", "ball", "data_domain")
 
 
 def _vector(value, name: str, size: int, where: str) -> np.ndarray:
@@ -139,10 +140,10 @@ class Domain:
         return low, high
 
     @classmethod
-    def from_options(cls, size: int, extra: dict, where: str = "estimate") -> Domain:
-        """The domain named by ``extra``'s keys (center, radius, box, ball, data_domain)."""
-        return cls.parse(size, **{key: extra.get(key) for key in _KEYS if key in extra
-                                  and extra.get(key) is not None}, where=where)
+    def from_options(cls, size: int, keywords: dict, where: str = "estimate") -> Domain:
+        """The domain named by ``keywords``' :data:`DOMAIN_KEYS` (the others are ignored)."""
+        return cls.parse(size, **{key: keywords[key] for key in DOMAIN_KEYS
+                                  if keywords.get(key) is not None}, where=where)
 
     # -- the domain itself -------------------------------------------------------------
     def contains(self, x: torch.Tensor) -> torch.Tensor:
@@ -218,12 +219,11 @@ class Domain:
 
 
 def domain_of(network, options) -> Domain:
-    """The domain of a run: ``options.domain`` when ``estimate`` has parsed it, else the one
-    named by ``options.extra`` (a method called directly)."""
+    """The domain of a run: ``options.domain``, or all of ``R^n`` when it is None."""
     domain = getattr(options, "domain", None)
     if domain is not None:
         return domain
-    return Domain.from_options(network.in_features, options.extra)
+    return Domain.whole_space(network.in_features)
 
 
 def solver_box(network, options, method: str, homogeneous_global: bool = True):

@@ -33,7 +33,7 @@ from lipkit.estimate.bound import Bound
 from lipkit.estimate.domain import domain_of
 from lipkit.estimate.jacobian import best_jacobian_points, candidate_points
 from lipkit.estimate.network import Activation, Network
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.witness import jacobians, step_pairs, witness_details
 
 
@@ -61,7 +61,7 @@ class _Softened:
 
 
 @dataclass(frozen=True)
-class GradientAscentOptions:
+class GradientAscentOptions(MethodOptions):
     """Options of ``lower-gradient``."""
 
     steps: int = 50  # ascent steps per round

@@ -17,7 +17,7 @@ import torch
 
 from lipkit.estimate.bound import Bound
 from lipkit.estimate.domain import domain_of
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.witness import (
     DeadlineError,
     induced_norms,
@@ -84,7 +84,7 @@ def best_jacobian_points(network, points: torch.Tensor, norm: str, keep: int = 1
 
 
 @dataclass(frozen=True)
-class JacobianOptions:
+class JacobianOptions(MethodOptions):
     """Options of ``lower-jacobian``."""
 
     points: int = 256  # random points (of the domain) whose Jacobians are computed

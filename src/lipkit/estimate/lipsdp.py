@@ -25,7 +25,7 @@ the multipliers ``T = blkdiag(T_1, ..., T_l)``:
   ``zeta >= 0``, over every pair of neurons of a layer (the reference code couples pairs
   across layers too);
 - ``lipsdp-network-rand``: the same with a seeded random subset of the pairs
-  (``extra["couplings"]`` of them in all, default 5, as in the paper's experiments).
+  (the option ``couplings`` of them in all, default 5, as in the paper's experiments).
 
 **The couplings of LipSDP-Network are not valid quadratic constraints.** A pair term is
 ``(db - a da)(b da - db) >= 0`` with ``da = dv_i - dv_j``, ``db = dphi_i - dphi_j``: it
@@ -88,20 +88,21 @@ whatever the solver's status said; otherwise the bound is an ``"estimate"`` whos
 what failed. ``details`` records the solver, its status and raw value, the certified value,
 the relative inflation, the seconds and the LMI sizes.
 
-**Splitting.** ``extra["split"] = k`` solves sub-networks of ``k`` weight matrices each and
+**Splitting.** The option ``split=k`` solves sub-networks of ``k`` weight matrices each and
 multiplies their constants and the Lipschitz constants of the activations at the cuts (as
 the reference implementation does); sub-networks with more hidden neurons than a formulation
-solves in reasonable time (:data:`MAX_NEURONS`, or ``extra["max_neurons"]``) are cut
+solves in reasonable time (:data:`MAX_NEURONS`, or the option ``max_neurons``) are cut
 further. :func:`split_chain` and :func:`lipsdp` expose both to other code. The sub-networks
-are independent problems: ``extra["workers"] = w`` solves them in ``w`` worker processes at
+are independent problems: the option ``workers=w`` solves them in ``w`` worker processes at
 once (each with ``cpu_count // w`` BLAS threads, so the pool does not oversubscribe the
 cores), with the same seeds and hence the same records as one after the other.
 
-**Options** of the registered methods: ``time_limit`` (passed to the solver), ``seed`` (the
-random pairs of ``lipsdp-network-rand``), ``progress``, and in ``extra``: ``split``,
-``max_neurons``, ``workers``, ``solver`` (``"auto"``, ``"clarabel"``, ``"scs"``,
-``"eigenvalue"``), ``tolerance`` (the solver's; the eigenvalue form's relative distance to
-its dual bound), ``couplings`` (the number of random pairs).
+**Options** of the registered methods: the run's ``time_limit`` (passed to the solver),
+``seed`` (the random pairs of ``lipsdp-network-rand``), ``progress``, and their own
+(:class:`LipSDPOptions`; :class:`LipSDPNetworkRandOptions` adds ``couplings``, the number of
+random pairs): ``time_limit``, ``split``, ``max_neurons``, ``workers``, ``solver``
+(``"auto"``, ``"clarabel"``, ``"scs"``, ``"eigenvalue"``), ``tolerance`` (the solver's; the
+eigenvalue form's relative distance to its dual bound).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import scipy.linalg
@@ -121,7 +123,7 @@ import scipy.sparse
 from lipkit.errors import InvalidArgumentError, check_positive
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.network import Affine, Layer, Network, NotApplicableError
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.rounding import gamma
 
 FORMULATIONS = ("layer", "neuron", "network", "network-rand")
@@ -1012,9 +1014,37 @@ def _fits(formulation: str):
     return fits
 
 
+@dataclass(frozen=True)
+class LipSDPOptions(MethodOptions):
+    """Options of ``lipsdp-layer``, ``lipsdp-neuron`` and ``lipsdp-network``."""
+
+    #: the solver's seconds at most (None: the run's share, else no limit)
+    time_limit: float | None = None
+    #: weight matrices per sub-network (None: the whole chain, cut beyond max_neurons)
+    split: int | None = None
+    #: hidden neurons per sub-network at most (None: the formulation's MAX_NEURONS)
+    max_neurons: int | None = None
+    #: worker processes solving the sub-networks side by side (None: this process)
+    workers: int | None = None
+    #: the SDP solver: Clarabel or SCS through cvxpy, the eigenvalue form (layer / neuron),
+    #: or "auto" (by the LMI's size)
+    solver: Literal["auto", "clarabel", "scs", "eigenvalue"] = "auto"
+    #: the solver's stopping tolerance (None: its default)
+    tolerance: float | None = None
+
+
+@dataclass(frozen=True)
+class LipSDPNetworkRandOptions(LipSDPOptions):
+    """Options of ``lipsdp-network-rand``."""
+
+    #: random neuron pairs coupled, in all
+    couplings: int = 5
+
+
 def _options_call(network: Network, formulation: str, options: Options | None) -> Bound:
     options = options or Options()
-    extra = options.extra
+    own = options.own(LipSDPNetworkRandOptions if formulation == "network-rand"
+                      else LipSDPOptions)
     started = time.perf_counter()
     kind = "estimate" if formulation.startswith("network") else "upper"
     if norm_name(options.norm) != "2":
@@ -1023,35 +1053,38 @@ def _options_call(network: Network, formulation: str, options: Options | None) -
     reason = _fits(formulation)(network)
     if reason is not None:
         return Bound.not_applicable(f"lipsdp-{formulation}", kind, "2", reason)
-    bound = lipsdp(network, formulation, split=extra.get("split"),
-                   solver=extra.get("solver", "auto"), time_limit=options.time_limit,
-                   tolerance=extra.get("tolerance"), couplings=extra.get("couplings", 5),
-                   seed=options.seed, max_neurons=extra.get("max_neurons"),
-                   workers=extra.get("workers"), progress=options.progress)
+    bound = lipsdp(network, formulation, split=own.split, solver=own.solver,
+                   time_limit=options.limit(own.time_limit), tolerance=own.tolerance,
+                   couplings=getattr(own, "couplings", 5), seed=options.seed,
+                   max_neurons=own.max_neurons, workers=own.workers,
+                   progress=options.progress)
     bound.seconds = time.perf_counter() - started
     return bound
 
 
-@register_method("lipsdp-layer", kind="upper", norms=("2",), fits=_fits("layer"))
+@register_method("lipsdp-layer", kind="upper", norms=("2",), fits=_fits("layer"),
+                 options=LipSDPOptions)
 def lipsdp_layer(network: Network, options: Options | None = None) -> Bound:
     """LipSDP-Layer: one multiplier per hidden layer, certified in float64."""
     return _options_call(network, "layer", options)
 
 
-@register_method("lipsdp-neuron", kind="upper", norms=("2",), fits=_fits("neuron"))
+@register_method("lipsdp-neuron", kind="upper", norms=("2",), fits=_fits("neuron"),
+                 options=LipSDPOptions)
 def lipsdp_neuron(network: Network, options: Options | None = None) -> Bound:
     """LipSDP-Neuron: one multiplier per hidden neuron, certified in float64."""
     return _options_call(network, "neuron", options)
 
 
-@register_method("lipsdp-network", kind="estimate", norms=("2",), fits=_fits("network"))
+@register_method("lipsdp-network", kind="estimate", norms=("2",), fits=_fits("network"),
+                 options=LipSDPOptions)
 def lipsdp_network(network: Network, options: Options | None = None) -> Bound:
     """LipSDP-Network: all neuron couplings of a layer (unproven couplings: an estimate)."""
     return _options_call(network, "network", options)
 
 
 @register_method("lipsdp-network-rand", kind="estimate", norms=("2",),
-                 fits=_fits("network-rand"))
+                 fits=_fits("network-rand"), options=LipSDPNetworkRandOptions)
 def lipsdp_network_rand(network: Network, options: Options | None = None) -> Bound:
     """LipSDP-Network-rand: random neuron couplings (unproven couplings: an estimate)."""
     return _options_call(network, "network-rand", options)

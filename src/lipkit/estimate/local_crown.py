@@ -36,7 +36,8 @@ witness's proven rounding margin); they stay two bounds, each with its own proof
 Piecewise-linear activations (ReLU, LeakyReLU, the identity) only for the branch and bound;
 smooth ones get the single bound. The norms: ``inf`` (l-inf inputs; the l1 norm of the
 gradient), ``1`` and ``2`` (from the bounds on each gradient entry, looser). For a network
-with several outputs and no ``extra["output"]`` / ``extra["spec"]``, the value is the
+with several outputs and no option ``output`` / ``spec`` (:class:`LocalCrownOptions`), the
+value is the
 largest row's (l-inf), the sum of the rows' (l1) or their root sum of squares (l2): upper
 bounds on the induced norm of the Jacobian.
 """
@@ -51,13 +52,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lipkit.errors import InvalidArgumentError, LipkitError
+from lipkit.errors import InvalidArgumentError, LipkitError, check_finite_tensor
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import Domain, domain_of
 from lipkit.estimate.engine import DenseChain, GradientBounds, layer_bounds
 from lipkit.estimate.engine.forward import DUAL_STEPS
 from lipkit.estimate.network import Affine, Matrix, Network, Node, NotApplicableError
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 
 DEFAULT_TIME_LIMIT = 30.0
 DEFAULT_MAX_BRANCHES = 20_000
@@ -340,26 +341,58 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
     return LocalConstants(upper, lower, pairs, branches, len(heap), complete, seconds, status)
 
 
+@dataclass(frozen=True)
+class LocalCrownOptions(MethodOptions):
+    """Options of ``local-crown``."""
+
+    #: seconds at most (None: the run's share, else 30 s)
+    time_limit: float | None = None
+    #: branches at most of the branch and bound
+    max_branches: int = DEFAULT_MAX_BRANCHES
+    #: one output's constant, by its index (None: every output's, see the module docstring)
+    output: int | None = field(default=None, metadata={"minimum": 0})
+    #: rows ``c`` whose ``c^T f`` are bounded (a (rows, outputs) tensor; e.g. margins)
+    spec: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.spec is not None:
+            try:
+                spec = torch.as_tensor(self.spec, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise InvalidArgumentError(f"LocalCrownOptions option 'spec' must be a matrix "
+                                           f"of numbers, got {self.spec!r}") from None
+            if spec.ndim not in (1, 2) or spec.numel() == 0:
+                raise InvalidArgumentError(f"LocalCrownOptions option 'spec' must be a "
+                                           f"(rows, outputs) matrix, got shape "
+                                           f"{tuple(spec.shape)}")
+            object.__setattr__(self, "spec", check_finite_tensor(
+                "LocalCrownOptions option 'spec'", spec))
+        if self.spec is not None and self.output is not None:
+            raise InvalidArgumentError("LocalCrownOptions: give 'output' or 'spec', not both")
+
+
 @register_method("local-crown", kind="upper", norms=("inf", "1", "2"), fits=_fits, local=True,
-                 cost="cheap", needs_domain=True)
+                 cost="cheap", needs_domain=True, options=LocalCrownOptions)
 def local_crown(network: Network, options: Options) -> Bound | list[Bound]:
     """Local constant over a box or ball by bound propagation through the Clarke Jacobian
     with branch and bound (Shi et al. 2022); a witnessed lower bound beside it."""
     norm = norm_name(options.norm)
     domain = domain_of(network, options)
-    extra = options.extra
-    spec, row = extra.get("spec"), extra.get("output")
+    own = options.own(LocalCrownOptions)
+    spec, row = own.spec, own.output
     chain = DenseChain.of(network)
+    if spec is not None and spec.reshape(-1).numel() % chain.outputs:
+        raise InvalidArgumentError(f"local-crown: spec has {spec.numel()} entries, not rows "
+                                   f"of the network's {chain.outputs} outputs")
     if row is not None:
-        row = int(row)
-        if not 0 <= row < chain.outputs:
+        if not row < chain.outputs:
             raise InvalidArgumentError(
                 f"local-crown: output {row} out of range (the network has {chain.outputs})")
         spec = torch.eye(chain.outputs, dtype=torch.float64)[row:row + 1]
-    time_limit = options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT
+    time_limit = options.limit(own.time_limit, DEFAULT_TIME_LIMIT)
     result = local_constants(network, spec, domain, norm, time_limit, seed=options.seed,
-                             max_branches=int(extra.get("max_branches", DEFAULT_MAX_BRANCHES)),
-                             chain=chain)
+                             max_branches=own.max_branches, chain=chain)
     rows = len(result.upper)
     if rows == 1 or norm == "inf":
         upper, lower = float(result.upper.max()), float(result.lower.max())
@@ -376,7 +409,7 @@ def local_crown(network: Network, options: Options) -> Bound | list[Bound]:
     if result.pairs[best] is not None:
         first, second = result.pairs[best]
         # a pair of the whole output's norm is checked against the model as a witness
-        key = "witness" if extra.get("spec") is None and row is None else "pair"
+        key = "witness" if own.spec is None and row is None else "pair"
         details[key] = {"x1": first.reshape(network.input_shape),
                         "x2": second.reshape(network.input_shape)}
     seconds = result.seconds

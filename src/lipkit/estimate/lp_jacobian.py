@@ -35,11 +35,12 @@ whose products of consecutive affine maps carry float64 rounding that is not add
 **Rows.** Every row's interval bound (step 1) is computed first, and the LPs are solved in
 decreasing order of it until the best LP bound so far reaches the next row's interval bound
 (no later row can raise the maximum: the same value as solving them all), at most
-:data:`MAX_PROGRAMS` of them and within ``Options.time_limit``; rows left then keep their
-interval bounds, and the status says so (``"ok: 256 LPs reached; ..."``).
+``max_programs`` of them (:class:`LpJacobianOptions`, default :data:`MAX_PROGRAMS`) and
+within its ``time_limit`` (or the run's share); rows left then keep their interval bounds,
+and the status says so (``"ok: 256 LPs reached; ..."``).
 
-**Local bounds.** With ``extra["center"]`` and ``extra["radius"]`` (an l-infinity ball,
-radius 1 by default) or ``extra["box"] = (lower, upper)`` (the options exact-mip reads), the
+**Local bounds.** Over a local ``Options.domain`` (``estimate``'s ``center`` and
+``radius``, an l-infinity ball of radius 1 by default, or ``box=(lower, upper)``), the
 bound is on the local constant over that box, ``sup ||f(x) - f(y)|| / ||x - y||`` over ``x, y``
 in it, and ``details["domain"]`` says so (``"R^n ..."`` for the global bound; run it alone
 or with exact-mip: the lower-bound methods search everywhere). Every pre-activation is
@@ -63,6 +64,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.optimize
@@ -73,13 +75,12 @@ from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import domain_of
 from lipkit.estimate.engine import DenseChain, layer_bounds, relaxation_of
 from lipkit.estimate.network import Network, dense_chain
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.rounding import gamma as _gamma
 from lipkit.estimate.rounding import induced_norm_upper
 
 _MAX_ENTRIES = 4_000_000
-MAX_PROGRAMS = 256  # LPs per bound at most (one per output for l-inf, per input for l1);
-# the rows beyond them keep their interval bounds
+MAX_PROGRAMS = 256  # LPs per bound at most by default (LpJacobianOptions.max_programs)
 _SLACK = 1e-12  # relative loosening of every interval end and inequality: the relaxation
 # is built in floating point, and must contain every true point, not merely nearly
 
@@ -324,12 +325,23 @@ def interval_bounds(weights, slopes, chunk: int = 256) -> np.ndarray:
     return np.concatenate(values)
 
 
-@register_method("lp-jacobian", kind="upper", norms=("inf", "1"), fits=_fits, local=True)
+@dataclass(frozen=True)
+class LpJacobianOptions(MethodOptions):
+    """Options of ``lp-jacobian``."""
+
+    #: seconds at most (None: the run's share, else no limit)
+    time_limit: float | None = None
+    #: linear programs at most (one per row: per output for l-inf, per input for l1); the
+    #: rows beyond them keep their interval bounds
+    max_programs: int = MAX_PROGRAMS
+
+
+@register_method("lp-jacobian", kind="upper", norms=("inf", "1"), fits=_fits, local=True,
+                 options=LpJacobianOptions)
 def lp_jacobian(network: Network, options: Options | None = None) -> Bound:
     """LP relaxation of the Jacobian over the slope box (LipLP-style), proven by its dual.
 
-    Global, or local over ``extra["box"]`` / ``extra["center"]`` and ``extra["radius"]``
-    (see the module docstring).
+    Global, or local over ``options.domain`` (see the module docstring).
 
     Example:
         >>> import torch
@@ -344,6 +356,7 @@ def lp_jacobian(network: Network, options: Options | None = None) -> Bound:
         (True, 'l-inf ball of radius 0.1 around the center')
     """
     options = options or Options()
+    own = options.own(LpJacobianOptions)
     started = time.perf_counter()
     norm = norm_name(options.norm)
     domain = domain_of(network, options)
@@ -366,13 +379,14 @@ def lp_jacobian(network: Network, options: Options | None = None) -> Bound:
     # the rows by decreasing interval bound: once the best LP bound so far reaches the next
     # interval bound, no later row can raise the maximum
     order = np.argsort(-intervals, kind="stable")
-    deadline = None if options.time_limit is None else started + options.time_limit
+    time_limit = options.limit(own.time_limit)
+    deadline = None if time_limit is None else started + time_limit
     best, programs = 0.0, 0
     for index, row in enumerate(order):
         if intervals[row] <= best:
             break
         remaining = None if deadline is None else deadline - time.perf_counter()
-        if programs >= MAX_PROGRAMS or (remaining is not None and remaining <= 0):
+        if programs >= own.max_programs or (remaining is not None and remaining <= 0):
             break  # the rest by their interval bounds
         if options.progress is not None:
             options.progress(f"lp-jacobian: row {index + 1}/{rows} (by interval bound)")
@@ -382,7 +396,7 @@ def lp_jacobian(network: Network, options: Options | None = None) -> Bound:
     value = max(best, float(rest.max(initial=0.0)))
     status = "ok"
     if value > best:
-        reason = "time limit" if programs < MAX_PROGRAMS else f"{MAX_PROGRAMS} LPs"
+        reason = "time limit" if programs < own.max_programs else f"{own.max_programs} LPs"
         status = (f"ok: {reason} reached; {rest.size} of {rows} rows bounded by interval "
                   "arithmetic only")
     return Bound(value, "upper", norm, "lp-jacobian", time.perf_counter() - started, status,

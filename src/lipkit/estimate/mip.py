@@ -21,11 +21,11 @@ binaries), and a tangent ``s`` in the unit ``p``-ball pushed through the same pa
 ``v_{k+1} = W_{k+1} (P v_k + Q (z * G v_k))`` (the products ``z * (G v)`` by their exact
 McCormick constraints), ending in ``y = J_z s``; the objective is ``max_i y_i`` for ``p = inf``
 (a binary selects the row; ``s`` is symmetric so no sign is needed) and ``sum_i |y_i|`` for
-``p = 1`` (a binary per output sign). For a scalar output (or ``extra["output"] = i``) both
+``p = 1`` (a binary per output sign). For a scalar output (or the option ``output=i``) both
 are ``max y``. Only the pattern is discrete: the tangent needs no sign binaries.
 
-**Domain.** ``extra["center"]`` and ``extra["radius"]`` (an l-infinity ball) or
-``extra["box"] = (lower, upper)``: the local constant over that box (run it alone: the
+**Domain.** ``Options.domain``, a box or an l-infinity ball (``estimate``'s ``center`` and
+``radius``, or ``box=(lower, upper)``): the local constant over that box (run it alone: the
 lower-bound searches of other methods look everywhere). Otherwise the *global* constant over
 all of ``R^n``: the network ``g(x, t) = t f(x / t)`` (biases times ``t``) has, for every
 ``t > 0``, the activation pattern of ``f`` at ``x / t`` (ReLU, LeakyReLU and GroupSort are
@@ -42,7 +42,7 @@ gates ``G W_0`` have full row rank every pattern is realized, and the input part
 is dropped.
 
 **Big-M constants** come from interval propagation, tightened layer by layer with linear
-programs over the relaxation of the layers before (``extra["tighten"] = "lp"``, the default;
+programs over the relaxation of the layers before (option ``tighten="lp"``, the default;
 ``"interval"`` skips them), each widened by ``1e-6`` relative so that the LP solver's
 tolerance never cuts off a feasible point. Gates whose bounds do not straddle 0 are fixed.
 The tangent's bounds (the big-M constants of the products ``z * (G v)``) are first taken over
@@ -52,7 +52,7 @@ for the l1 ball always and for the l-inf ball up to ``2 MAX_VERTICES`` vertices 
 over all patterns the second layer's gate inputs are then exact, where plain intervals (and the
 LPs over the relaxation) count every first-layer unit at its worst sign independently. The
 output's bounds (the objective's) relax the last layer's products linearly per vertex
-(:meth:`TangentBounds.output_bounds`). ``extra["vertex_bounds"] = False`` skips all this,
+(:meth:`TangentBounds.output_bounds`). Option ``vertex_bounds=False`` skips all this,
 for comparison.
 
 **Witness and proof.** A pattern is checked by a linear program that finds the point deepest
@@ -67,19 +67,22 @@ exact value is exact up to regions thinner than that, which float64 cannot witne
 **Result.** Solved to optimality (HiGHS's relative gap ``1e-6``) with a witness attaining the
 MIP value to ``1e-5`` relative: one ``"exact"`` Bound whose value is the witness's
 (``details["upper"]`` is the MIP's proven bound). Stopped by the time limit
-(``Options.time_limit``, default 60 s, including the tightening) or ``extra["node_limit"]``:
+(:class:`MipOptions`' ``time_limit`` or the run's share, default 60 s, including the
+tightening) or the option ``node_limit``:
 two Bounds, the ``"upper"`` MIP bound and the ``"lower"`` witness, status
 ``"ok: time limit reached, gap ..."``. "Proven" means to HiGHS's tolerances (feasibility
 1e-7), not a floating-point certificate like LipSDP's.
 
-``extra["threads"]`` (default 1) is passed to HiGHS.
+The options (:class:`MipOptions`): ``time_limit``, ``output``, ``tighten``,
+``vertex_bounds``, ``node_limit`` and ``threads`` (HiGHS's, default 1).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import highspy
 import numpy as np
@@ -92,7 +95,7 @@ from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import solver_box
 from lipkit.estimate.engine import box_pre_activation_bounds
 from lipkit.estimate.network import Activation, Affine, Network, NotApplicableError
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.solvers import (
     feasible,
     mip_status_usable,
@@ -822,49 +825,62 @@ def piecewise_linear_fits(network: Network) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class MipOptions(MethodOptions):
+    """Options of ``exact-mip``."""
+
+    #: seconds at most, the tightening included (None: the run's share, else 60 s)
+    time_limit: float | None = None
+    #: one output's constant, by its index (None: the induced norm of the whole Jacobian)
+    output: int | None = field(default=None, metadata={"minimum": 0})
+    #: the big-M constants: tightened by LPs, or interval propagation only
+    tighten: Literal["lp", "interval"] = "lp"
+    #: the tangent's bounds from the vertices of the unit ball (False: intervals only)
+    vertex_bounds: bool = True
+    #: HiGHS's branch-and-bound nodes at most, then the bracket (None: no limit)
+    node_limit: int | None = field(default=None, metadata={"minimum": 0})
+    #: HiGHS's threads
+    threads: int = 1
+
+
 @register_method("exact-mip", kind="exact", norms=("1", "inf"), fits=piecewise_linear_fits,
-                 local=True)
+                 local=True, options=MipOptions)
 def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
     """Exact l1 / l-inf constant of a piecewise-linear network by MIP (LipMIP, HiGHS)."""
     started = time.perf_counter()
-    norm, extra = norm_name(options.norm), options.extra
+    norm, own = norm_name(options.norm), options.own(MipOptions)
     if norm not in ("1", "inf"):
         raise NotApplicableError("the MIP objective is linear for the l1 and l-inf norms only")
-    time_limit = options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT
+    time_limit = options.limit(own.time_limit, DEFAULT_TIME_LIMIT)
     deadline = started + float(time_limit)
     layers, output = piecewise_linear_chain(network)
     reason = scale_reason(layers, output[0])
     if reason is not None:
         raise NotApplicableError(reason)
-    row = extra.get("output")
+    row = own.output
     if row is not None:
-        row = int(row)
-        if not 0 <= row < output[0].shape[0]:
+        if not row < output[0].shape[0]:
             raise InvalidArgumentError(
                 f"exact-mip: output {row} out of range (the network has {output[0].shape[0]})")
         output = (output[0][row : row + 1], output[1][row : row + 1])
     box, homogeneous, description = solver_box(network, options, "exact-mip")
-    tighten = extra.get("tighten", "lp")
-    if tighten not in ("lp", "interval"):
-        raise InvalidArgumentError(f"exact-mip: tighten must be 'lp' or 'interval', got "
-                                   f"{tighten!r}")
     try:
-        return _solve(network, options, started, deadline, layers, output, row, box,
-                      homogeneous, description, tighten, time_limit)
+        return _solve(network, options, own, started, deadline, layers, output, row, box,
+                      homogeneous, description, time_limit)
     finally:
         restore_threads()
 
 
-def _solve(network, options, started, deadline, layers, output, row, box, homogeneous,
-           description, tighten, time_limit):
-    norm, extra = norm_name(options.norm), options.extra
+def _solve(network, options, own: MipOptions, started, deadline, layers, output, row, box,
+           homogeneous, description, time_limit):
+    norm, tighten = norm_name(options.norm), own.tighten
     known = None
     if not homogeneous and len(layers) == sum(
             isinstance(node.op, Activation) for node in network.nodes):
         known = box_pre_activation_bounds(network, *box)  # the engine's CROWN bounds
     encoding = _encode(layers, output, norm, box, homogeneous, tighten == "lp",
-                       started + 0.3 * float(time_limit), int(extra.get("threads", 1)),
-                       options.seed, bool(extra.get("vertex_bounds", True)), known)
+                       started + 0.3 * float(time_limit), own.threads,
+                       options.seed, own.vertex_bounds, known)
     seconds_model = time.perf_counter() - started
     search_pattern, search_point = _search_pattern(network, layers, box, homogeneous, norm,
                                                    row, options.seed, options.data)
@@ -887,8 +903,8 @@ def _solve(network, options, started, deadline, layers, output, row, box, homoge
     highs.setOptionValue("mip_rel_gap", _RELATIVE_GAP)
     highs.setOptionValue("mip_abs_gap", 1e-9)
     highs.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.01))
-    if "node_limit" in extra:
-        highs.setOptionValue("mip_max_nodes", int(extra["node_limit"]))
+    if own.node_limit is not None:
+        highs.setOptionValue("mip_max_nodes", own.node_limit)
     best = None
     for pattern in candidates:
         best = _better(best, verify(network, layers, output, pattern, box, homogeneous, norm,

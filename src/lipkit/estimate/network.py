@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,9 @@ import torch.nn.functional as F
 from lipkit.errors import InvalidArgumentError, LipkitError
 from lipkit.estimate.activations import elementwise
 from lipkit.estimate.rounding import induced_norm_upper
-from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper
+
+if TYPE_CHECKING:  # imported where used: lipkit.nn is not needed for dense networks (start-up)
+    from lipkit.nn.operator_norm import ConvGeometry
 
 _CONV_TRANSPOSE_FUNCTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d,
                              3: F.conv_transpose3d}
@@ -196,6 +199,8 @@ class Convolution(LinearOperator):
 
     def norm(self, p: float = 2) -> float:
         if p == 2:
+            from lipkit.nn.operator_norm import conv_operator_norm_upper
+
             return min(conv_operator_norm_upper(self.weight, self.geometry),
                        self._disjoint_windows_norm())
         if self.in_features * self.out_features <= 4_000_000:
@@ -283,6 +288,8 @@ class TransposedConvolution(LinearOperator):
         if self.out_shape is None:
             self.out_shape = (channels, *spatial)
         # the convolution C whose adjoint is the full transposed convolution
+        from lipkit.nn.operator_norm import ConvGeometry
+
         geometry = ConvGeometry(dims, self.stride, ((0, 0),) * dims, self.dilation,
                                 self.groups, "zeros", full)
         self.convolution = Convolution(self.weight, geometry, (channels, *full))

@@ -15,16 +15,31 @@ optional dependency is missing (the ``all`` extra) is simply not in :data:`METHO
 ``cost`` orders a run under a budget (:func:`lipkit.estimate.report.estimate`):
 ``"instant"`` methods (products of norms) always run; ``"cheap"`` ones get what is left;
 ``"expensive"`` ones (solvers, searches) share what is left and must stop at their share.
+
+**Options.** What every method reads (the norm, the run's time limit, data, the seed, the
+domain) is :class:`Options`; a method's own settings are a frozen dataclass derived from
+:class:`MethodOptions`, registered with it (``register_method(..., options=MipOptions)``)
+and read as ``options.own(MipOptions)``. Its fields are documented where it is defined;
+their types are checked when it is made (an ``int`` field is an integer >= 1 unless its
+metadata says ``minimum``, a ``float`` a finite number > 0, a ``Literal`` one of its
+choices), and an unknown field is an error naming the method and the field. The same names
+mean the same thing in every method: ``time_limit`` (seconds; the smaller of it and the
+run's share applies), ``output`` (one output's constant), ``max_branches`` (branches at most
+of a branch and bound), ``steps`` / ``learning_rate`` (Adam steps and step size),
+``solver``, ``tolerance``, ``points``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import numbers
+import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from lipkit.errors import InvalidArgumentError, UnknownMethodError
 
@@ -41,33 +56,51 @@ BUILT_IN = {  # in the order a run takes them within each cost class (the most t
 COSTS = ("instant", "cheap", "expensive")
 
 
+class MethodOptions:
+    """Base of every method's frozen options dataclass: checks each field's value against
+    the field's type when the options are made (see the module docstring)."""
+
+    def __post_init__(self) -> None:
+        for name, kind in option_fields(type(self)).items():
+            value = check_option(type(self).__name__, name, kind, getattr(self, name),
+                                 _metadata(type(self), name))
+            object.__setattr__(self, name, value)  # a NumPy integer becomes an int
+
+
 @dataclass(frozen=True)
-class NoOptions:
+class NoOptions(MethodOptions):
     """The options of a method that has none."""
 
 
 @dataclass
 class Options:
-    """What every method may read: the norm, a time limit, data points, a seed, progress,
-    the domain, and ``method``: its own options (the frozen dataclass it registered)."""
+    """What every method may read: the norm, the run's time limit (its share of the budget),
+    data points, a seed, progress, the domain, and ``method``: its own options (an instance
+    of the dataclass it registered; None: its defaults)."""
 
     norm: str = "2"
     time_limit: float | None = None
     data: Any = None  # a tensor of inputs (batch, *input_shape), for data-based methods
     seed: int = 0
     progress: Callable[[str], None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    domain: Any = None  # a lipkit.estimate.domain.Domain; None: read from extra
+    domain: Any = None  # a lipkit.estimate.domain.Domain; None: all of R^n
     method: Any = None  # the running method's own options (an instance of its dataclass)
 
     def own(self, kind: type):
-        """The running method's options as ``kind``: those ``estimate`` made, else (a method
-        called directly) its fields found in ``extra``, else its defaults."""
-        if isinstance(self.method, kind):
-            return self.method
-        fields = option_fields(kind)
-        return kind(**{key: coerce(kind.__name__, key, fields[key], value)
-                       for key, value in self.extra.items() if key in fields})
+        """The running method's options as ``kind``: those given, else its defaults."""
+        if self.method is None:
+            return kind()
+        if type(self.method) is not kind:
+            raise InvalidArgumentError(
+                f"a method whose options are {kind.__name__} was given "
+                f"{type(self.method).__name__}")
+        return self.method
+
+    def limit(self, own: float | None, default: float | None = None) -> float | None:
+        """A method's time limit: the smaller of the run's (``time_limit``, its share of the
+        budget) and the method's own ``time_limit`` option; ``default`` with neither."""
+        limits = [value for value in (self.time_limit, own) if value is not None]
+        return min(limits) if limits else default
 
 
 @dataclass
@@ -82,18 +115,16 @@ class Method:
     summary: str = ""
     local: bool = False  # bounds the constant over a local domain (else only over R^n)
     cost: str = "expensive"  # "instant", "cheap" or "expensive" (see the module docstring)
-    options: type | None = NoOptions  # its frozen options dataclass (None: reads Options.extra)
+    options: type = NoOptions  # its frozen options dataclass (a MethodOptions)
     needs_domain: bool = False  # bounds local constants only (left out of global runs)
 
     def make_options(self, given=None):
         """The method's options from ``given``: None (defaults), an instance of its options
         dataclass, or a dict of its fields; an unknown field is an error naming both."""
         kind = self.options
-        if kind is None:
-            return None
         if given is None:
-            return kind()
-        if isinstance(given, kind):
+            given = {}
+        if type(given) is kind:
             return given
         if not isinstance(given, dict):
             raise InvalidArgumentError(
@@ -105,11 +136,12 @@ class Method:
                 raise InvalidArgumentError(
                     f"{self.name} has no option '{key}'; its options: "
                     f"{', '.join(names) or 'none'}")
+        values = {key: coerce(self.name, key, names[key], value)
+                  for key, value in given.items()}
         try:
-            return kind(**{key: coerce(self.name, key, names[key], value)
-                           for key, value in given.items()})
-        except TypeError as error:
-            raise InvalidArgumentError(f"options of {self.name}: {error}") from None
+            return kind(**values)
+        except InvalidArgumentError as error:  # a value out of its range: name the method
+            raise InvalidArgumentError(f"{self.name}: {error}") from None
 
 
 def option_fields(kind: type) -> dict[str, type]:
@@ -118,38 +150,123 @@ def option_fields(kind: type) -> dict[str, type]:
     return {f.name: hints.get(f.name, object) for f in dataclasses.fields(kind)}
 
 
+def _metadata(kind: type, name: str) -> dict:
+    return next(f.metadata for f in dataclasses.fields(kind) if f.name == name)
+
+
+def _alternatives(kind) -> tuple:
+    """The members of a union type (``int | None`` -> ``(int, NoneType)``), else ``(kind,)``."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return typing.get_args(kind)
+    return (kind,)
+
+
+def _describe(kind) -> str:
+    names = []
+    for choice in _alternatives(kind):
+        if typing.get_origin(choice) is Literal:
+            names.append("one of " + ", ".join(repr(c) for c in typing.get_args(choice)))
+        elif choice is type(None):
+            names.append("none")
+        else:
+            names.append(getattr(choice, "__name__", str(choice)))
+    return " or ".join(names)
+
+
 def coerce(method: str, name: str, kind, value):
-    """``value`` as the field's type (text from the command line included); a value of the
-    wrong kind is an error naming the method and the option."""
-    origin = typing.get_origin(kind)
-    choices = typing.get_args(kind) if origin is not None else (kind,)
-    if value is None and type(None) in choices:
+    """``value`` as the field's type (text from the command line included: ``"none"`` for
+    None, ``"true"`` / ``"false"``, numbers); a value of the wrong kind is an error naming
+    the method and the option. Ranges are checked when the options are made."""
+    choices = _alternatives(kind)
+    text = value.strip() if isinstance(value, str) else None
+    if (value is None or (text is not None and text.lower() == "none")) and type(
+            None) in choices:
         return None
     for choice in choices:
         if choice is type(None):
             continue
-        try:
-            if choice is bool:
-                if isinstance(value, str):
-                    if value.lower() in ("true", "1", "yes"):
-                        return True
-                    if value.lower() in ("false", "0", "no"):
-                        return False
-                    continue
-                return bool(value)
-            if choice is int:
-                number = float(value) if isinstance(value, str) else value
-                if isinstance(number, bool) or int(number) != number:
-                    continue
-                return int(number)
-            if choice is float:
-                return float(value)
-            if choice is str:
-                return str(value)
-            return value
-        except (TypeError, ValueError, OverflowError):
+        if typing.get_origin(choice) is Literal:
+            if value in typing.get_args(choice) or text in typing.get_args(choice):
+                return text if text is not None else value
             continue
-    raise InvalidArgumentError(f"{method} option '{name}' must be {kind}, got {value!r}")
+        if choice is bool:
+            if isinstance(value, bool):
+                return value
+            if text is not None and text.lower() in ("true", "1", "yes"):
+                return True
+            if text is not None and text.lower() in ("false", "0", "no"):
+                return False
+            continue
+        if choice is int:
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, numbers.Integral):
+                return int(value)
+            try:
+                number = float(text if text is not None else value)
+            except (TypeError, ValueError, OverflowError):
+                continue
+            if math.isfinite(number) and number == int(number):
+                return int(number)
+            continue
+        if choice is float:
+            if isinstance(value, bool):
+                continue
+            try:
+                return float(text if text is not None else value)
+            except (TypeError, ValueError, OverflowError):
+                continue
+        if choice is str:
+            if text is not None:
+                return text
+            continue
+        return value  # any other type: the method reads it (a tensor, ...)
+    raise InvalidArgumentError(f"{method} option '{name}' must be {_describe(kind)}, got "
+                               f"{value!r}")
+
+
+def check_option(owner: str, name: str, kind, value, metadata=None):
+    """``value`` if it is a valid value of a field of type ``kind``, else an
+    InvalidArgumentError naming ``owner`` and the field. ``int``: an integer >= 1 (or >=
+    ``metadata["minimum"]``); ``float``: a number > 0 (or >= ``minimum``), finite unless
+    ``metadata["infinite"]``; ``bool``; a ``Literal``'s choices; None where the type allows
+    it; any other type is left to the method."""
+    metadata = metadata or {}
+    choices = _alternatives(kind)
+    if value is None and type(None) in choices:
+        return None
+    where = f"{owner} option '{name}'"
+    for choice in choices:
+        if typing.get_origin(choice) is Literal:
+            if value in typing.get_args(choice):
+                return value
+        elif choice is bool:
+            if isinstance(value, bool):
+                return value
+        elif choice is int:
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                minimum = metadata.get("minimum", 1)
+                if value < minimum:
+                    raise InvalidArgumentError(f"{where} must be an integer >= {minimum}, "
+                                               f"got {value!r}")
+                return int(value)
+        elif choice is float:
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                value = float(value)
+                minimum = metadata.get("minimum")
+                if math.isnan(value) or (math.isinf(value) and not metadata.get("infinite")):
+                    raise InvalidArgumentError(f"{where} must be a finite number, got {value!r}")
+                if (value < minimum) if minimum is not None else not value > 0:
+                    bound = f">= {minimum:g}" if minimum is not None else "> 0"
+                    raise InvalidArgumentError(f"{where} must be a number {bound}, got "
+                                               f"{value!r}")
+                return value
+        elif choice is str:
+            if isinstance(value, str):
+                return value
+        elif choice is not type(None):
+            return value  # checked by the method
+    raise InvalidArgumentError(f"{where} must be {_describe(kind)}, got {value!r}")
 
 
 class _Registry(dict):
@@ -213,14 +330,17 @@ def _always(network) -> None:
 
 def register_method(name: str, kind: str, norms=("2",), fits: Callable = _always,
                     summary: str = "", local: bool = False, cost: str = "expensive",
-                    options: type | None = None, needs_domain: bool = False):
+                    options: type = NoOptions, needs_domain: bool = False):
     """Decorator registering ``function(network, options) -> Bound`` under ``name``;
     ``local``: the method reads ``options.domain`` and bounds the constant over it;
     ``cost``: ``"instant"``, ``"cheap"`` or ``"expensive"``; ``options``: the frozen
-    dataclass of the method's own options (read as ``options.method``), or None for a
-    method that still reads the untyped ``options.extra``."""
+    :class:`MethodOptions` dataclass of the method's own options (read as
+    ``options.own(kind)``)."""
     if cost not in COSTS:
         raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
+    if not (dataclasses.is_dataclass(options) and issubclass(options, MethodOptions)
+            and options.__dataclass_params__.frozen):
+        raise TypeError(f"the options of {name} must be a frozen MethodOptions dataclass")
 
     def decorate(function):
         METHODS[name] = Method(name, kind, tuple(norms), function, fits,

@@ -18,18 +18,11 @@ import torch
 
 from lipkit.errors import InvalidArgumentError, LipkitError, check_seed, check_time_limit
 from lipkit.estimate.bound import Bound, norm_name
-from lipkit.estimate.domain import Domain
+from lipkit.estimate.domain import DOMAIN_KEYS, Domain
 from lipkit.estimate.importers import load_network
 from lipkit.estimate.network import Network, NotApplicableError
 from lipkit.estimate.reference import ModelReference
-from lipkit.estimate.registry import (
-    COSTS,
-    METHODS,
-    Options,
-    coerce,
-    get_method,
-    option_fields,
-)
+from lipkit.estimate.registry import COSTS, METHODS, Options, get_method, option_fields
 
 #: the default wall-clock budget of a run, in seconds (a 2-core machine answers within it)
 DEFAULT_BUDGET = 60.0
@@ -167,45 +160,71 @@ def _share(method, remaining: float, expensive_left: int, time_limit: float | No
     return share if time_limit is None else min(time_limit, share)
 
 
-_DOMAIN_KEYS = ("center", "radius", "box", "ball", "data_domain")
-
-
-def _method_options(names: list[str], given: dict | None, extra: dict) -> dict:
+def _method_options(names: list[str], given: dict | None, shared: dict,
+                    chosen: bool = True) -> dict:
     """Each method's typed options: its entry of ``given`` with the keyword options of the
-    run that it has; a keyword no method of the run has, or an entry for a method not in
-    the run, is an error naming it."""
+    run that it has. A keyword no registered method has, or (``chosen``: the caller named
+    the methods) none of the run's, is an error naming it; so is an entry for a method not
+    in the run, unless the methods were picked by what fits (a method that does not fit
+    this network is left out, its entry only checked)."""
     given = dict(given or {})
-    for name in given:
+    for name, entry in given.items():
         if name not in names:
-            get_method(name)  # an unknown id lists the choices
-            raise InvalidArgumentError(f"options are given for {name}, which this run does "
-                                       f"not use (methods: {', '.join(names)})")
-    shared = {key: value for key, value in extra.items() if key not in _DOMAIN_KEYS}
-    legacy = [name for name in names if get_method(name).options is None]
+            method = get_method(name)  # an unknown id lists the choices
+            if chosen:
+                raise InvalidArgumentError(f"options are given for {name}, which this run "
+                                           f"does not use (methods: {', '.join(names)})")
+            method.make_options(entry)  # its fields are still checked
     claimed: set[str] = set()
     typed = {}
     for name in names:
         method = get_method(name)
-        if method.options is None:
-            typed[name] = None
-            continue
         fields = option_fields(method.options)
         own = {key: value for key, value in shared.items() if key in fields}
         claimed |= set(own)
-        entry = given.get(name)
-        if isinstance(entry, method.options):
-            typed[name] = replace(entry, **{key: coerce(name, key, fields[key], value)
-                                            for key, value in own.items()})
+        entry = given.get(name)  # the method's own entry wins over a run-wide keyword
+        if type(entry) is method.options:
+            typed[name] = entry
         else:
             typed[name] = method.make_options({**own, **(entry or {})})
-    unknown = [key for key in shared if key not in claimed]
-    if unknown and not legacy:
-        choices = {name: ", ".join(option_fields(get_method(name).options)) or "none"
-                   for name in names}
-        raise InvalidArgumentError(
-            f"unknown option '{unknown[0]}': no method of this run has it (their options: "
-            + "; ".join(f"{name}: {fields}" for name, fields in choices.items()) + ")")
+    for key in shared:
+        if key in claimed:
+            continue
+        known = [name for name, method in METHODS.items()
+                 if key in option_fields(method.options)]
+        if chosen or not known:
+            choices = {name: ", ".join(option_fields(get_method(name).options)) or "none"
+                       for name in names}
+            raise InvalidArgumentError(
+                f"unknown option '{key}': no method of this run has it"
+                + (f" (it is an option of {', '.join(known)})" if known else "")
+                + " (their options: "
+                + "; ".join(f"{name}: {fields}" for name, fields in choices.items()) + ")")
     return typed
+
+
+def options_for(name: str, network: Network, *, norm="2", time_limit: float | None = None,
+                data: torch.Tensor | None = None, seed: int = 0,
+                progress: Callable[[str], None] | None = None, **keywords) -> Options:
+    """The :class:`Options` of one method called directly (``METHODS[name].function(network,
+    options)``): the run's settings, the domain (``center``, ``radius``, ``box``, ``ball``,
+    ``data_domain``: see :func:`estimate`) and the method's own fields; a keyword that is
+    neither is an error naming the method and the keyword.
+
+    Example:
+        >>> import torch
+        >>> from lipkit.estimate import METHODS, load_network, options_for
+        >>> network = load_network(torch.nn.Linear(3, 2))
+        >>> options = options_for("lower-jacobian", network, points=16)
+        >>> METHODS["lower-jacobian"].function(network, options).details["points"]
+        16
+    """
+    method = get_method(name)
+    domain = {key: keywords.pop(key) for key in DOMAIN_KEYS if key in keywords}
+    return Options(norm=norm_name(norm), time_limit=check_time_limit("time_limit", time_limit),
+                   data=data, seed=check_seed("seed", seed), progress=progress,
+                   domain=Domain.from_options(network.in_features, domain, where=name),
+                   method=method.make_options(keywords))
 
 
 def check_witnesses(bounds: list[Bound], reference: ModelReference | None) -> None:
@@ -264,12 +283,13 @@ def estimate(
             bounds found so far (``report.interrupted``).
         update: called with the report after each method (a live display).
         options: each method's own options, ``{method id: its options dataclass or a dict of
-            its fields}`` (e.g. ``{"lower-jacobian": {"points": 1024}}``); a field no method
-            has is an error naming the method and the field.
-        extra: options given to every method of the run that has them (e.g.
-            ``points=512``; a name no method of the run has is an error), and the domain of
-            a local constant: ``center`` and ``radius`` (a ball in the ``ball``
-            norm, ``"inf"`` by default, or ``"2"``) or ``box=(lower, upper)``, each
+            its fields}`` (e.g. ``{"exact-mip": MipOptions(time_limit=5)}``,
+            ``{"lower-jacobian": {"points": 1024}}``); a field the method does not have is
+            an error naming the method and the field.
+        extra: options given to every method of the run that has a field of that name
+            (e.g. ``points=512``, ``output=0``; a name no method of the run has is an
+            error), and the domain of a local constant: ``center`` and ``radius`` (a ball
+            in the ``ball`` norm, ``"inf"`` by default, or ``"2"``) or ``box=(lower, upper)``, each
             optionally intersected with ``data_domain=(low, high)``
             (:class:`lipkit.estimate.domain.Domain`). With a local domain, the lower
             bounds and exact values are local ones; global upper bounds still bound it.
@@ -290,6 +310,7 @@ def estimate(
     seed = check_seed("seed", seed)
     network = load_network(source, input_shape)
     domain = Domain.from_options(network.in_features, extra)
+    shared = {key: value for key, value in extra.items() if key not in DOMAIN_KEYS}
     skipped: list[Bound] = []
     if methods is not None:
         names = list(methods)
@@ -305,9 +326,9 @@ def estimate(
         get_method(name)  # unknown names fail before anything runs
     given = {name: position for position, name in enumerate(names)}
     names = _schedule(names)
-    typed = _method_options(names, options, extra)
+    typed = _method_options(names, options, shared, chosen=methods is not None)
     options = Options(norm=norm, time_limit=time_limit, data=data, seed=seed,
-                      progress=status, extra=extra, domain=domain)
+                      progress=status, domain=domain)
     reference = None if isinstance(source, Network) else ModelReference(source, network)
     report = Report(network, norm, domain=domain, budget=budget)
     # the methods share 85 % of the budget: the rest is the run's own work around them

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from lipkit.estimate.bound import Bound
 from lipkit.estimate.network import dense_chain
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 
 
 def _chain_fits(network) -> str | None:
@@ -57,10 +57,11 @@ def _relaxed_max(left: torch.Tensor, right: torch.Tensor, alpha: float, beta: fl
 
 
 @dataclass(frozen=True)
-class SeqLipOptions:
+class SeqLipOptions(MethodOptions):
     """Options of ``seqlip``."""
 
-    exact_width: int = 14  # hidden widths up to which the vertex maximization is exact
+    #: hidden widths up to which the vertex maximization is exact (0: never)
+    exact_width: int = field(default=14, metadata={"minimum": 0})
 
 
 @register_method("seqlip", kind="upper", norms=("2",), fits=_chain_fits, cost="cheap",

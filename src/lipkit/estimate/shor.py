@@ -42,7 +42,7 @@ import scipy.optimize
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.mip import piecewise_linear_chain
 from lipkit.estimate.network import Activation, Affine, Network, NotApplicableError
-from lipkit.estimate.registry import Options, register_method
+from lipkit.estimate.registry import MethodOptions, Options, register_method
 
 DEFAULT_ITERATIONS = 300
 DEFAULT_TIME_LIMIT = 120.0  # seconds (Options.time_limit overrides); the bound stays valid
@@ -151,10 +151,13 @@ def _fits(network: Network) -> str | None:
 
 
 @dataclass(frozen=True)
-class ShorOptions:
+class ShorOptions(MethodOptions):
     """Options of ``shor``."""
 
-    iterations: int = DEFAULT_ITERATIONS  # L-BFGS iterations per smoothing stage
+    #: seconds at most (None: the run's share, else 120 s); the bound stays valid
+    time_limit: float | None = None
+    #: L-BFGS iterations per smoothing stage
+    iterations: int = DEFAULT_ITERATIONS
 
 
 @register_method("shor", kind="upper", norms=("inf",), fits=_fits, options=ShorOptions)
@@ -165,8 +168,9 @@ def shor(network: Network, options: Options) -> Bound:
     if norm_name(options.norm) != "inf":
         raise NotApplicableError("encoded for the l-infinity norm")
     weight, alpha, output = _one_hidden_layer(network)
-    iterations = options.own(ShorOptions).iterations
-    limit = options.time_limit if options.time_limit is not None else DEFAULT_TIME_LIMIT
+    own = options.own(ShorOptions)
+    iterations = own.iterations
+    limit = options.limit(own.time_limit, DEFAULT_TIME_LIMIT)
     deadline = started + float(limit)
     # interval bound of each row: sum_j max over z of |s_j-th entry|, z per unit independently
     low = weight.T @ (output * alpha).T  # (n, k): z = 0

@@ -11,7 +11,6 @@ from pathlib import Path
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError
-from lipkit.estimate.importers.torch_module import import_module
 from lipkit.estimate.network import Network
 
 
@@ -20,6 +19,8 @@ def load_network(source, input_shape=None) -> Network:
     if isinstance(source, Network):
         return source
     if isinstance(source, nn.Module):
+        from lipkit.estimate.importers.torch_module import import_module
+
         return import_module(source, input_shape)
     if isinstance(source, str | Path):
         path = Path(source)
@@ -39,6 +40,16 @@ def load_network(source, input_shape=None) -> Network:
             "files (for a PyTorch model, pass the nn.Module from Python)"
         )
     raise InvalidArgumentError(f"cannot import a {type(source).__name__} as a network")
+
+
+def __getattr__(name: str):
+    """``import_module`` on first use: the torch importer (torch.fx, lipkit.nn's layers) is
+    not needed to read a file (start-up of ``lipkit estimate small.mat``)."""
+    if name == "import_module":
+        from lipkit.estimate.importers.torch_module import import_module
+
+        return import_module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["import_module", "load_network"]
