@@ -251,3 +251,23 @@ def test_activation_kinds_and_parameters_are_checked():
         Activation("elu", params={"alpha": math.nan})
     assert Activation("leaky_relu").params["negative_slope"] == 0.01
     assert Activation("hardtanh", params={"min_val": 2.0, "max_val": 1.0}).slope == (0.0, 0.0)
+
+
+def test_every_activation_has_the_second_derivatives_gradient_searches_take():
+    """lower-gradient differentiates the Jacobian's norm: every supported activation's
+    function must have a double backward (torch's hardsigmoid has none), and torch's
+    hardsigmoid is reproduced bit for bit."""
+    from lipkit.estimate.activations import ELEMENTWISE
+
+    x = torch.linspace(-4.0, 4.0, 97, dtype=torch.float64)
+    for kind, build in ELEMENTWISE.items():
+        function = (build(torch.full((97,), 0.2, dtype=torch.float64)) if kind == "prelu"
+                    else build()).function
+        point = x.clone().requires_grad_(True)
+        (slope,) = torch.autograd.grad(function(point).sum(), point, create_graph=True)
+        if slope.requires_grad:  # a constant slope has no graph: nothing to differentiate
+            torch.autograd.grad((slope * slope).sum(), point)
+    hardsigmoid = ELEMENTWISE["hardsigmoid"]().function
+    wide = torch.randn(100_000, dtype=torch.float64) * 5
+    assert torch.equal(hardsigmoid(wide), torch.nn.functional.hardsigmoid(wide))
+    assert torch.equal(hardsigmoid(wide.float()), torch.nn.functional.hardsigmoid(wide.float()))

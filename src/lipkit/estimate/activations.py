@@ -205,7 +205,8 @@ def _hardsigmoid(scale=1.0 / 6.0, offset=0.5) -> Elementwise:
     a = _number("hardsigmoid", "scale", scale)
     b = _number("hardsigmoid", "offset", offset)
     if a == 1.0 / 6.0 and b == 0.5:
-        function = F.hardsigmoid
+        def function(x):  # F.hardsigmoid's own arithmetic, bit for bit, but with a double
+            return torch.clamp(x + 3.0, 0.0, 6.0) / 6.0  # backward (gradient searches)
     else:
         def function(x):
             return torch.clamp(a * x + b, 0.0, 1.0)
