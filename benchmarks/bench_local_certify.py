@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -95,7 +96,6 @@ def naive_interval(network, center, radius, norm):
 
 
 def constants(fractions=None, tag=None) -> None:
-    import os
 
     import lipkit
     from lipkit.estimate import load_network
@@ -165,7 +165,8 @@ def trained(depth: int, x, y, seed: int = 0):
     return model.double().eval()
 
 
-def certify(images: int, depths: list[int], eps_list=(0.01, 0.03, 0.05)) -> None:
+def certify(images: int, depths: list[int], eps_list=(0.01, 0.03, 0.05),
+            tag: str | None = None) -> None:
     from lipkit.certify import logit_constants
     from lipkit.certify.attack import pgd_attack
     from lipkit.certify.local import certify_image
@@ -189,7 +190,8 @@ def certify(images: int, depths: list[int], eps_list=(0.01, 0.03, 0.05)) -> None
         global_radius = certified_radius(logits, constants, "pairwise", "inf", 784)
         for eps in eps_list:
             for index in range(images):
-                key = f"certify/784-256x{depth}-10/eps{eps}/image{index}"
+                key = (f"certify/{tag + '/' if tag else ''}784-256x{depth}-10/eps{eps}/"
+                       f"image{index}")
                 if key in finished:
                     continue
                 label = int(y_test[index])
@@ -230,7 +232,8 @@ def certify(images: int, depths: list[int], eps_list=(0.01, 0.03, 0.05)) -> None
                         "global": bool(global_radius[index] > eps and image.predicted == label),
                         "pgd_counterexample": attacked, "truth": truth,
                         "seconds": image.seconds, "mip_seconds": mip_seconds,
-                        "status": image.status})
+                        "status": image.status, "lipkit": tag or "",
+                        "load": os.getloadavg()[0]})
 
 
 def fractions_table(rows) -> None:
@@ -286,15 +289,16 @@ def table() -> None:
     groups: dict = {}
     for row in rows:
         if row["key"].startswith("certify/"):
-            groups.setdefault((row["depth"], row["eps"]), []).append(row)
-    for (depth, eps), group in sorted(groups.items()):
+            groups.setdefault((row.get("lipkit", ""), row["depth"], row["eps"]), []).append(row)
+    for (tag, depth, eps), group in sorted(groups.items()):
         robust = sum(r["truth"] == "robust" for r in group)
         broken = sum(r["truth"].startswith("not robust") for r in group)
         unknown = sum(r["truth"] == "unknown" for r in group)
         either = sum(r["local_constant"] or r["direct"] for r in group)
         wrong = sum((r["local_constant"] or r["direct"]) and r["truth"].startswith("not")
                     for r in group)
-        print(f"| 784-256x{depth}-10 (acc {group[0]['test_accuracy']:.3f}) | {eps} | "
+        print(f"| {tag + ': ' if tag else ''}784-256x{depth}-10 "
+              f"(acc {group[0]['test_accuracy']:.3f}) | {eps} | "
               f"{len(group)} | {robust} | {broken} | {unknown} | "
               f"{sum(r['local_constant'] for r in group)} | {sum(r['direct'] for r in group)} | "
               f"{either} ({either / max(robust, 1):.0%} of robust) | "
@@ -310,6 +314,8 @@ if __name__ == "__main__":
     parser.add_argument("--fractions", default=None,
                         help="local-crown's time limits as fractions of the exact method's "
                              "seconds, e.g. 0.1,0.2 (default: 2 s and 10 s)")
+    parser.add_argument("--eps", default=None, help="certify: e.g. 0.03,0.05 (default "
+                        "0.01,0.03,0.05)")
     parser.add_argument("--tag", default=None, help="the lipkit measured (a name for the "
                         "rows; the script runs whichever lipkit PYTHONPATH gives)")
     arguments = parser.parse_args()
@@ -317,6 +323,9 @@ if __name__ == "__main__":
         constants(None if arguments.fractions is None else
                   [float(f) for f in arguments.fractions.split(",")], arguments.tag)
     elif arguments.part == "certify":
-        certify(arguments.images, [int(d) for d in arguments.depths.split(",")])
+        eps_list = (0.01, 0.03, 0.05) if arguments.eps is None else tuple(
+            float(e) for e in arguments.eps.split(","))
+        certify(arguments.images, [int(d) for d in arguments.depths.split(",")], eps_list,
+                arguments.tag)
     else:
         table()
