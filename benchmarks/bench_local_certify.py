@@ -96,7 +96,6 @@ def naive_interval(network, center, radius, norm):
 
 
 def constants(fractions=None, tag=None) -> None:
-
     import lipkit
     from lipkit.estimate import load_network
 
