@@ -55,7 +55,6 @@ ECLipsE-Fast, which spends its time in a general eigendecomposition: BENCHMARKS.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -65,6 +64,7 @@ import scipy.linalg
 import torch
 
 from lipkit.estimate.bound import Bound
+from lipkit.estimate.engine.chain import few_threads
 from lipkit.estimate.lipsdp import prove_negative_definite
 from lipkit.estimate.network import DTYPE, Network, dense_chain
 from lipkit.estimate.registry import MethodOptions, Options, register_method
@@ -73,7 +73,6 @@ from lipkit.estimate.rounding import gamma as _gamma
 _MAX_ENTRIES = 16_000_000  # a layer's dense entries worth materializing
 _MAX_WIDTH = 4096  # hidden neurons: X_k is a dense (n_k x n_k) matrix
 _MARGIN = 1e-8  # relative lowering of each X_{k+1} before its proof
-_THREADED_WIDTH = 512
 
 
 class Uncertified(Exception):  # noqa: N818 - a result, not an error of the caller
@@ -329,7 +328,7 @@ def compositional_bound(network: Network, steps: int = 30, learning_rate: float 
     weights, slopes = _chain(network)
     details = {"layers": len(weights)}
     try:
-        with _threads_for(weights):
+        with few_threads(max(w.shape[0] for w in weights)):
             rho, raw, start_rho, taken = _tuned(weights, slopes, started, tuning_time_ratio,
                                                 steps, learning_rate, least_steps, time_limit)
     except (Uncertified, np.linalg.LinAlgError, torch.linalg.LinAlgError) as error:
@@ -354,22 +353,6 @@ def _tuned(weights, slopes, started, tuning_time_ratio, steps, learning_rate, le
                                       learning_rate, deadline, least_steps)
     rho, raw = certify(weights, slopes, best)
     return rho, raw, start_rho, taken
-
-
-@contextlib.contextmanager
-def _threads_for(weights):
-    """One torch thread below width ``_THREADED_WIDTH``: the recursion is many small
-    operations, and waking a thread pool for each costs more than it saves (on a busy
-    machine, 20x: 784-100x4-10 went from 0.06 s to 1.4 s on two threads)."""
-    previous = torch.get_num_threads()
-    small = max(w.shape[0] for w in weights) < _THREADED_WIDTH
-    if small:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if small:
-            torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
