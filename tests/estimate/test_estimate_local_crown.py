@@ -126,3 +126,31 @@ def test_needs_a_bounded_domain_and_names_a_bad_output():
     with pytest.raises(InvalidArgumentError, match="output 7"):
         result(network, options_for("local-crown", network, norm="inf",
                                     center=torch.zeros(3), output=7))
+
+
+@pytest.mark.parametrize("time_limit", [None, 5])
+@pytest.mark.parametrize("norm", ["inf", "1", "2"])
+def test_a_network_with_no_hidden_unit_is_its_matrix(norm, time_limit):
+    """A single Linear layer (fuzz seeds 691, 1348: the leaf's interior point had no row to
+    stack; with no time limit the batch size was int(inf)). The lower end is the matrix's
+    induced norm (the whole output's witness), computed here with numpy; the upper end
+    combines the rows' exact constants ``||W_r||_*``: their max (l-inf, which is the
+    induced norm), their sum (l1), their root sum of squares (l2, the Frobenius norm)."""
+    import numpy as np
+
+    layer = torch.nn.Linear(5, 3)
+    torch.nn.init.normal_(layer.weight, generator=torch.Generator().manual_seed(7))
+    matrix = layer.weight.detach().double().numpy()
+    exact = np.linalg.norm(matrix, ord={"inf": np.inf, "1": 1, "2": 2}[norm])
+    combined = {"inf": exact, "1": np.abs(matrix).max(axis=1).sum(),
+                "2": np.linalg.norm(matrix)}[norm]
+    network = load_network(torch.nn.Sequential(layer))
+    local = run("local-crown", network, norm, time_limit, center=torch.ones(5), radius=0.25)
+    low, high = values(local)
+    assert local[0].status.startswith("ok"), local[0].status
+    assert exact * (1 - 1e-6) <= low <= exact * (1 + 1e-9), (low, exact)
+    assert combined * (1 - 1e-9) <= high <= combined * (1 + 1e-6), (high, combined)
+    witness = local[0].details["witness"]
+    ratio = (np.linalg.norm(matrix @ (witness["x1"] - witness["x2"]).numpy(), ord=float(norm))
+             / np.linalg.norm((witness["x1"] - witness["x2"]).numpy(), ord=float(norm)))
+    assert ratio >= low * (1 - 1e-9), (ratio, low)

@@ -122,6 +122,40 @@ def _direction(gradients: torch.Tensor, norm: str) -> torch.Tensor:
                        torch.ones_like(gradients), gradients)
 
 
+def _whole_output_witness(network, chain, domain: Domain, norm: str, seed: int, pairs):
+    """A pair for the norm of the whole output (l1, l2: the rows' own pairs only bound one
+    output each): at the domain's centre, random points and the rows' witness points, the
+    direction the point's Jacobian stretches most (its top right singular vector in l2, its
+    largest column's coordinate in l1), its ratio certified. ``(ratio, x1, x2)`` or None."""
+    from lipkit.estimate.witness import step_pairs
+
+    n = chain.inputs
+    points = [torch.from_numpy((domain.lower + domain.upper) / 2)[None],
+              domain.sample(_SAMPLES, (n,), seed + 1).reshape(-1, n)]
+    points += [pair[0].reshape(1, n).to(torch.float64) for pair in pairs if pair is not None]
+    x = domain.project(torch.cat(points))
+    with torch.enable_grad():
+        x = x.clone().requires_grad_(True)
+        out = chain.forward(x)
+        jac = torch.stack([torch.autograd.grad(out[:, r].sum(), x, retain_graph=True)[0]
+                           for r in range(out.shape[1])], dim=1)  # (points, outputs, n)
+    if norm == "2":
+        _, singular, vh = torch.linalg.svd(jac)
+        stretch, direction = singular[:, 0], vh[:, 0, :]
+    else:
+        columns = jac.abs().sum(dim=1)  # (points, n)
+        stretch, largest = columns.max(dim=1)
+        direction = torch.zeros_like(columns)
+        direction[torch.arange(len(x)), largest] = 1.0
+    order = torch.argsort(stretch, descending=True)[:4]
+    ratio, first, second = step_pairs(network, x[order].detach().reshape(
+        -1, *network.input_shape), direction[order], norm, domain)
+    best = int(ratio.argmax())
+    if not float(ratio[best]) > 0:
+        return None
+    return float(ratio[best]), first[best].detach(), second[best].detach()
+
+
 def _witnesses(network, chain, spec, domain: Domain, norm: str, seed: int, extra_points=None):
     """Per row, the best witnessed lower bound and its pair (module docstring)."""
     n = chain.inputs
@@ -273,7 +307,8 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
         while heap and time.perf_counter() < deadline and branches < max_branches:
             taken = []
             left = deadline - time.perf_counter()
-            most = min(_BATCH, int(left / (2 * per_child + 1e-9)))
+            most = _BATCH if math.isinf(left) else min(_BATCH, int(left / (2 * per_child
+                                                                            + 1e-9)))
             if most == 0:  # not even one branching fits: stop on time
                 out_of_time = True
                 break
@@ -402,11 +437,21 @@ def local_crown(network: Network, options: Options) -> Bound | list[Bound]:
     else:
         upper = float(np.nextafter(np.sqrt((result.upper ** 2).sum()) * (1 + 1e-12), np.inf))
         lower = float(result.lower.max())
+    whole = None
+    if rows > 1 and norm != "inf" and own.spec is None and row is None:
+        whole = _whole_output_witness(network, chain, domain, norm, options.seed, result.pairs)
+        if whole is not None and whole[0] > lower:
+            lower = whole[0]
+        else:
+            whole = None
     details = {"domain": domain.description, "branches": result.branches,
                "open_branches": result.open_branches, "rows_upper": result.upper.tolist(),
                "rows_lower": result.lower.tolist(), "output": row}
     best = int(np.argmax(result.lower))
-    if result.pairs[best] is not None:
+    if whole is not None:
+        details["witness"] = {"x1": whole[1].reshape(network.input_shape),
+                              "x2": whole[2].reshape(network.input_shape)}
+    elif result.pairs[best] is not None:
         first, second = result.pairs[best]
         # a pair of the whole output's norm is checked against the model as a witness
         key = "witness" if own.spec is None and row is None else "pair"

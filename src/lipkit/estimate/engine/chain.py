@@ -143,7 +143,10 @@ class DenseChain:
             p, q = layer.activation.below, layer.activation.above
             slope = torch.where(sign > 0, torch.full_like(sign, q), torch.full_like(sign, p))
             affine, offset = slope[:, None] * z_affine, slope * z_offset
-        rows, constants = torch.cat(rows).numpy(), torch.cat(constants).numpy()
+        if rows:
+            rows, constants = torch.cat(rows).numpy(), torch.cat(constants).numpy()
+        else:  # no hidden unit: the region is the whole box
+            rows, constants = np.zeros((0, n)), np.zeros(0)
         scale = np.sqrt((rows ** 2).sum(axis=1))
         keep = scale > 0  # a pre-activation constant on the region moves no gradient
         if (constants[~keep] < 0).any():
