@@ -185,6 +185,10 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--summary", action="store_true")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--rerun", metavar="TEXT", default=None,
+                        help="run only the seeds whose record in --rerun-from has TEXT in "
+                             "its statuses or failures (e.g. 'local-crown: failed')")
+    parser.add_argument("--rerun-from", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     console = Console()
@@ -218,7 +222,17 @@ def main() -> None:
                     records.append(record)
                     console.print(f"{name}: {result.checks} checks, "
                                   f"{len(result.failures)} failures", markup=False)
-            for seed in range(args.start, args.start + args.networks):
+            seeds = range(args.start, args.start + args.networks)
+            if args.rerun is not None:
+                if args.rerun_from is None:
+                    parser.error("--rerun needs --rerun-from FILE")
+                seeds = sorted(
+                    record["seed"] for record in map(json.loads, filter(
+                        None, args.rerun_from.read_text().splitlines()))
+                    if record["seed"] >= 0 and args.rerun in json.dumps(
+                        [record.get("statuses"), record.get("failures")]))
+                console.print(f"{len(seeds)} seeds of {args.rerun_from} with {args.rerun!r}")
+            for seed in seeds:
                 if seed in done:
                     continue
                 try:
