@@ -262,9 +262,12 @@ def methods_for(case: str) -> list[Method]:
             operator_bound, missing)
         add("soc", "lipkit", "SkewOrthogonalConv2d(64, 3): 6 terms (train), 12 (eval)",
             lambda: _with_input(lnn.SkewOrthogonalConv2d(64, 3)), lipkit_bound)
+        add("soc", "lipkit", "SkewOrthogonalConv2d(64, 3, terms=3): orthogonium's truncation",
+            lambda: _with_input(lnn.SkewOrthogonalConv2d(64, 3, terms=3)), lipkit_bound)
         build, missing = _orthogonium(lambda: AdaptiveSOCConv2d(
             64, 64, 3, padding="same", padding_mode="zeros"))
-        add("soc", "orthogonium", "AdaptiveSOCConv2d(64, 64, 3): explicit kernel, zero padding",
+        add("soc", "orthogonium", "AdaptiveSOCConv2d(64, 64, 3): explicit kernel (3 terms "
+            "in 0.0.4), zero padding",
             build, operator_bound, missing)
         add("cayley", "lipkit", "CayleyConv2d(64, 3): FFT, per-frequency Cayley transform",
             lambda: _with_input(lnn.CayleyConv2d(64, 3)), lipkit_bound,

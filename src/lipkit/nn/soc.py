@@ -126,11 +126,22 @@ class SkewOrthogonalConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         terms = self.terms if self.training else self.eval_terms
         with parametrize.cached():
-            term, y = x, x
-            for i in range(1, terms + 1):
-                term = self.conv(term) / i
-                y = y + term
-        return y if self.bias is None else y + self.bias.reshape(-1, 1, 1)
+            term = self.conv(x)  # (its pre-hook records the input size)
+            kernel = self.conv.weight
+            # the factor 1/i goes into the (small) kernel, not onto the activations; the sum
+            # is accumulated in place (an addition's backward keeps none of its inputs)
+            y = x + term if self.bias is None else torch.add(
+                x, self.bias.reshape(-1, 1, 1)).add_(term)
+            for i in range(2, terms + 1):
+                term = self._convolve(term, kernel / i)
+                y.add_(term)
+        return y
+
+    def _convolve(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        if conv.padding_mode == "zeros":
+            return torch.nn.functional.conv2d(x, kernel, None, 1, conv.padding)
+        return conv._conv_forward(x, kernel, None)
 
     def combine_bound(self, generator_bound: float) -> float:
         """``1 + sum_{i > eval_terms} a^i / i!`` for ``||A|| <= a``."""
