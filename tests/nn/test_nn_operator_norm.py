@@ -27,10 +27,32 @@ SEEDS = st.integers(0, 2**31 - 1)
 def test_upper_bound_dominates_the_exact_norm(data, conv_layers, oracle):
     conv, shape = data.draw(conv_layers())
     exact = oracle.operator_norm(conv, shape)
-    known = conv_operator_norm_upper(conv.weight, ConvGeometry.of(conv, shape[1:]))
+    geometry = ConvGeometry.of(conv, shape[1:])
+    known = conv_operator_norm_upper(conv.weight, geometry, exact_entries=0)  # the DFT bound
     unknown = conv_operator_norm_upper(conv.weight, ConvGeometry.of(conv))
     assert known >= exact * (1 - 1e-9), f"known-size bound {known} < exact {exact} for {conv}"
     assert unknown >= exact * (1 - 1e-9), f"any-size bound {unknown} < exact {exact} for {conv}"
+    # small enough to be materialized where zero padding is a third of the torus: the
+    # default is then the operator's norm, rounding added; never above the DFT bound
+    tight = conv_operator_norm_upper(conv.weight, geometry)
+    assert exact * (1 - 1e-12) <= tight <= known, (tight, exact, known, conv)
+    if conv.padding_mode == "zeros" and np.prod(geometry.padded_size()) >= 1.5 * np.prod(
+            shape[1:]):
+        assert tight <= exact * (1 + 1e-9) + 1e-12, (tight, exact, conv)
+
+
+def test_a_small_feature_map_gets_the_materialized_norm(oracle):
+    """A 3x3 kernel on a 4x4 map with zero padding: the DFT bound (6x6 torus) is loose, the
+    default bound is the operator's norm (the oracle's SVD of torch's own layer applied to
+    the identity basis); above ``exact_entries`` the DFT bound is used."""
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1).double()
+    exact = oracle.operator_norm(conv, (32, 4, 4))
+    geometry = ConvGeometry.of(conv, (4, 4))
+    dft = conv_operator_norm_upper(conv.weight, geometry, exact_entries=0)
+    assert dft > 1.05 * exact  # the gap the materialization closes
+    assert exact <= conv_operator_norm_upper(conv.weight, geometry) <= exact * (1 + 1e-9)
+    assert conv_operator_norm_upper(conv.weight, geometry, exact_entries=512 ** 2 - 1) == dft
 
 
 @settings(max_examples=30)

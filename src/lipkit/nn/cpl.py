@@ -18,7 +18,8 @@ which is 1 whenever ``||V||_2 <= sqrt(2)``. CPL normalizes ``V`` by spectral nor
 ``sqrt(2)`` (:func:`lipkit.nn.spectral_norm`, the power iteration a training step can afford);
 the power iteration approaches ``||V||`` from below, so the certified bound of a block uses
 the *proven* norm of its layer (an SVD for a dense weight, the DFT bound of
-:mod:`lipkit.nn.operator_norm` for a convolution) and can exceed 1 slightly: it is reported
+:mod:`lipkit.nn.operator_norm` for a convolution, or the materialized operator's norm on a
+small feature map) and can exceed 1 slightly: it is reported
 as it is. :func:`lipkit.nn.export` keeps the block (its layer baked into a plain torch layer):
 its plain form is this formula with fixed weights.
 """
