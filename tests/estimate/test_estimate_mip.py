@@ -283,3 +283,46 @@ def test_exact_methods_refuse_activations_they_do_not_encode(activation, method)
     network = load_network(nn.Sequential(nn.Linear(2, 4), activation, nn.Linear(4, 1)))
     (bound,) = estimate(network, methods=[method], norm="inf").bounds
     assert bound.status.startswith("not applicable"), f"{method} ran on {activation}"
+
+
+def _scaled_copy(model: nn.Sequential, factor: float) -> nn.Sequential:
+    """Every Linear's weight times ``factor`` and its bias times ``factor`` to the layer's
+    depth: the same activation pattern everywhere (ReLU / LeakyReLU / MaxMin are positively
+    homogeneous), the function times ``factor ** depth``, so its constant too."""
+    import copy
+
+    scaled = copy.deepcopy(model).double()
+    depth = 0
+    with torch.no_grad():
+        for layer in scaled:
+            if isinstance(layer, nn.Linear):
+                depth += 1
+                layer.weight.mul_(factor)
+                layer.bias.mul_(factor ** depth)
+    return scaled, factor ** depth
+
+
+@pytest.mark.parametrize("factor", [1e-5, 1e4])
+@pytest.mark.parametrize(("method", "norm", "widths", "activation"), [
+    ("exact-mip", "inf", [3, 8, 8, 2], nn.ReLU), ("exact-mip", "1", [3, 6, 6, 2], nn.LeakyReLU),
+    ("exact-bab", "2", [2, 6, 6, 1], nn.ReLU), ("exact-bab", "inf", [2, 6, 6, 2], MaxMin)])
+def test_a_badly_scaled_network_is_rescaled_by_powers_of_two(method, norm, widths, activation,
+                                                             factor):
+    """Weights of 1e-5 or 1e4 per layer put the constant near 1e-15 or 1e12, outside the range
+    where the solvers' absolute tolerances are harmless: the exact methods solve the chain
+    rescaled by powers of two and report the value in the network's units, which must be
+    ``factor ** depth`` times the value on the unscaled network (within the methods' own
+    relative tolerance)."""
+    model = random_mlp(widths, activation=activation, seed=4)
+    scaled, ratio = _scaled_copy(model, factor)
+    options = {"norm": norm, "methods": [method], "budget": None, "time_limit": 60}
+    plain = estimate(model, **options).bounds
+    rescaled = estimate(scaled, **options).bounds
+    assert plain[0].kind == "exact" and rescaled[0].kind == "exact", (plain, rescaled)
+    assert "scaled_by" in rescaled[0].details and "scaled_by" not in plain[0].details
+    assert rescaled[0].value == pytest.approx(plain[0].value * ratio, rel=1e-5)
+    # the witness attains the value on the scaled network itself (autograd, numpy norms)
+    point = rescaled[0].details["witness"]["x"].reshape(1, -1).double()
+    jac = torch.autograd.functional.jacobian(lambda x: scaled(x), point)[0, :, 0, :].numpy()
+    attained = np.linalg.norm(jac, ord={"inf": np.inf, "1": 1, "2": 2}[norm])
+    assert attained == pytest.approx(rescaled[0].value, rel=1e-9)

@@ -216,8 +216,9 @@ FIXED_FAILURES = [
         _far_local_case(79, [-580.324524], 1.0)),
     KnownFailure(
         "constants below an absolute tolerance",
-        "issue 14, fixed by mip.scale_reason (exact-mip and exact-bab refuse chains whose "
-        "norms are outside [1e-6, 1e7]): exact-bab reported a witness of value 0 as exact "
+        "issue 14, fixed by mip.scale_reason and mip.rescaled_chain (exact-mip and exact-bab "
+        "solve chains whose norms are outside [1e-6, 1e7] rescaled by powers of two, and "
+        "refuse what that cannot bring into range): exact-bab reported a witness of value 0 as exact "
         "when its bound is below "
         "1e-12 (an absolute tolerance in its closing test); exact-mip's HiGHS tolerances are "
         "absolute too (its 'upper' was 1.5e-19 for a constant of 1.8e-13)",
@@ -225,7 +226,8 @@ FIXED_FAILURES = [
         lambda: _run(_tiny_relu_net(), (3,), "1", ["exact-bab"])),
     KnownFailure(
         "exact-mip misses a region at large scales",
-        "issue 14, fixed by mip.scale_reason (refused by name): with weights of "
+        "issue 14, fixed by mip.scale_reason and mip.rescaled_chain (solved rescaled by "
+        "2^-37; refused by name before): with weights of "
         "1e3-5e3 (a constant of 2.2e10) exact-mip reports 'exact' "
         "21504222155.67 while exact-bab's witness point attains 21657289392.19 (0.7 % more): "
         "HiGHS's absolute tolerances next to big-M constants of 1e7; the same net scaled by "

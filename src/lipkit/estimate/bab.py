@@ -64,7 +64,8 @@ from lipkit.estimate.mip import (
     pattern_at,
     piecewise_linear_chain,
     piecewise_linear_fits,
-    scale_reason,
+    scaled_for_the_solver,
+    unscaled,
     verify,
 )
 from lipkit.estimate.network import Activation, Network, NotApplicableError
@@ -466,9 +467,7 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     time_limit = options.limit(own.time_limit, DEFAULT_TIME_LIMIT)
     deadline = started + float(time_limit)
     layers, (weight, _) = piecewise_linear_chain(network)
-    reason = scale_reason(layers, weight)
-    if reason is not None:
-        raise NotApplicableError(reason)
+    layers, (weight, _), exponent = scaled_for_the_solver(layers, (weight, None))
     row = own.output
     if row is not None:
         if not row < weight.shape[0]:
@@ -478,7 +477,7 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     box, homogeneous, description = solver_box(network, options, "exact-bab")
     aligned = len(layers) == sum(isinstance(node.op, Activation) for node in network.nodes)
     bounder = _Bounder(layers, weight, norm, homogeneous, deadline,
-                       None if homogeneous or not aligned else network)
+                       None if homogeneous or not aligned or exponent else network)
     low, high = _roots(box, homogeneous)
     best_value, best_point = -np.inf, None  # the best witness and its point (x, t)
 
@@ -543,7 +542,7 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     if best_point is not None:
         point = best_point[:-1] / best_point[-1]
         witness = verify(network, layers, (weight, None), pattern_at(layers, point), box,
-                         homogeneous, norm, row, "exact-bab")
+                         homogeneous, norm, row, "exact-bab", exponent)
     details = {"domain": description, "boxes": boxes, "open_boxes": len(bounds),
                "enumerated": bounder.enumerated, "programs": bounder.programs,
                "resolved": bounder.resolved, "upper": upper, "output": row}
@@ -555,11 +554,12 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     gap = (upper - lower_value) / lower_value if lower_value > 0 else math.inf
     details["gap"] = gap
     if witness is not None and not len(bounds) and upper <= lower_value * (1 + 1e-6) + 1e-12:
-        return Bound(lower_value, "exact", norm, "exact-bab", seconds, details=details)
+        return unscaled(Bound(lower_value, "exact", norm, "exact-bab", seconds,
+                              details=details), exponent)
     reason = ("time limit reached" if time.perf_counter() > deadline
               else f"box limit {own.max_branches} reached" if len(bounds) else "no witness")
     status = f"ok: {reason}, gap {gap:.3g}" if math.isfinite(gap) else f"ok: {reason}"
     result = [Bound(upper, "upper", norm, "exact-bab", seconds, status, details)]
     if witness is not None:
         result.append(Bound(lower_value, "lower", norm, "exact-bab", seconds, status, details))
-    return result
+    return unscaled(result, exponent)

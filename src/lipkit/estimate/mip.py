@@ -81,7 +81,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import highspy
@@ -234,6 +234,58 @@ def scale_reason(layers, output_weight) -> str | None:
     return (f"the product of the layers' norms is {product:.3g}, outside [{low:g}, {high:g}] "
             "where the solver's absolute tolerances stay small next to the constant and its "
             "big-M values (rescale the weights)")
+
+
+def rescaled_chain(layers, output_weight, output_bias=None):
+    """The chain with each affine map multiplied by a power of two that brings its l-inf
+    norm near 1, every bias by the product of the factors so far: ``(layers, (W, b), k)``.
+
+    Every hidden layer ``h = P a + Q relu(G a)`` is positively homogeneous in ``a``, so the
+    scaled chain has the same activation pattern at every input and computes ``2^k f``: its
+    constant (and every pattern's Jacobian) is ``2^k`` times the network's, exactly (powers
+    of two; ``None`` when a factor would round an entry: subnormal or overflowing values).
+    """
+    def power(matrix) -> int:
+        norm = float(np.abs(matrix).sum(axis=1).max(initial=0.0))
+        return 0 if norm == 0.0 or not math.isfinite(norm) else -round(math.log2(norm))
+
+    def exact(matrix, k):
+        scaled = np.ldexp(matrix, k)
+        return scaled if np.array_equal(np.ldexp(scaled, -k), matrix) else None
+
+    total, scaled_layers = 0, []
+    for layer in layers:
+        k = power(layer.weight)
+        total += k
+        weight, bias = exact(layer.weight, k), exact(layer.bias, total)
+        if weight is None or bias is None:
+            return None
+        scaled_layers.append(replace(layer, weight=weight, bias=bias))
+    k = power(output_weight)
+    total += k
+    weight = exact(output_weight, k)
+    bias = None if output_bias is None else exact(output_bias, total)
+    if weight is None or (output_bias is not None and bias is None):
+        return None
+    return scaled_layers, (weight, bias), total
+
+
+def scaled_for_the_solver(layers, output):
+    """``(layers, output, k)`` for the exact solvers: the chain as it is (``k = 0``) when its
+    scale suits them, else :func:`rescaled_chain` when that brings it into
+    :data:`SOLVER_SCALE`; raises NotApplicableError naming the scale otherwise."""
+    reason = scale_reason(layers, output[0])
+    if reason is None:
+        return layers, output, 0
+    rescaled = rescaled_chain(layers, *output)
+    if rescaled is None:
+        raise NotApplicableError(reason.replace("(rescale the weights)", "(a power-of-two "
+                                                "rescaling would round some weights)"))
+    again = scale_reason(rescaled[0], rescaled[1][0])
+    if again is not None:
+        raise NotApplicableError(again.replace("(rescale the weights)",
+                                               "(after rescaling each layer by a power of two)"))
+    return rescaled
 
 
 # --------------------------------------------------------------------------------------
@@ -670,8 +722,10 @@ def _interior_point(layers, pattern, box, homogeneous: bool, last: np.ndarray | 
 
 
 def verify(network: Network, layers, output, pattern, box, homogeneous: bool, norm: str,
-           row: int | None, method: str = "exact-mip") -> Witness | None:
-    """The pattern's witness, checked by autograd; ``None`` when its region is empty.
+           row: int | None, method: str = "exact-mip", exponent: int = 0) -> Witness | None:
+    """The pattern's witness, checked by autograd; ``None`` when its region is empty. The
+    layers may be the network's chain scaled by ``2^exponent`` (:func:`rescaled_chain`):
+    the witness's value is then in the scaled chain's units.
 
     Raises LipkitError when the Jacobian by autograd at the interior point differs from the
     pattern's product (the encoding and the network would disagree: a bug, never a bound).
@@ -682,7 +736,7 @@ def verify(network: Network, layers, output, pattern, box, homogeneous: bool, no
     point, margin = found
     expected = pattern_jacobian(layers, output, pattern)
     observed = jacobians(network, torch.from_numpy(point).reshape(1, *network.input_shape))
-    observed = observed[0].numpy()
+    observed = np.ldexp(observed[0].numpy(), exponent)
     if row is not None:  # the layers' output is already that one row
         observed = observed[row : row + 1]
     scale = 1.0 + np.abs(expected).max(initial=0.0)
@@ -854,9 +908,7 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
     time_limit = options.limit(own.time_limit, DEFAULT_TIME_LIMIT)
     deadline = started + float(time_limit)
     layers, output = piecewise_linear_chain(network)
-    reason = scale_reason(layers, output[0])
-    if reason is not None:
-        raise NotApplicableError(reason)
+    layers, output, exponent = scaled_for_the_solver(layers, output)
     row = own.output
     if row is not None:
         if not row < output[0].shape[0]:
@@ -865,17 +917,31 @@ def exact_mip(network: Network, options: Options) -> Bound | list[Bound]:
         output = (output[0][row : row + 1], output[1][row : row + 1])
     box, homogeneous, description = solver_box(network, options, "exact-mip")
     try:
-        return _solve(network, options, own, started, deadline, layers, output, row, box,
-                      homogeneous, description, time_limit)
+        bounds = _solve(network, options, own, started, deadline, layers, output, row, box,
+                        homogeneous, description, time_limit, exponent)
     finally:
         restore_threads()
+    return unscaled(bounds, exponent)
+
+
+def unscaled(bounds: Bound | list[Bound], exponent: int) -> Bound | list[Bound]:
+    """The bounds of a chain scaled by ``2^exponent`` (:func:`rescaled_chain`), in the
+    network's units (exact: a power of two)."""
+    if exponent == 0:
+        return bounds
+    for bound in bounds if isinstance(bounds, list) else [bounds]:
+        bound.value = float(np.ldexp(bound.value, -exponent))
+        if "upper" in bound.details and bound.details.get("scaled_by") is None:
+            bound.details["upper"] = float(np.ldexp(bound.details["upper"], -exponent))
+            bound.details["scaled_by"] = f"2^{exponent} (the solver ran on the rescaled chain)"
+    return bounds
 
 
 def _solve(network, options, own: MipOptions, started, deadline, layers, output, row, box,
-           homogeneous, description, time_limit):
+           homogeneous, description, time_limit, exponent=0):
     norm, tighten = norm_name(options.norm), own.tighten
     known = None
-    if not homogeneous and len(layers) == sum(
+    if exponent == 0 and not homogeneous and len(layers) == sum(
             isinstance(node.op, Activation) for node in network.nodes):
         known = box_pre_activation_bounds(network, *box)  # the engine's CROWN bounds
     encoding = _encode(layers, output, norm, box, homogeneous, tighten == "lp",
@@ -908,7 +974,7 @@ def _solve(network, options, own: MipOptions, started, deadline, layers, output,
     best = None
     for pattern in candidates:
         best = _better(best, verify(network, layers, output, pattern, box, homogeneous, norm,
-                                    row))
+                                    row, exponent=exponent))
     cuts = nodes = 0
     while True:
         if best is not None:
@@ -931,7 +997,8 @@ def _solve(network, options, own: MipOptions, started, deadline, layers, output,
             break
         solution = np.asarray(highs.getSolution().col_value)
         pattern = [np.round(solution[z]) for z in encoding.patterns]
-        witness = verify(network, layers, output, pattern, box, homogeneous, norm, row)
+        witness = verify(network, layers, output, pattern, box, homogeneous, norm, row,
+                         exponent=exponent)
         best = _better(best, witness)
         if (witness is not None or status != highspy.HighsModelStatus.kOptimal
                 or cuts >= _MAX_CUTS or time.perf_counter() > deadline):
