@@ -187,7 +187,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--rerun", metavar="TEXT", default=None,
                         help="run only the seeds whose record in --rerun-from has TEXT in "
-                             "its statuses or failures (e.g. 'local-crown: failed')")
+                             "its description, statuses or failures (e.g. 'local-crown: "
+                             "failed', 'huge weights')")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="with --rerun: the first LIMIT such seeds")
     parser.add_argument("--rerun-from", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -230,7 +233,8 @@ def main() -> None:
                     record["seed"] for record in map(json.loads, filter(
                         None, args.rerun_from.read_text().splitlines()))
                     if record["seed"] >= 0 and args.rerun in json.dumps(
-                        [record.get("statuses"), record.get("failures")]))
+                        [record.get("description"), record.get("statuses"),
+                         record.get("failures")]))[:args.limit]
                 console.print(f"{len(seeds)} seeds of {args.rerun_from} with {args.rerun!r}")
             for seed in seeds:
                 if seed in done:

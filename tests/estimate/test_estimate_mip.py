@@ -326,3 +326,18 @@ def test_a_badly_scaled_network_is_rescaled_by_powers_of_two(method, norm, width
     jac = torch.autograd.functional.jacobian(lambda x: scaled(x), point)[0, :, 0, :].numpy()
     attained = np.linalg.norm(jac, ord={"inf": np.inf, "1": 1, "2": 2}[norm])
     assert attained == pytest.approx(rescaled[0].value, rel=1e-9)
+
+
+@pytest.mark.parametrize("method", ["exact-mip", "exact-bab"])
+def test_tiny_weights_with_ordinary_biases_are_refused_by_name(method):
+    """Weights of 1e-6 with biases of order 1: rescaled to norms near 1 the biases would reach
+    2^40, so no rescaling helps: refused, naming the biases (not answered with a solver's
+    failure or a pattern the network does not take)."""
+    model = random_mlp([3, 5, 5, 2], seed=1)
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                layer.weight.mul_(1e-6)
+                layer.bias.uniform_(-1.0, 1.0)
+    bound = estimate(model, methods=[method], norm="inf", budget=None).bounds[0]
+    assert bound.status.startswith("not applicable") and "biases would reach" in bound.status

@@ -270,6 +270,10 @@ def rescaled_chain(layers, output_weight, output_bias=None):
     return scaled_layers, (weight, bias), total
 
 
+#: the largest bias a rescaled chain may have (the solvers' coordinates stay below 1e6 too)
+MAX_RESCALED_BIAS = 1e6
+
+
 def scaled_for_the_solver(layers, output):
     """``(layers, output, k)`` for the exact solvers: the chain as it is (``k = 0``) when its
     scale suits them, else :func:`rescaled_chain` when that brings it into
@@ -281,6 +285,16 @@ def scaled_for_the_solver(layers, output):
     if rescaled is None:
         raise NotApplicableError(reason.replace("(rescale the weights)", "(a power-of-two "
                                                 "rescaling would round some weights)"))
+    biases = [layer.bias for layer in rescaled[0]]
+    if rescaled[1][1] is not None:
+        biases.append(rescaled[1][1])
+    largest = max((float(np.abs(b).max(initial=0.0)) for b in biases), default=0.0)
+    if largest > MAX_RESCALED_BIAS:
+        # tiny weights with ordinary biases: the biases dominate every pre-activation but
+        # far from the origin, and no rescaling of the layers changes that
+        raise NotApplicableError(reason.replace(
+            "(rescale the weights)", f"(rescaled layer by layer to norms near 1, the biases "
+            f"would reach {largest:.3g}, above {MAX_RESCALED_BIAS:g})"))
     again = scale_reason(rescaled[0], rescaled[1][0])
     if again is not None:
         raise NotApplicableError(again.replace("(rescale the weights)",
