@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from lipkit import __version__
+import lipkit
 
 app = typer.Typer(
     name="lipkit",
@@ -24,7 +24,7 @@ app.add_typer(certify_app, name="certify")
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"lipkit {__version__}")
+        typer.echo(f"lipkit {lipkit.__version__}")  # the metadata is read only here
         raise typer.Exit()
 
 
