@@ -218,8 +218,8 @@ FIXED_FAILURES = [
         "constants below an absolute tolerance",
         "issue 14, fixed by mip.scale_reason and mip.rescaled_chain (exact-mip and exact-bab "
         "solve chains whose norms are outside [1e-6, 1e7] rescaled by powers of two, and "
-        "refuse what that cannot bring into range): exact-bab reported a witness of value 0 as exact "
-        "when its bound is below "
+        "refuse what that cannot bring into range): exact-bab reported a witness of value 0 "
+        "as exact when its bound is below "
         "1e-12 (an absolute tolerance in its closing test); exact-mip's HiGHS tolerances are "
         "absolute too (its 'upper' was 1.5e-19 for a constant of 1.8e-13)",
         _tiny_constant,

@@ -64,27 +64,19 @@ def certify_train(
             if name not in options:
                 fail(f"--{name} does not apply to the {loss} loss")
             options[name] = value
-    from lipkit import distributed
-
-    finish = nothing
     try:
         config = TrainingConfig(loss, options, epochs, batch_size, lr, seed)
-        group = distributed.from_environment()  # under torchrun: join its process group
-        finish = _claim_on_rank_zero(out, "certify train", CERTIFY_OUTPUTS)
-        metrics = _with_epoch_progress(
+    except LipkitError as error:
+        fail(str(error))
+    metrics = _on_every_rank(out, "certify train", CERTIFY_OUTPUTS, lambda main: (
+        _with_epoch_progress(
             lambda progress: train_and_certify(out, data, model, size, layer, last, config,
                                                radii, norm, progress=progress),
-            epochs, enabled=not as_json and (group is None or group.is_main))
-    except (LipkitError, OSError) as error:
-        fail(str(error))
-    finally:
-        finish()
-        distributed.leave()
+            epochs, enabled=not as_json and main)))
     if metrics is None:  # a rank other than 0: rank 0 reports
         return
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2,
-                              default=str))
+        _echo_metrics(metrics)
         return
     _print_certification(metrics)
     typer.echo(f"report: {out / 'report.md'}")
@@ -115,7 +107,6 @@ def certify_protocol(
 ) -> None:
     """Prach et al.'s CIFAR-10 protocol: train for --hours, report VRA at 36/255, 72/255,
     108/255 and clean accuracy (metrics.json, report.md)."""
-    from lipkit import distributed
     from lipkit.certify.protocol import (
         PROTOCOL_OUTPUTS,
         check_protocol_arguments,
@@ -129,24 +120,17 @@ def certify_protocol(
         fail(str(error))
     if not data.startswith("cifar10:"):
         fail(f"--data must be cifar10:DIR (the protocol trains on CIFAR-10), got {data!r}")
-    finish = nothing
-    try:
-        group = distributed.from_environment()
-        finish = _claim_on_rank_zero(out, "certify protocol", PROTOCOL_OUTPUTS)
-        main = group is None or group.is_main
+    def protocol(main: bool):
         with Progress(not as_json and main, transient=True) as display:
-            metrics = cifar10_protocol(
+            return cifar10_protocol(
                 out, data, layer, size, hours, epochs, batch_size, lr, weight_decay, seed,
                 attack, progress=_budget_progress(display, hours) if display.enabled else None)
-    except (LipkitError, OSError) as error:
-        fail(str(error))
-    finally:
-        finish()
-        distributed.leave()
+
+    metrics = _on_every_rank(out, "certify protocol", PROTOCOL_OUTPUTS, protocol)
     if metrics is None:  # a rank other than 0: rank 0 reports
         return
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+        _echo_metrics(metrics)
         return
     from rich.console import Console
     from rich.table import Table
@@ -177,6 +161,30 @@ def _budget_progress(display: Progress, hours: float):
                f"{row['train_accuracy']:.3f}, budget {hours:g} h")
 
     return report
+
+
+def _on_every_rank(out, command: str, outputs, work):
+    """``work(main)`` on this process (under torchrun: after joining its process group;
+    ``main`` for rank 0 or a single process), with the output folder claimed by rank 0; a
+    LipkitError or OSError ends the command with its one line; the group is left always."""
+    from lipkit import distributed
+
+    finish = nothing
+    try:
+        group = distributed.from_environment()
+        finish = _claim_on_rank_zero(out, command, outputs)
+        return work(group is None or group.is_main)
+    except (LipkitError, OSError) as error:
+        fail(str(error))
+    finally:
+        finish()
+        distributed.leave()
+
+
+def _echo_metrics(metrics: dict) -> None:
+    """A run's metrics as JSON, without the per-epoch history."""
+    typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2,
+                          default=str))
 
 
 def _claim_on_rank_zero(out: Path, command: str, outputs: list[str]):

@@ -68,7 +68,7 @@ from lipkit.estimate.mip import (
     unscaled,
     verify,
 )
-from lipkit.estimate.network import Activation, Network, NotApplicableError
+from lipkit.estimate.network import Activation, Network
 from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.rounding import induced_norms
 from lipkit.estimate.solvers import feasible, new_highs
