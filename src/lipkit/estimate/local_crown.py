@@ -127,18 +127,14 @@ def _whole_output_witness(network, chain, domain: Domain, norm: str, seed: int, 
     output each): at the domain's centre, random points and the rows' witness points, the
     direction the point's Jacobian stretches most (its top right singular vector in l2, its
     largest column's coordinate in l1), its ratio certified. ``(ratio, x1, x2)`` or None."""
-    from lipkit.estimate.witness import step_pairs
+    from lipkit.estimate.witness import jacobians, step_pairs
 
     n = chain.inputs
     points = [torch.from_numpy((domain.lower + domain.upper) / 2)[None],
               domain.sample(_SAMPLES, (n,), seed + 1).reshape(-1, n)]
     points += [pair[0].reshape(1, n).to(torch.float64) for pair in pairs if pair is not None]
     x = domain.project(torch.cat(points))
-    with torch.enable_grad():
-        x = x.clone().requires_grad_(True)
-        out = chain.forward(x)
-        jac = torch.stack([torch.autograd.grad(out[:, r].sum(), x, retain_graph=True)[0]
-                           for r in range(out.shape[1])], dim=1)  # (points, outputs, n)
+    jac = jacobians(network, x.reshape(-1, *network.input_shape))  # (points, outputs, n)
     if norm == "2":
         _, singular, vh = torch.linalg.svd(jac)
         stretch, direction = singular[:, 0], vh[:, 0, :]
@@ -148,7 +144,7 @@ def _whole_output_witness(network, chain, domain: Domain, norm: str, seed: int, 
         direction = torch.zeros_like(columns)
         direction[torch.arange(len(x)), largest] = 1.0
     order = torch.argsort(stretch, descending=True)[:4]
-    ratio, first, second = step_pairs(network, x[order].detach().reshape(
+    ratio, first, second = step_pairs(network, x[order].reshape(
         -1, *network.input_shape), direction[order], norm, domain)
     best = int(ratio.argmax())
     if not float(ratio[best]) > 0:

@@ -217,14 +217,17 @@ def piecewise_linear_chain(network: Network):
 SOLVER_SCALE = (1e-6, 1e7)
 
 
+def _linf_norm(matrix: np.ndarray) -> float:
+    """The largest row l1 norm (float64, not rounded: a scale, not a bound)."""
+    return float(np.abs(matrix).sum(axis=1).max(initial=0.0))
+
+
 def scale_reason(layers, output_weight) -> str | None:
     """Why the exact solvers cannot be trusted on this chain, or None: the product of its
     layers' l-inf norms (an upper bound on every slope product) outside
     :data:`SOLVER_SCALE`, where an absolute tolerance is no longer small next to the
     constant (tiny weights) or next to the big-M constants (huge weights)."""
-    def norm(matrix):
-        return float(np.abs(matrix).sum(axis=1).max(initial=0.0))
-
+    norm = _linf_norm
     product = norm(output_weight)
     for layer in layers:  # slope matrix P + Q diag(z) G: norm at most |P| + |Q| |G|
         product *= norm(layer.weight) * (norm(layer.keep) + norm(layer.relu) * norm(layer.gate))
@@ -246,7 +249,7 @@ def rescaled_chain(layers, output_weight, output_bias=None):
     of two; ``None`` when a factor would round an entry: subnormal or overflowing values).
     """
     def power(matrix) -> int:
-        norm = float(np.abs(matrix).sum(axis=1).max(initial=0.0))
+        norm = _linf_norm(matrix)
         return 0 if norm == 0.0 or not math.isfinite(norm) else -round(math.log2(norm))
 
     def exact(matrix, k):

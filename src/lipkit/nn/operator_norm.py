@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError
+from lipkit.linalg import spectral_norm_upper
 
 _CONV_FUNCTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE_FUNCTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -220,10 +221,11 @@ def conv_operator_norm_upper(weight: torch.Tensor, geometry: ConvGeometry,
 
     With the input size known, zero padding that makes up a third of the torus or more,
     and at most ``exact_entries`` entries in the operator's matrix, also the norm of the
-    materialized operator (its top Gram eigenvalue plus the
-    rounding of the Gram and of the eigensolver), and the smaller of the two: on small
-    feature maps the torus of the DFT bound is much larger than the map (a 3x3 kernel on a
-    4x4 map: the 6x6 torus), and the DFT bound can exceed the operator's norm by 10-50 %.
+    materialized operator (:func:`lipkit.linalg.spectral_norm_upper`: its top Gram
+    eigenvalue plus the rounding of the Gram and of the eigensolver), and the smaller of
+    the two: on small feature maps the torus of the DFT bound is much larger than the map
+    (a 3x3 kernel on a 4x4 map: the 6x6 torus), and the DFT bound can exceed the operator's
+    norm by 10-50 %.
     ``exact_entries=0``: the DFT bound only.
     """
     bound = _conv_norm_bound(weight.detach().double(), geometry)
@@ -236,23 +238,11 @@ def conv_operator_norm_upper(weight: torch.Tensor, geometry: ConvGeometry,
         inputs = in_channels * math.prod(geometry.input_size)
         outputs = weight.shape[0] * math.prod(geometry.output_size(tuple(weight.shape[2:])))
         if 0 < inputs * outputs <= exact_entries:
-            bound = min(bound, _materialized_norm_upper(weight.detach().double(), geometry))
+            # the operator's entries are the kernel's (a convolution of one-hot inputs is
+            # exact), so the proven norm of its matrix is the operator's
+            bound = min(bound, spectral_norm_upper(conv_matrix(weight.detach().double(),
+                                                               geometry)))
     return bound
-
-
-def _materialized_norm_upper(weight: torch.Tensor, geometry: ConvGeometry) -> float:
-    """``sigma_1`` of the operator's matrix from its smaller Gram matrix in float64, with the
-    rounding added: the matrix's entries are the kernel's (a convolution of one-hot inputs
-    is exact), the Gram's entries err by at most ``k u`` relative to ``|A| |A|^T`` (``k``
-    the inner size, Higham's Lemma 3.1) and a backward-stable eigensolver by a small
-    multiple of ``n u ||G||``, all at most ``||A||_F^2``: ``8 (rows + columns) u ||A||_F^2``
-    covers both."""
-    matrix = conv_matrix(weight, geometry)
-    rows, columns = matrix.shape
-    gram = matrix @ matrix.T if rows <= columns else matrix.T @ matrix
-    top = float(torch.linalg.eigvalsh(gram)[-1])
-    error = 8 * (rows + columns) * 2.0 ** -53 * float(matrix.pow(2).sum())
-    return math.sqrt(max(top, 0.0) + error) * (1 + 2.0 ** -50)
 
 
 def _conv_norm_bound(weight: torch.Tensor, geometry: ConvGeometry) -> float:

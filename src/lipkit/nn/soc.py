@@ -133,15 +133,10 @@ class SkewOrthogonalConv2d(nn.Module):
             y = x + term if self.bias is None else torch.add(
                 x, self.bias.reshape(-1, 1, 1)).add_(term)
             for i in range(2, terms + 1):
-                term = self._convolve(term, kernel / i)
+                # the layer's own convolution (its padding mode) with another kernel
+                term = self.conv._conv_forward(term, kernel / i, None)
                 y.add_(term)
         return y
-
-    def _convolve(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        conv = self.conv
-        if conv.padding_mode == "zeros":
-            return torch.nn.functional.conv2d(x, kernel, None, 1, conv.padding)
-        return conv._conv_forward(x, kernel, None)
 
     def combine_bound(self, generator_bound: float) -> float:
         """``1 + sum_{i > eval_terms} a^i / i!`` for ``||A|| <= a``."""
