@@ -107,7 +107,7 @@ def _worker(folder: Path) -> None:
         history = train_certified(resumed, x, y, config, checkpoint=checkpoint)
         torch.save(resumed.state_dict(), folder / f"{name}_rank{group.rank}.pt")
         (folder / f"{name}_rank{group.rank}.json").write_text(json.dumps(history["epochs"]))
-    distributed.leave()
+    distributed.exit(0)
 
 
 def _environment(**variables) -> dict:
@@ -204,6 +204,23 @@ def test_torchrun_runs_the_command_and_rank_zero_reports(tmp_path):
     assert report["clean_accuracy"] == pytest.approx(single["clean_accuracy"], abs=0.051)
     assert report["broken_certificates"] == {"2": 0, "inf": 0}
     assert load_checkpoint(tmp_path / "two" / "checkpoint.pt")["step"] == 1
+
+
+def test_exit_flushes_and_ends_with_the_code_without_finalization(tmp_path):
+    """``distributed.exit``: what was printed arrives, the code is the process's, and no
+    atexit handler runs (the interpreter is not finalized)."""
+    script = tmp_path / "ends.py"
+    script.write_text(
+        "import atexit, sys\n"
+        "from lipkit import distributed\n"
+        "atexit.register(lambda: print('finalized'))\n"
+        "print('report', end='')\n"
+        "sys.stderr.write('note')\n"
+        "distributed.exit(3)\n"
+        "print('after')\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            env=_environment(), timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "report", "note")
 
 
 if __name__ == "__main__":  # a process of the group started by the fixture

@@ -103,6 +103,35 @@ def test_a_tiny_box_gives_the_gradient_norm(activation):
         assert (value <= exact * (1 + 1e-9)).all(), (norm, value, exact)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_a_passed_deadline_falls_back_to_interval_bounds_that_still_hold(activation):
+    """Out of time, the gradient bounds come from interval arithmetic: never tighter than
+    the linear passes', equal to GradientBounds(linear=False), and above every sampled
+    gradient."""
+    model = random_mlp([6, 30, 30, 30, 3], activation=ACTIVATIONS[activation], seed=5)
+    chain = DenseChain.of(load_network(model))
+    lower, upper = boxes(6, 2, 0.3, 5)
+    bounds = layer_bounds(chain, lower, upper)
+    spec = torch.tensor([[1.0, -1, 0], [0, 1, -1]], dtype=torch.float64).expand(2, -1, -1)
+    on_time = GradientBounds(chain, spec, bounds)
+    late = GradientBounds(chain, spec, bounds, deadline=0.0)
+    interval = GradientBounds(chain, spec, bounds, linear=False)
+    points = sample(lower, upper, seed=5)
+    with torch.enable_grad():
+        x = points.reshape(-1, 6).clone().requires_grad_(True)
+        rows = chain.forward(x) @ spec[0].T
+        grads = torch.stack([torch.autograd.grad(rows[:, r].sum(), x, retain_graph=True)[0]
+                             for r in range(2)], 1).reshape(2, -1, 2, 6)
+    for norm, p in (("inf", 1), ("1", float("inf")), ("2", 2)):
+        sampled = grads.norm(p=p, dim=-1).max(1).values
+        fast, slow = late.norm_upper(norm), on_time.norm_upper(norm)
+        assert (fast >= sampled).all() and (slow >= sampled).all(), norm
+        assert (fast >= slow).all(), norm
+        if norm != "inf":  # l-inf: the late one also skips the objective's chord pass
+            assert torch.equal(fast, interval.norm_upper(norm)), norm
+    assert (late.norm_upper("inf") > on_time.norm_upper("inf")).any()
+
+
 def test_a_split_restricts_the_branch_and_contradictions_are_empty():
     model = random_mlp([4, 10, 10, 1], seed=0)
     chain = DenseChain.of(load_network(model))

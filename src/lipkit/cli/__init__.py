@@ -50,7 +50,13 @@ def run(argv: list[str] | None = None) -> None:
             if speaks():
                 typer.echo(f"error: {one_line(error)}", err=True)
             code = 2
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if "lipkit.distributed" in sys.modules:  # never imported by a command without a group
+        from lipkit import distributed
+
+        if distributed.launched():  # a process torchrun started: see distributed.exit
+            distributed.exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -268,7 +268,8 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
         batch = splits[0].shape[0] if splits else 1
         bounds = layer_bounds(chain, lower_box.expand(batch, -1), upper_box.expand(batch, -1),
                               splits, dual_steps=dual_steps)
-        gradient = GradientBounds(chain, spec[None].expand(batch, -1, -1), bounds)
+        gradient = GradientBounds(chain, spec[None].expand(batch, -1, -1), bounds,
+                                  deadline=deadline)
         values = gradient.norm_upper(norm)
         values = torch.where(bounds.feasible[:, None], values,
                              torch.full_like(values, -math.inf))

@@ -34,6 +34,9 @@ times the reach of the variable, the planes' coefficients with ``gamma(8)`` of t
 
 from __future__ import annotations
 
+import math
+import time
+
 import torch
 
 from lipkit.estimate.engine.chain import DenseChain
@@ -69,8 +72,13 @@ class GradientBounds:
     """Bounds on the backward graph of ``spec @ f`` over a batch of boxes."""
 
     def __init__(self, chain: DenseChain, spec: torch.Tensor, bounds: LayerBounds,
-                 theta: float | None = None, linear: bool = True):
+                 theta: float | None = None, linear: bool = True, deadline: float = math.inf):
+        """``deadline`` (a ``time.perf_counter()`` instant): a linear pass predicted to end
+        after it is replaced by interval arithmetic (sound, looser), so the bounds arrive
+        about on time however large the network."""
         self.chain, self.spec, self.bounds = chain, spec, bounds
+        self.deadline = deadline
+        self._seconds_per_entry = 0.0  # of the last linear pass: predicts the next one
         self.theta = None if theta is None else _theta(theta)
         self._chords: dict[int, torch.Tensor] = {}
         self.hidden = len(chain.hidden)
@@ -172,8 +180,11 @@ class GradientBounds:
         width = self.chain.layers[k + 1].inputs
         batch, rows = self.spec.shape[:2]
         entries = batch * rows * width * max(self.chain.layers[k + 1].outputs, width)
-        if linear and entries <= MAX_PASS_ENTRIES:
-            return -self.upper(k, -1.0), self.upper(k, 1.0)
+        if linear and entries <= MAX_PASS_ENTRIES and self._fits(k, width):
+            started = time.perf_counter()
+            found = -self.upper(k, -1.0), self.upper(k, 1.0)
+            self._seconds_per_entry = (time.perf_counter() - started) / self._work(k, width)
+            return found
         layer = self.chain.layers[k + 1]
         v_low, v_high = self.v_bounds[k + 1]
         d_low, d_high = self.ranges[k + 1]
@@ -185,6 +196,18 @@ class GradientBounds:
         error = gamma(layer.outputs + 4) * ((centre.abs() + radius) @ layer.absolute) + \
             2 * UNIT * torch.maximum(u_low.abs(), u_high.abs()) @ layer.absolute + _TINY
         return -_up(-(middle - spread - error)), _up(middle + spread + error)
+
+    def _work(self, k: int, q: int) -> int:
+        """Entries a pass from ``v_k`` with ``q`` rows per spec row goes through (its
+        cost)."""
+        batch, rows = self.spec.shape[:2]
+        return batch * rows * q * sum(layer.inputs for layer in self.chain.layers[k + 2:]) or 1
+
+    def _fits(self, k: int, q: int) -> bool:
+        """Whether a pass from ``v_k`` with ``q`` rows should end before the deadline."""
+        if math.isinf(self.deadline):
+            return True
+        return time.perf_counter() + self._seconds_per_entry * self._work(k, q) < self.deadline
 
     # -- the norms ----------------------------------------------------------------------
     def gradient_bounds(self):
@@ -204,7 +227,7 @@ class GradientBounds:
         if norm == "2":
             return _up(reach.pow(2).sum(-1).sqrt() * (1 + gamma(n + 4)))
         interval = _up(reach.sum(-1) * (1 + gamma(n + 2)))
-        if not self.hidden:
+        if not self.hidden or not self._fits(-1, 1):
             return interval
         # |v| <= chord over [low, high]: the objective's linear upper bound on v_{-1}
         straddles = (low < 0) & (high > 0)
