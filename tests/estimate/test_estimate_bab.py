@@ -145,6 +145,34 @@ def test_box_limit_gives_a_bracket_containing_the_exact_value():
     assert bracketed
 
 
+@pytest.mark.parametrize(("seed", "norm"), [(3, "2"), (3, "inf"), (5, "1")])
+def test_a_maximum_found_at_t_zero_gives_a_far_witness(seed, norm):
+    """Tiny weights and ordinary biases put every gate's switch about 1e6 from the origin:
+    the best box centre of the homogenized domain has t = 0 (a direction). Its pattern is
+    the one of the direction's far points, so the run ends exact with a witness whose
+    Jacobian norm by autograd is the value (it was "no witness", lower 0, before)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.mul_(1e-6)
+            layer.bias.uniform_(-1, 1)
+    network = load_network(model)
+    (found,) = bab(network, norm)
+    assert found.kind == "exact", found.status
+    point = found.details["witness"]["x"].reshape(1, 3).double()
+    jacobian = jacobians(network, point)[0]
+    p = {"2": 2, "1": 1, "inf": math.inf}[norm]
+    attained = float(torch.linalg.matrix_norm(jacobian, ord=p))
+    assert attained == pytest.approx(found.value, rel=1e-9)
+    # the far point's own Jacobian equals the pattern at its direction: no finite point of
+    # 1000 random ones in the 1e6-ball has a larger norm
+    points = torch.randn(1000, 3, dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(seed)) * 1e6
+    norms = torch.linalg.matrix_norm(jacobians(network, points), ord=p)
+    assert float(norms.max()) <= found.value * (1 + 1e-9)
+
+
 def test_gate_ranges_contain_sampled_gate_inputs():
     network = load_network(random_mlp([3, 8, 6, 2], MaxMin, seed=2))
     layers, _ = piecewise_linear_chain(network)

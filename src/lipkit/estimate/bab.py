@@ -540,9 +540,11 @@ def exact_bab(network: Network, options: Options) -> Bound | list[Bound]:
     seconds = time.perf_counter() - started
     witness = None
     if best_point is not None:
-        point = best_point[:-1] / best_point[-1]
-        witness = verify(network, layers, (weight, None), pattern_at(layers, point), box,
-                         homogeneous, norm, row, "exact-bab", exponent)
+        # a point (x, t) of the homogenized domain, t = 0 included (a direction whose far
+        # points share one pattern): verify finds the finite point deepest in its region
+        pattern = pattern_at(layers, best_point[:-1], float(best_point[-1]))
+        witness = verify(network, layers, (weight, None), pattern, box, homogeneous, norm,
+                         row, "exact-bab", exponent)
     details = {"domain": description, "boxes": boxes, "open_boxes": len(bounds),
                "enumerated": bounder.enumerated, "programs": bounder.programs,
                "resolved": bounder.resolved, "upper": upper, "output": row}

@@ -649,11 +649,14 @@ def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
 # patterns, witnesses
 
 
-def pattern_at(layers, point: np.ndarray) -> list[np.ndarray]:
-    """The activation pattern (gate signs, 1 where ``G a > 0``) at an input point."""
+def pattern_at(layers, point: np.ndarray, t: float = 1.0) -> list[np.ndarray]:
+    """The activation pattern (gate signs, 1 where ``G a > 0``) at an input point; with
+    ``t``, at ``(point, t)`` of the homogenized domain (biases times ``t``): the pattern at
+    ``point / t`` for ``t > 0``, and for ``t = 0`` the one ``s * point`` has for every large
+    enough ``s`` (the chain is positively homogeneous in ``(x, t)``)."""
     h, pattern = point, []
     for layer in layers:
-        a = layer.weight @ h + layer.bias
+        a = layer.weight @ h + layer.bias * t
         d = layer.gate @ a
         pattern.append((d > 0).astype(float))
         h = layer.keep @ a + layer.relu @ np.maximum(d, 0.0)
