@@ -455,7 +455,7 @@ class Square(nn.Module):
     (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Upsample(scale_factor=2)), (1, 5, 5),
      "/1/Resize", "Resize", "no translation"),
     (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=-1)), (3,), "/1/Softmax", "Softmax",
-     "no translation"),
+     "export the model without its final softmax"),
     (nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2)), (1, 6, 6), "/1/MaxPool", "MaxPool",
      "no translation"),
     (Square(), (3,), "/Mul", "Mul", "multiplies two tensors"),

@@ -64,6 +64,8 @@ def test_import_restores_training_mode_and_names_unsupported_modules():
     with pytest.raises(UnsupportedModuleError, match=r"'1' of type LayerNorm"):
         load_network(model)
     assert model.training is True
+    with pytest.raises(UnsupportedModuleError, match=r"'1' of type LogSoftmax: .* the logits"):
+        load_network(nn.Sequential(nn.Linear(4, 3), nn.LogSoftmax(dim=1)))
     pooled = nn.Sequential(nn.Conv2d(1, 1, 3), L2NormPool2d(2))
     with pytest.raises(UnsupportedModuleError, match=r"L2NormPool2d"):
         load_network(pooled, (1, 6, 6))

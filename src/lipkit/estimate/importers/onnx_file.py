@@ -436,8 +436,7 @@ class _Translator:
                 if name in self.patterns and self.patterns[name].label == step.label:
                     self.pattern_ops.setdefault(step.label, step.op)
         else:
-            raise self.unsupported(step, "no translation into the network description exists "
-                                         "for this operator")
+            raise self.unsupported(step, _no_translation(step.op))
 
     # -- constant folding ----------------------------------------------------------------
     def fold(self, step: _Step) -> None:
@@ -1556,3 +1555,13 @@ def _compose(first: Affine, second: Affine) -> Affine | None:
             return first
         return Affine(first.operator, shift if first.bias is None else first.bias + shift)
     return None
+
+
+def _no_translation(op: str) -> str:
+    """Why an operator is refused, with the way out for a final softmax."""
+    if op in ("Softmax", "LogSoftmax"):
+        return ("a softmax couples its outputs (not an elementwise activation) and has no "
+                "translation; bounds and certificates are of the logits: export the model "
+                "without its final softmax")
+    return "no translation into the network description exists for this operator"
+
