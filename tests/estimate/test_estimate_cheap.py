@@ -146,6 +146,26 @@ def test_smooth_network_gradient_ascent_improves_on_its_start():
     assert ascended.value <= run("naive", network).value
 
 
+def test_gradient_ascent_stops_when_it_stalls_and_keeps_its_value():
+    """A linear map's Jacobian is constant: every round finds the operator norm, so the
+    search stalls after its start points and MIN_ROUNDS refining rounds, long before its
+    time limit; ``stall=None`` runs its rounds to the end; both find the norm."""
+    from lipkit.estimate.gradient_ascent import MIN_ROUNDS
+
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 4)
+    network = load_network(layer)
+    norm = float(torch.linalg.matrix_norm(layer.weight.detach().double(), ord=2))
+    stalled = run("lower-gradient", network, time_limit=120, steps=5)
+    assert stalled.details["stalled"] and stalled.seconds < 60
+    starts = math.ceil(128 / 8)  # the candidate pool, 8 start points a round
+    assert stalled.details["rounds"] == starts + MIN_ROUNDS
+    whole = run("lower-gradient", network, time_limit=120, steps=5, stall=None, rounds=40)
+    assert not whole.details["stalled"] and whole.details["rounds"] == 40
+    for bound in (stalled, whole):
+        assert math.isclose(bound.value, norm, rel_tol=1e-6), bound.value
+
+
 def test_chain_refuses_groupsort():
     from lipkit.nn import MaxMin
 

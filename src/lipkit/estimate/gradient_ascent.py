@@ -17,8 +17,12 @@ the ascent runs on a smoothed copy (ReLU -> softplus with a sharpness that grows
 run) and every visited point is scored on the real network. Restarts: rounds of ``steps``
 ascent steps from the best not yet used start points (data points first, when given, then
 random points of the domain, then the best point found, perturbed), until the method's
-time limit (its share of the run's budget) or ``rounds`` rounds. The result is verified as
-a pair like every lower bound (:func:`lipkit.estimate.witness.step_pairs`).
+time limit (its share of the run's budget) or ``rounds`` rounds, or until the search stalls
+(the second half of its refining rounds, those from the best points found once every start
+point was used, raised the best value by less than ``stall``, relative: on
+small networks the best point is found in seconds, and the rest of a share would buy
+1e-5). The result is verified as a pair like every lower bound
+(:func:`lipkit.estimate.witness.step_pairs`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,14 @@ class GradientAscentOptions(MethodOptions):
     starts: int = 8  # points ascended together in a round
     rounds: int = 1000  # rounds at most (the time limit usually ends the run first)
     learning_rate: float = 0.05  # Adam's step size on the points, relative to their scale
+    #: stop when the second half of the refining rounds so far (those after every start
+    #: point was used; at least ``MIN_ROUNDS``) raised the best Jacobian norm by less than
+    #: this, relative (None: use the whole time limit)
+    stall: float | None = 1e-4
+
+
+#: refining rounds before a stalled search may stop
+MIN_ROUNDS = 16
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -147,9 +159,12 @@ def lower_gradient(network, options: Options) -> Bound:
     x, _, _ = best_jacobian_points(network, pool, norm, keep=len(pool), deadline=deadline)
     best_points, best_values = [], []
     used, rounds = 0, 0
+    progress: list[float] = []  # the best value after each refining round
+    stalled = False
     generator = torch.Generator().manual_seed(options.seed)
     while rounds < own.rounds and (deadline is None or time.perf_counter() < deadline):
-        if used < len(x):
+        refining = used >= len(x)
+        if not refining:
             start = x[used:used + own.starts]
             used += len(start)
         else:  # every start used: perturb the best points found so far
@@ -165,6 +180,13 @@ def lower_gradient(network, options: Options) -> Bound:
         best_points.append(found)
         best_values.append(values)
         rounds += 1
+        best_so_far = max(float(v.max()) for v in best_values)
+        if refining:  # from the best points found: is it still paying?
+            progress.append(best_so_far)
+            if own.stall is not None and len(progress) >= MIN_ROUNDS and \
+                    progress[-1] <= progress[len(progress) // 2 - 1] * (1 + own.stall):
+                stalled = True
+                break
         if deadline is None and rounds >= max(1, own.rounds if options.time_limit else 1):
             break
     if best_points:  # the rounds' best points, already scored: the 8 best are kept
@@ -179,5 +201,5 @@ def lower_gradient(network, options: Options) -> Bound:
         float(ratios[index]), "lower", norm, "lower-gradient", time.perf_counter() - started,
         details=witness_details(first[index], second[index],
                                 jacobian_norm=float(values[index]), rounds=rounds,
-                                steps=own.steps, starts=own.starts),
+                                steps=own.steps, starts=own.starts, stalled=stalled),
     )
