@@ -11,7 +11,10 @@ margin ``m_j = f_y - f_j`` stays positive on ``B``. lipkit proves it two ways:
   Jacobian, branch and bound until ``L_j < m_j(x0) / eps``), since ``m_j(x) >= m_j(x0) - L_j
   ||x - x0||`` on ``B``;
 - **direct bound**: a proven lower bound of ``m_j`` over ``B`` above 0 (CROWN with optimized
-  slopes, alpha-CROWN: :func:`lipkit.estimate.engine.spec_lower`).
+  slopes, alpha-CROWN: :func:`lipkit.estimate.engine.spec_lower`), refined when it is not
+  by branch and bound on the neurons' signs with half of the image's remaining time
+  (:mod:`lipkit.estimate.engine.branching`: each branch's split rows bound its region, as
+  beta-CROWN's do), the rest going to the local constants.
 
 ``m_j(x0)`` is the float64 margin less the proven rounding of the forward pass
 (:func:`lipkit.estimate.rounding.forward_error`); every bound is rounded outwards, and a
@@ -53,6 +56,7 @@ class ImageCertificate:
     certified_directly: bool
     seconds: float
     status: str = "ok"
+    branches: int = 1  # of the direct bound's branch and bound (1: the box alone)
 
     @property
     def certified(self) -> bool:
@@ -64,8 +68,8 @@ class ImageCertificate:
                 "certified_by_local_constant": self.certified_by_constant,
                 "certified_by_direct_bound": self.certified_directly,
                 "margins": self.margins, "local_constants": self.constants,
-                "direct_lower_bounds": self.direct, "seconds": self.seconds,
-                "status": self.status}
+                "direct_lower_bounds": self.direct, "direct_branches": self.branches,
+                "seconds": self.seconds, "status": self.status}
 
 
 @dataclass
@@ -105,9 +109,12 @@ def proven_margins(network, x0: torch.Tensor, label: int) -> tuple[np.ndarray, i
 def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm: str = "inf",
                   data_domain=None, time_limit: float = DEFAULT_TIME_LIMIT,
                   slope_steps: int = DEFAULT_SLOPE_STEPS, index: int = 0,
-                  constants: bool = True) -> ImageCertificate:
-    """Both certificates of one image at one ``eps`` (module docstring)."""
+                  constants: bool = True, branching: bool = True) -> ImageCertificate:
+    """Both certificates of one image at one ``eps`` (module docstring); ``branching``:
+    refine the direct bound by branch and bound on the neurons with half the time it
+    leaves."""
     from lipkit.estimate.engine import layer_bounds, spec_lower
+    from lipkit.estimate.engine.branching import lower_by_branching
     from lipkit.estimate.local_crown import local_constants
 
     started = time.perf_counter()
@@ -127,7 +134,17 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
     lower = torch.from_numpy(domain.lower)[None]
     upper = torch.from_numpy(domain.upper)[None]
     bounds = layer_bounds(chain, lower, upper)
-    direct = spec_lower(chain, spec[None], bounds, steps=slope_steps)[0].numpy()
+    direct = spec_lower(chain, spec[None], bounds, steps=slope_steps)[0]
+    branches = 1
+    remaining = time_limit - (time.perf_counter() - started)
+    if correct and not bool((direct > 0).all()) and branching and remaining > 0 and any(
+            layer.activation.piecewise_linear for layer in chain.hidden):
+        # half of what is left: branch and bound on the neurons for the direct bound
+        searched = lower_by_branching(chain, spec, lower[0], upper[0],
+                                      deadline=time.perf_counter() + remaining / 2,
+                                      root=(bounds, direct))
+        direct, branches = torch.from_numpy(searched.lower), searched.branches
+    direct = direct.numpy()
     certified_directly = correct and bool(np.all(direct > 0))
     status = "ok"
     constant_values = np.full(len(others), np.inf)
@@ -149,7 +166,8 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
         status = "time limit reached before the local constants"
     return ImageCertificate(index, float(eps), int(label), predicted, margin_rows.tolist(),
                             constant_values.tolist(), direct.tolist(), certified_by_constant,
-                            certified_directly, time.perf_counter() - started, status)
+                            certified_directly, time.perf_counter() - started, status,
+                            branches)
 
 
 def local_certificates(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="inf",

@@ -82,6 +82,9 @@ class LayerBounds:
     post_lower: list[torch.Tensor] = field(default_factory=list)
     post_upper: list[torch.Tensor] = field(default_factory=list)
     feasible: torch.Tensor | None = None
+    #: the branches' split rows ``G x + h >= 0`` (``(batch, C, n)``, ``(batch, C)``; padded
+    #: with ``0 >= 0``), or None without splits: the region each box's bounds hold on
+    constraints: tuple | None = None
 
     def unstable(self) -> list[torch.Tensor]:
         """Per layer, the neurons whose bounds straddle 0."""
@@ -92,7 +95,9 @@ class LayerBounds:
         return LayerBounds(self.input_lower[index], self.input_upper[index],
                            [v[index] for v in self.lower], [v[index] for v in self.upper],
                            [v[index] for v in self.post_lower],
-                           [v[index] for v in self.post_upper], self.feasible[index])
+                           [v[index] for v in self.post_upper], self.feasible[index],
+                           None if self.constraints is None else
+                           tuple(c[index] for c in self.constraints))
 
 
 def _multipliers(m: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
@@ -380,16 +385,22 @@ def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
         bounds.post_lower.append(post[0])
         bounds.post_upper.append(post[1])
     bounds.feasible = feasible
+    bounds.constraints = constraints
     return bounds
 
 
 def spec_lower(chain: DenseChain, spec: torch.Tensor, bounds: LayerBounds, steps: int = 0,
-               learning_rate: float = 0.5) -> torch.Tensor:
+               learning_rate: float = 0.5, dual_steps: int = 0) -> torch.Tensor:
     """A proven lower bound of ``spec @ f(x)`` over each box: CROWN, then ``steps``
     projected gradient steps on the lower lines' slopes of the unstable neurons
-    (alpha-CROWN), keeping the best; ``-inf`` never, ``+inf`` for empty boxes."""
+    (alpha-CROWN), keeping the best; ``-inf`` never, ``+inf`` for empty boxes. With
+    ``dual_steps`` and branches (``bounds.constraints``), each box's lines are minimized
+    over the region of its splits only (:func:`region_minimum`): the bound of a branch,
+    valid on its region."""
     depth = len(chain.hidden)
-    best = backward_lower(chain, depth, spec, bounds)
+    region = {} if bounds.constraints is None or dual_steps <= 0 else {
+        "constraints": bounds.constraints, "dual_steps": dual_steps}
+    best = backward_lower(chain, depth, spec, bounds, **region)
     if steps > 0 and any(layer.activation.piecewise_linear for layer in chain.hidden):
         slopes = []
         for k, layer in enumerate(chain.hidden):
@@ -412,7 +423,8 @@ def spec_lower(chain: DenseChain, spec: torch.Tensor, bounds: LayerBounds, steps
                         slope.clamp_(smallest, largest)
         with torch.no_grad():
             fixed = [slope.detach() for slope in slopes]
-            best = torch.maximum(best, backward_lower(chain, depth, spec, bounds, fixed))
+            best = torch.maximum(best, backward_lower(chain, depth, spec, bounds, fixed,
+                                                      **region))
     return torch.where(bounds.feasible[:, None], best, torch.full_like(best, torch.inf))
 
 
