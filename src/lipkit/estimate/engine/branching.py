@@ -63,8 +63,9 @@ def _scores(chain: DenseChain, spec: torch.Tensor, bounds, splits) -> torch.Tens
     for k, layer in enumerate(chain.hidden):
         low, high = bounds.lower[k], bounds.upper[k]
         unstable = (low < 0) & (high > 0) & (splits[k] == 0)
-        if not layer.activation.piecewise_linear:
-            unstable = torch.zeros_like(unstable)
+        relaxation = layer.activation
+        if not relaxation.piecewise_linear or relaxation.below == relaxation.above:
+            unstable = torch.zeros_like(unstable)  # no kink at 0 to split on
         width = torch.where(unstable, high - low, torch.ones_like(low))
         gap = torch.where(unstable, high * (-low) / width, torch.zeros_like(low))
         following = chain.layers[k + 1]
