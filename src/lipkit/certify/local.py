@@ -173,7 +173,7 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
 def local_certificates(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="inf",
                        data_domain=(0.0, 1.0), time_limit: float = DEFAULT_TIME_LIMIT,
                        slope_steps: int = DEFAULT_SLOPE_STEPS, constants: bool = True,
-                       progress=None) -> LocalCertification:
+                       progress=None, branching: bool = True) -> LocalCertification:
     """Local certificates of every image at every ``eps`` (module docstring).
 
     Args:
@@ -181,6 +181,8 @@ def local_certificates(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="
             chain of elementwise activations).
         data_domain: ``(low, high)`` the balls are clipped to, or None.
         time_limit: seconds per image and eps.
+        branching: refine a direct bound that is not above 0 by branch and bound on the
+            neurons (half of the image's remaining time; the rest to the local constants).
 
     Raises:
         InvalidArgumentError: an eps that is not > 0, an image outside the data domain or
@@ -206,7 +208,7 @@ def local_certificates(model, x: torch.Tensor, labels: torch.Tensor, eps, norm="
         for value in eps:
             result.images.append(certify_image(
                 network, chain, x[index], int(labels[index]), value, norm, data_domain,
-                time_limit, slope_steps, index, constants))
+                time_limit, slope_steps, index, constants, branching))
             if progress is not None:
                 progress(index, len(x))
     return result
