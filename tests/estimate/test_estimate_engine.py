@@ -37,6 +37,18 @@ def sample(lower, upper, count=3000, seed=0):
     return points
 
 
+def row_gradients(chain, points, spec):
+    """The gradients of the rows of ``spec @ f`` at ``points`` (``(boxes, count, n)``):
+    ``(boxes, count, rows, n)``, by autograd."""
+    boxes, count, n = points.shape
+    with torch.enable_grad():
+        x = points.reshape(-1, n).clone().requires_grad_(True)
+        rows = chain.forward(x) @ spec.T
+        grads = torch.stack([torch.autograd.grad(rows[:, r].sum(), x, retain_graph=True)[0]
+                             for r in range(spec.shape[0])], 1)
+    return grads.reshape(boxes, count, spec.shape[0], n)
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), activation=st.sampled_from(sorted(ACTIVATIONS)),
        radius=st.sampled_from([0.01, 0.2, 1.0]))
@@ -61,11 +73,7 @@ def test_bounds_hold_at_sampled_points(seed, activation, radius):
     assert (optimized <= values).all() and (optimized >= plain).all()
     assert (spec_lower(chain, spec, interval) <= values).all()
     gradient = GradientBounds(chain, spec, crown)
-    with torch.enable_grad():
-        x = points.reshape(-1, 6).clone().requires_grad_(True)
-        rows = chain.forward(x) @ spec[0].T
-        grads = torch.stack([torch.autograd.grad(rows[:, r].sum(), x, retain_graph=True)[0]
-                             for r in range(2)], 1).reshape(3, -1, 2, 6)
+    grads = row_gradients(chain, points, spec[0])
     for norm, p in (("inf", 1), ("1", float("inf")), ("2", 2)):
         sampled = grads.norm(p=p, dim=-1).max(1).values
         assert (gradient.norm_upper(norm) >= sampled).all(), (norm,)
@@ -120,11 +128,7 @@ def test_a_passed_deadline_falls_back_to_interval_bounds_that_still_hold(activat
     late = GradientBounds(chain, spec, bounds, deadline=0.0)
     interval = GradientBounds(chain, spec, bounds, linear=False)
     points = sample(lower, upper, seed=5)
-    with torch.enable_grad():
-        x = points.reshape(-1, 6).clone().requires_grad_(True)
-        rows = chain.forward(x) @ spec[0].T
-        grads = torch.stack([torch.autograd.grad(rows[:, r].sum(), x, retain_graph=True)[0]
-                             for r in range(2)], 1).reshape(2, -1, 2, 6)
+    grads = row_gradients(chain, points, spec[0])
     for norm, p in (("inf", 1), ("1", float("inf")), ("2", 2)):
         sampled = grads.norm(p=p, dim=-1).max(1).values
         fast, slow = late.norm_upper(norm), on_time.norm_upper(norm)

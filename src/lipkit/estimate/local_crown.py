@@ -56,6 +56,7 @@ from lipkit.errors import InvalidArgumentError, LipkitError, check_finite_tensor
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import Domain, domain_of
 from lipkit.estimate.engine import DenseChain, GradientBounds, layer_bounds
+from lipkit.estimate.engine.branching import children_of
 from lipkit.estimate.engine.forward import DUAL_STEPS
 from lipkit.estimate.network import Affine, Matrix, Network, Node, NotApplicableError
 from lipkit.estimate.registry import MethodOptions, Options, register_method
@@ -325,14 +326,8 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
                 if float(flat.max()) <= 0:  # nothing left to split (no hidden unit): a leaf
                     leaves.append((value_row, splits))
                     continue
-                index = int(flat.argmax())
-                layer = next(k for k in range(len(widths)) if index < sum(widths[:k + 1]))
-                neuron = index - sum(widths[:layer])
-                for side in (1, -1):
-                    child = [s.clone() for s in splits]
-                    child[layer][0, neuron] = side
-                    children.append(child)
-                    parents.append(value_row)
+                children += children_of(splits, int(flat.argmax()), widths)
+                parents += [value_row, value_row]
             if leaves:
                 # a leaf's bound is final: its pattern's gradient, unless its region is
                 # empty, which more steps on the multipliers may prove

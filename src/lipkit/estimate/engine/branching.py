@@ -56,6 +56,21 @@ class BranchedLower:
     reason: str  # "complete", "time limit", "branch limit" or "nothing left to split"
 
 
+def children_of(splits: list[torch.Tensor], index: int, widths: list[int]
+                ) -> list[list[torch.Tensor]]:
+    """The two branches of one branch (``splits``: per hidden layer ``(1, width)``) on
+    the neuron at flat ``index`` (layers concatenated): ``z >= 0`` (1), then ``z <= 0``
+    (-1)."""
+    layer = int(np.searchsorted(np.cumsum(widths), index, side="right"))
+    neuron = index - sum(widths[:layer])
+    children = []
+    for side in (1, -1):
+        child = [s.clone() for s in splits]
+        child[layer][0, neuron] = side
+        children.append(child)
+    return children
+
+
 def _scores(chain: DenseChain, spec: torch.Tensor, bounds, splits) -> torch.Tensor:
     """Per branch, one score per hidden neuron (flattened over layers); 0 for neurons that
     are stable, split, or of an activation without a kink at 0."""
@@ -132,14 +147,8 @@ def lower_by_branching(chain: DenseChain, spec: torch.Tensor, lower: torch.Tenso
         taken = [heapq.heappop(heap) for _ in range(min(BATCH, len(heap)))]
         children, parents = [], []
         for _, _, value_row, splits, score in taken:
-            index = int(score.argmax())
-            layer = int(np.searchsorted(np.cumsum(widths), index, side="right"))
-            neuron = index - sum(widths[:layer])
-            for side in (1, -1):
-                child = [s.clone() for s in splits]
-                child[layer][0, neuron] = side
-                children.append(child)
-                parents.append(value_row)
+            children += children_of(splits, int(score.argmax()), widths)
+            parents += [value_row, value_row]
         stacked = [torch.cat([c[k] for c in children]) for k in range(len(widths))]
         count = len(children)
         child_bounds = layer_bounds(chain, lower[None].expand(count, -1),
