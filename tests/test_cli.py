@@ -149,9 +149,11 @@ def test_console_script_prints_lipkit_warnings_on_one_line_and_silences_others(
     assert err == ("warning: spectral_norm(operator=False) does not bound the convolution\n")
 
 
-# the solvers and file formats a naive estimate of a weight file never needs
+# the solvers and file formats a naive estimate of a weight file never needs (and pydantic,
+# which typer >= 0.29 imports to parse every option: pyproject pins typer below it)
 HEAVY_MODULES = ("cvxpy", "highspy", "onnx", "onnxruntime", "ot", "gymnasium", "matplotlib",
-                 "scipy.io", "scipy.sparse", "scipy.optimize", "sklearn", "lipkit.nn")
+                 "scipy.io", "scipy.sparse", "scipy.optimize", "sklearn", "lipkit.nn",
+                 "pydantic")
 _STARTUP_PROBE = """
 import json, sys
 prefixes = tuple(sys.argv[2:])
