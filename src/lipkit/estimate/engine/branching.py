@@ -18,7 +18,8 @@ valid on its region only, so
 - the bound of the whole box is the smallest over the leaves (they cover the box), and an
   empty leaf bounds nothing (``+inf``).
 
-Branches are taken worst first (the smallest bound below the target), in batches; the
+Branches are taken worst first (the smallest bound below the target), in batches sized to
+the time left (the first one a single branch, to time it); the
 neuron split is the unstable, not yet split one with the largest relaxation gap
 ``u (-l) / (u - l)`` times its reach into the next layer (``sum |W_{k+1}[:, i]|``, the
 rows' output weights for the last hidden layer). The search stops when every leaf is above
@@ -134,6 +135,7 @@ def lower_by_branching(chain: DenseChain, spec: torch.Tensor, lower: torch.Tenso
         return True
 
     branches = 1
+    per_child = math.inf  # seconds per child of the last batch: the first batch is one branch
     reason = "complete"
     if not place(values, empty, scores):
         reason = "nothing left to split"
@@ -144,18 +146,24 @@ def lower_by_branching(chain: DenseChain, spec: torch.Tensor, lower: torch.Tenso
         if branches >= max_branches:
             reason = "branch limit"
             break
-        taken = [heapq.heappop(heap) for _ in range(min(BATCH, len(heap)))]
+        # a batch must end about on time: sized by the last batch's seconds per child
+        left = deadline - time.perf_counter()
+        most = BATCH if math.isinf(left) else max(1, min(BATCH, int(left / (
+            2 * per_child + 1e-9))))
+        taken = [heapq.heappop(heap) for _ in range(min(most, len(heap)))]
         children, parents = [], []
         for _, _, value_row, splits, score in taken:
             children += children_of(splits, int(score.argmax()), widths)
             parents += [value_row, value_row]
         stacked = [torch.cat([c[k] for c in children]) for k in range(len(widths))]
         count = len(children)
+        timed = time.perf_counter()
         child_bounds = layer_bounds(chain, lower[None].expand(count, -1),
                                     upper[None].expand(count, -1), stacked)
         child_values = spec_lower(chain, spec[None].expand(count, -1, -1), child_bounds,
                                   steps=slope_steps, dual_steps=DUAL_STEPS).numpy()
         child_scores = _scores(chain, spec, child_bounds, stacked)
+        per_child = (time.perf_counter() - timed) / count
         branches += count
         for i, child in enumerate(children):
             value_row = np.maximum(child_values[i], parents[i])
