@@ -226,3 +226,18 @@ def test_branching_closes_most_of_the_gap_to_the_exact_minimum_and_stays_below(s
     points = sample(low[None], high[None], seed=seed)[0]
     attained = (model(points) @ spec.T).min(0).values.detach().numpy()
     assert np.all(proven.lower <= attained) and np.all(found.lower <= attained)
+
+
+def test_slope_steps_stop_at_the_deadline():
+    """A passed deadline leaves alpha-CROWN at CROWN's bound (no step taken); a distant one
+    lets the steps improve on it."""
+    model = random_mlp([6, 20, 20, 3], seed=7)
+    chain = DenseChain.of(load_network(model))
+    lower, upper = boxes(6, 2, 0.5, 7)
+    bounds = layer_bounds(chain, lower, upper)
+    spec = torch.tensor([[1.0, -1, 0], [0, 1, -1]], dtype=torch.float64).expand(2, -1, -1)
+    crown = spec_lower(chain, spec, bounds)
+    late = spec_lower(chain, spec, bounds, steps=20, deadline=0.0)
+    early = spec_lower(chain, spec, bounds, steps=20, deadline=time.perf_counter() + 60)
+    assert torch.equal(late, crown)
+    assert (early >= crown).all() and (early > crown).any()

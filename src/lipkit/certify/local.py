@@ -134,7 +134,8 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
     lower = torch.from_numpy(domain.lower)[None]
     upper = torch.from_numpy(domain.upper)[None]
     bounds = layer_bounds(chain, lower, upper)
-    direct = spec_lower(chain, spec[None], bounds, steps=slope_steps)[0]
+    direct = spec_lower(chain, spec[None], bounds, steps=slope_steps,
+                        deadline=started + time_limit)[0]
     branches = 1
     remaining = time_limit - (time.perf_counter() - started)
     if correct and not bool((direct > 0).all()) and branching and remaining > 0 and any(

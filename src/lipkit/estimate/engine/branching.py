@@ -161,7 +161,8 @@ def lower_by_branching(chain: DenseChain, spec: torch.Tensor, lower: torch.Tenso
         child_bounds = layer_bounds(chain, lower[None].expand(count, -1),
                                     upper[None].expand(count, -1), stacked)
         child_values = spec_lower(chain, spec[None].expand(count, -1, -1), child_bounds,
-                                  steps=slope_steps, dual_steps=DUAL_STEPS).numpy()
+                                  steps=slope_steps, dual_steps=DUAL_STEPS,
+                                  deadline=deadline).numpy()
         child_scores = _scores(chain, spec, child_bounds, stacked)
         per_child = (time.perf_counter() - timed) / count
         branches += count

@@ -28,6 +28,7 @@ its lines' slack, rounded up.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -390,13 +391,15 @@ def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
 
 
 def spec_lower(chain: DenseChain, spec: torch.Tensor, bounds: LayerBounds, steps: int = 0,
-               learning_rate: float = 0.5, dual_steps: int = 0) -> torch.Tensor:
+               learning_rate: float = 0.5, dual_steps: int = 0,
+               deadline: float = math.inf) -> torch.Tensor:
     """A proven lower bound of ``spec @ f(x)`` over each box: CROWN, then ``steps``
     projected gradient steps on the lower lines' slopes of the unstable neurons
     (alpha-CROWN), keeping the best; ``-inf`` never, ``+inf`` for empty boxes. With
     ``dual_steps`` and branches (``bounds.constraints``), each box's lines are minimized
     over the region of its splits only (:func:`region_minimum`): the bound of a branch,
-    valid on its region."""
+    valid on its region. The slope steps stop at ``deadline`` (a ``time.perf_counter()``
+    instant; the slopes reached are used)."""
     depth = len(chain.hidden)
     region = {} if bounds.constraints is None or dual_steps <= 0 else {
         "constraints": bounds.constraints, "dual_steps": dual_steps}
@@ -413,6 +416,8 @@ def spec_lower(chain: DenseChain, spec: torch.Tensor, bounds: LayerBounds, steps
                   for k, layer in enumerate(chain.hidden)]
         optimizer = torch.optim.Adam(slopes, lr=learning_rate)
         for _ in range(steps):
+            if time.perf_counter() >= deadline:
+                break
             optimizer.zero_grad()
             value = backward_lower(chain, depth, spec, bounds, slopes, sound=False)
             (-value.sum()).backward()
