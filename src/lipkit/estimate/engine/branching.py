@@ -119,7 +119,7 @@ def lower_by_branching(chain: DenseChain, spec: torch.Tensor, lower: torch.Tenso
     scores = _scores(chain, spec, bounds, empty)[0]
     heap: list = []  # (smallest value, counter, values, splits, scores)
     final = np.full(rows, math.inf)  # the smallest bound per row over the closed leaves
-    counter = branches = 0
+    counter = 0
 
     def place(value_row, splits, score) -> bool:
         """Close a leaf above the target, or queue it; False: below it and unsplittable."""
