@@ -1560,8 +1560,6 @@ def _compose(first: Affine, second: Affine) -> Affine | None:
 def _no_translation(op: str) -> str:
     """Why an operator is refused, with the way out for a final softmax."""
     if op in ("Softmax", "LogSoftmax"):
-        return ("a softmax couples its outputs (not an elementwise activation) and has no "
-                "translation; bounds and certificates are of the logits: export the model "
-                "without its final softmax")
+        return T.SOFTMAX_REFUSAL
     return "no translation into the network description exists for this operator"
 

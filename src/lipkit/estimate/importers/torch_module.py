@@ -317,10 +317,7 @@ class _Translator:
         elif isinstance(module, nn.AvgPool1d | nn.AvgPool2d | ScaledAvgPool2d):
             self.average_pool(node, module, index, shape)
         elif isinstance(module, nn.Softmax | nn.LogSoftmax):
-            raise UnsupportedModuleError(path, module, "a softmax couples its outputs (not an "
-                                         "elementwise activation) and has no translation; "
-                                         "bounds and certificates are of the logits: give the "
-                                         "model without its final softmax")
+            raise UnsupportedModuleError(path, module, T.SOFTMAX_REFUSAL)
         else:
             raise UnsupportedModuleError(path, module, "no translation into the network "
                                                        "description exists for this module")

@@ -163,3 +163,9 @@ def average_pool(label: str, op: str, shape: tuple[int, ...], kernel: tuple[int,
         raise InvalidArgumentError(f"{op} '{label}': the kernel {kernel} does not fit the "
                                    f"padded input {geometry.padded_size()}")
     return Affine(Convolution(weight_, geometry, shape))
+
+
+#: why a softmax is refused by both importers, with the way out
+SOFTMAX_REFUSAL = ("a softmax couples its outputs (not an elementwise activation) and has no "
+                   "translation; bounds and certificates are of the logits: export the model "
+                   "without its final softmax")
