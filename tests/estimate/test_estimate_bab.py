@@ -14,8 +14,7 @@ from torch import nn
 
 from lipkit.errors import InvalidArgumentError
 from lipkit.estimate import METHODS, Options, estimate, load_network, options_for
-from lipkit.estimate.bab import gate_ranges
-from lipkit.estimate.mip import piecewise_linear_chain
+from lipkit.estimate.engine.gates import gate_ranges, piecewise_linear_chain
 from lipkit.estimate.report import run_method
 from lipkit.estimate.witness import jacobians
 from lipkit.nn import GroupSort, MaxMin

@@ -235,7 +235,8 @@ def test_vertex_tangent_bounds_contain_every_patterns_tangent(norm, activation):
     """The tangent bounds from the unit ball's vertices (intervals, and the last layer's
     linear relaxation for the output) hold for random points of the ball and random patterns
     (free gates) or patterns agreeing with the fixed gates."""
-    from lipkit.estimate.mip import TangentBounds, piecewise_linear_chain, tangent_vertices
+    from lipkit.estimate.engine.gates import piecewise_linear_chain
+    from lipkit.estimate.mip import TangentBounds, tangent_vertices
 
     network = load_network(random_mlp([5, 6, 6, 4, 3], activation=activation, seed=1))
     layers, output = piecewise_linear_chain(network)
@@ -341,3 +342,37 @@ def test_tiny_weights_with_ordinary_biases_are_refused_by_name(method):
                 layer.bias.uniform_(-1.0, 1.0)
     bound = estimate(model, methods=[method], norm="inf", budget=None).bounds[0]
     assert bound.status.startswith("not applicable") and "biases would reach" in bound.status
+
+
+@pytest.mark.parametrize("homogeneous", [True, False])
+def test_the_engines_gate_bounds_contain_every_gate_input_and_beat_intervals(homogeneous):
+    """exact-mip's big-M constants start from the engine's gate bounds over its domain
+    ((x, t) with t in [0, 1] for the global constant): they contain every sampled gate
+    input, and on a deep net many are tighter than plain interval propagation (the MIP
+    keeps the intersection of both: linear bounds are not tighter on every gate)."""
+    from lipkit.estimate.engine.gates import piecewise_linear_chain
+    from lipkit.estimate.mip import gate_bounds
+
+    network = load_network(random_mlp([4, 16, 16, 16, 1], seed=5))
+    layers, _ = piecewise_linear_chain(network)
+    lower, upper = -np.ones(4), np.ones(4)
+    known = gate_bounds(network, layers, (lower, upper), homogeneous)
+    rng = np.random.default_rng(0)
+    h = rng.uniform(-1, 1, (4000, 4))
+    t = rng.uniform(0, 1, (4000, 1)) if homogeneous else np.ones((4000, 1))
+    box_low = np.append(lower, 0.0 if homogeneous else 1.0)
+    box_high = np.append(upper, 1.0)
+    interval_low, interval_high = box_low, box_high  # plain interval bounds of (h, t)
+    narrower = 0
+    for layer, (bottom, top) in zip(layers, known, strict=True):
+        d = (h @ layer.weight.T + t * layer.bias) @ layer.gate.T
+        assert (d >= bottom).all() and (d <= top).all()
+        weight = layer.gate @ np.hstack([layer.weight, layer.bias[:, None]])
+        centre, radius = (interval_low + interval_high) / 2, (interval_high - interval_low) / 2
+        i_low, i_high = weight @ centre - np.abs(weight) @ radius, \
+            weight @ centre + np.abs(weight) @ radius
+        narrower += int(((top - bottom) < 0.99 * (i_high - i_low)).sum())
+        h = np.maximum(d, 0)
+        interval_low = np.append(np.maximum(i_low, 0), box_low[-1])
+        interval_high = np.append(np.maximum(i_high, 0), 1.0)
+    assert narrower > 0

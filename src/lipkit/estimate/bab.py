@@ -60,9 +60,9 @@ from lipkit.errors import InvalidArgumentError
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import solver_box
 from lipkit.estimate.engine import box_pre_activation_bounds
+from lipkit.estimate.engine.gates import gate_ranges, piecewise_linear_chain
 from lipkit.estimate.mip import (
     pattern_at,
-    piecewise_linear_chain,
     piecewise_linear_fits,
     scaled_for_the_solver,
     unscaled,
@@ -82,66 +82,8 @@ _FINEST = 1e-12  # boxes narrower than this (relative) are not split further
 DEFAULT_TIME_LIMIT = 60.0
 DEFAULT_MAX_BRANCHES = 2_000_000
 _TOLERANCE = 1e-9  # relative: a box bounded by the best witness times 1 + this is closed
-_WIDEN = 1e-10  # relative widening of every gate bound (rounding in the propagation)
 _MARGIN = 1e-9  # a centre this close (relative) to a gate's hyperplane is not a witness
 _BATCH = 256  # boxes branched at once
-
-
-def _linear(matrix, lower, upper):
-    """Lower / upper affine forms of ``matrix @ v`` from those of ``v`` (batched)."""
-    positive, negative = np.clip(matrix, 0, None), np.clip(matrix, None, 0)
-    return positive @ lower + negative @ upper, positive @ upper + negative @ lower
-
-
-def _concretize(lower, upper, low, high):
-    """Interval of the forms over the boxes ``[low, high]`` (the last column: constants),
-    widened by :data:`_WIDEN` of the magnitude of their terms."""
-    centre, radius = (low + high) / 2, (high - low) / 2
-    coefficients_l, coefficients_u = lower[..., :-1], upper[..., :-1]
-    spread_l = np.einsum("bgk,bk->bg", np.abs(coefficients_l), radius)
-    spread_u = np.einsum("bgk,bk->bg", np.abs(coefficients_u), radius)
-    middle_l = np.einsum("bgk,bk->bg", coefficients_l, centre) + lower[..., -1]
-    middle_u = np.einsum("bgk,bk->bg", coefficients_u, centre) + upper[..., -1]
-    size_l = np.einsum("bgk,bk->bg", np.abs(coefficients_l), np.abs(centre)) + spread_l \
-        + np.abs(lower[..., -1])
-    size_u = np.einsum("bgk,bk->bg", np.abs(coefficients_u), np.abs(centre)) + spread_u \
-        + np.abs(upper[..., -1])
-    return middle_l - spread_l - _WIDEN * size_l, middle_u + spread_u + _WIDEN * size_u
-
-
-def gate_ranges(layers, low: np.ndarray, high: np.ndarray):
-    """Per hidden layer, lower and upper bounds of its gates ``G a`` over each box.
-
-    ``low, high``: ``(boxes, n + 1)`` corners in ``(x, t)``; the layers see ``x`` and the
-    biases are multiplied by ``t`` (``t = 1`` for a box of ``f`` itself).
-    """
-    boxes, dims = low.shape
-    n = dims - 1
-    identity = np.zeros((boxes, n, dims + 1))
-    identity[:, np.arange(n), np.arange(n)] = 1.0
-    lower = upper = identity  # affine forms of the layer input, constants last
-    ranges = []
-    for layer in layers:
-        lower_a, upper_a = _linear(layer.weight, lower, upper)
-        lower_a[..., n] += layer.bias
-        upper_a[..., n] += layer.bias
-        lower_d, upper_d = _linear(layer.gate, lower_a, upper_a)
-        bottom, top = _concretize(lower_d, upper_d, low, high)
-        ranges.append((bottom, top))
-        on, off = bottom >= 0, top <= 0
-        unstable = ~(on | off)
-        width = np.where(unstable, top - bottom, 1.0)
-        slope = np.where(on, 1.0, np.where(off, 0.0, top / width))
-        # relu(d) <= slope (d - bottom) on unstable gates (the chord), d on the others
-        upper_r = slope[..., None] * upper_d
-        upper_r[..., -1] -= np.where(unstable, slope * bottom, 0.0)
-        # relu(d) >= lam d with lam in {0, 1}: the identity when the positive side is larger
-        lam = np.where(on, 1.0, np.where(off, 0.0, (top > -bottom).astype(float)))
-        lower_r = lam[..., None] * lower_d
-        keep_l, keep_u = _linear(layer.keep, lower_a, upper_a)
-        relu_l, relu_u = _linear(layer.relu, lower_r, upper_r)
-        lower, upper = keep_l + relu_l, keep_u + relu_u
-    return ranges
 
 
 @functools.cache

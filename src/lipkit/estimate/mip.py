@@ -94,6 +94,12 @@ from lipkit.estimate import rounding
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import solver_box
 from lipkit.estimate.engine import box_pre_activation_bounds
+from lipkit.estimate.engine.gates import (
+    PiecewiseLayer,
+    gate_count,
+    gate_ranges,
+    piecewise_linear_chain,
+)
 from lipkit.estimate.network import Activation, Affine, Network, NotApplicableError
 from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.solvers import (
@@ -110,106 +116,6 @@ _RELATIVE_GAP = 1e-6
 _WIDEN = 1e-6  # relative widening of every propagated bound
 _MARGIN = 1e-9  # smallest margin of an activation region that counts as an interior point
 _MAX_CUTS = 200  # no-good cuts on patterns without interior before giving the bracket
-
-
-@dataclass
-class PiecewiseLayer:
-    """One hidden layer ``h = P a + Q relu(G a)`` with ``a = W h_prev + b``."""
-
-    weight: np.ndarray  # W (n, n_prev)
-    bias: np.ndarray  # b (n,)
-    gate: np.ndarray  # G (g, n)
-    keep: np.ndarray  # P (n, n)
-    relu: np.ndarray  # Q (n, g)
-
-    def slope(self, pattern: np.ndarray) -> np.ndarray:
-        """``S = P + Q diag(z) G``: the layer's Jacobian for the pattern ``z``."""
-        return self.keep + (self.relu * pattern) @ self.gate
-
-
-def _negative_slope(activation: Activation) -> float:
-    """The slope for ``a < 0`` of a one-breakpoint activation (the slope for ``a > 0`` is 1)."""
-    if activation.kind == "relu":
-        return 0.0
-    if activation.kind == "identity":
-        return 1.0
-    return float(activation.params.get("negative_slope", 0.01))
-
-
-def sorting_rounds(size: int) -> list[list[tuple[int, int]]]:
-    """Odd-even transposition sort of ``size`` entries: rounds of compare-exchanges
-    ``(i, i + 1)`` (the larger value to ``i``) that sort any input in descending order after
-    ``size`` rounds; empty rounds dropped."""
-    rounds = [[(i, i + 1) for i in range(r % 2, size - 1, 2)] for r in range(size)]
-    return [pairs for pairs in rounds if pairs]
-
-
-def gate_count(activation: Activation, width: int, name: str) -> int:
-    """How many binaries the activation needs on ``width`` units; raises NotApplicableError
-    for activations that are not piecewise linear."""
-    if activation.kind in ("relu", "leaky_relu", "identity"):
-        return 0 if _negative_slope(activation) == 1.0 else width
-    if activation.kind == "groupsort":
-        size = activation.params["group_size"]
-        if width % size:
-            raise NotApplicableError(
-                f"activation '{name}' is GroupSort with groups of {size} on a width {width} "
-                "that is not a multiple of it")
-        return width // size * sum(len(pairs) for pairs in sorting_rounds(size))
-    raise NotApplicableError(f"activation '{name}' ({activation.kind}) is not piecewise linear")
-
-
-def _activation_matrices(activation: Activation, width: int, name: str):
-    """``[(G, P, Q)]``, one per piecewise-linear layer the activation becomes (GroupSort of
-    groups larger than two: one per round of its sorting network)."""
-    gate_count(activation, width, name)
-    if activation.kind != "groupsort":
-        negative = _negative_slope(activation)
-        if negative == 1.0:
-            return [(np.zeros((0, width)), np.eye(width), np.zeros((width, 0)))]
-        # phi(a) = negative a + (1 - negative) relu(a)
-        return [(np.eye(width), negative * np.eye(width), (1.0 - negative) * np.eye(width))]
-    size = activation.params["group_size"]
-    layers = []
-    for pairs in sorting_rounds(size):
-        exchanges = [(start + i, start + j) for start in range(0, width, size)
-                     for i, j in pairs]
-        gate, keep = np.zeros((len(exchanges), width)), np.eye(width)
-        relu = np.zeros((width, len(exchanges)))
-        for g, (i, j) in enumerate(exchanges):  # (a, b) -> (b + relu(a - b), a - relu(a - b))
-            gate[g, i], gate[g, j] = 1.0, -1.0
-            keep[i, i] = keep[j, j] = 0.0
-            keep[i, j] = keep[j, i] = 1.0
-            relu[i, g], relu[j, g] = 1.0, -1.0
-        layers.append((gate, keep, relu))
-    return layers
-
-
-def piecewise_linear_chain(network: Network):
-    """The network as hidden :class:`PiecewiseLayer` s and an output ``(W_L, b_L)`` (NumPy),
-    consecutive affine nodes multiplied out.
-
-    Raises NotApplicableError for residual joins or activations that are not piecewise
-    linear (tanh, ...) (GroupSort with groups larger than 2 becomes several layers).
-    """
-    if not network.is_chain():
-        raise NotApplicableError("the network has residual joins (not a chain)")
-    weight = np.eye(network.in_features)
-    bias = np.zeros(network.in_features)
-    layers = []
-    for node in network.nodes:
-        if isinstance(node.op, Affine):
-            matrix = node.op.operator.matrix().numpy()
-            weight, bias = matrix @ weight, matrix @ bias
-            if node.op.bias is not None:
-                bias = bias + node.op.bias.reshape(-1).numpy()
-        elif isinstance(node.op, Activation):
-            for gate, keep, relu in _activation_matrices(node.op, weight.shape[0], node.name):
-                layers.append(PiecewiseLayer(weight, bias, gate, keep, relu))
-                weight, bias = np.eye(weight.shape[0]), np.zeros(weight.shape[0])
-        else:
-            raise NotApplicableError(f"node '{node.name}' is not affine or an activation")
-    return layers, (weight, bias)
 
 
 #: the range of the product of the layers' norms in which the solvers' absolute tolerances
@@ -530,9 +436,8 @@ def _gate_fix(low, high) -> np.ndarray:
 def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
             deadline: float, threads: int, seed: int, vertex_bounds: bool = True,
             known=None) -> _Encoding:
-    """The MIP; ``known``: per layer, proven bounds on the pre-activations over the box
-    (the engine's, :func:`lipkit.estimate.engine.box_pre_activation_bounds`) that the
-    propagated ones are intersected with."""
+    """The MIP; ``known``: per layer, proven bounds on the gates' inputs over the box
+    (the engine's, :func:`gate_bounds`) that the propagated ones are intersected with."""
     model, lps = _Model(threads, seed), 0
     lower, upper = box
     n = len(lower)
@@ -584,8 +489,8 @@ def _encode(layers, output, norm: str, box, homogeneous: bool, tighten: bool,
             a = model.define([(layer.weight @ m, i) for m, i in primal]
                              + [(layer.bias[:, None], t)])
             d = a if identity else model.define([(layer.gate, a)])
-            if known is not None and identity and known[depth][0].shape[-1] == d.size:
-                model.intersect(d, *_widen(known[depth][0][0], known[depth][1][0]))
+            if known is not None:
+                model.intersect(d, *_widen(*known[depth]))
             if tighten and not exact:
                 lps += model.tighten(d, deadline)
             fixed = _gate_fix(model.lower[d], model.upper[d])
@@ -957,13 +862,34 @@ def unscaled(bounds: Bound | list[Bound], exponent: int) -> Bound | list[Bound]:
     return bounds
 
 
+def gate_bounds(network, layers, box, homogeneous: bool, exponent: int = 0):
+    """Per hidden layer, proven ``(low, high)`` of its gates' inputs over the solver's
+    domain, from the engine: :func:`~lipkit.estimate.engine.gates.gate_ranges` over the box
+    in ``(x, t)`` (``t`` in ``[0, 1]`` for the homogenized domain), intersected, over a box
+    of ``f`` itself, with the dense chain's bounds
+    (:func:`~lipkit.estimate.engine.box_pre_activation_bounds`) where the gates are the
+    pre-activations."""
+    lower, upper = box
+    low = np.concatenate([lower, [0.0 if homogeneous else 1.0]])[None]
+    high = np.concatenate([upper, [1.0]])[None]
+    known = [(bottom[0], top[0]) for bottom, top in gate_ranges(layers, low, high)]
+    if exponent == 0 and not homogeneous and len(layers) == sum(
+            isinstance(node.op, Activation) for node in network.nodes):
+        dense = box_pre_activation_bounds(network, lower, upper)  # the dense chain's
+        if dense is not None:
+            known = [(np.maximum(bottom, d_low[0]), np.minimum(top, d_high[0]))
+                     if d_low.shape[-1] == bottom.shape[-1]
+                     and np.array_equal(layer.gate, np.eye(bottom.shape[-1]))
+                     else (bottom, top)
+                     for (bottom, top), (d_low, d_high), layer in zip(known, dense, layers,
+                                                                      strict=True)]
+    return known
+
+
 def _solve(network, options, own: MipOptions, started, deadline, layers, output, row, box,
            homogeneous, description, time_limit, exponent=0):
     norm, tighten = norm_name(options.norm), own.tighten
-    known = None
-    if exponent == 0 and not homogeneous and len(layers) == sum(
-            isinstance(node.op, Activation) for node in network.nodes):
-        known = box_pre_activation_bounds(network, *box)  # the engine's CROWN bounds
+    known = gate_bounds(network, layers, box, homogeneous, exponent)
     encoding = _encode(layers, output, norm, box, homogeneous, tighten == "lp",
                        started + 0.3 * float(time_limit), own.threads,
                        options.seed, own.vertex_bounds, known)

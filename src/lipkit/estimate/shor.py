@@ -40,7 +40,7 @@ import numpy as np
 import scipy.optimize
 
 from lipkit.estimate.bound import Bound, norm_name
-from lipkit.estimate.mip import piecewise_linear_chain
+from lipkit.estimate.engine.gates import piecewise_linear_chain
 from lipkit.estimate.network import Activation, Affine, Network, NotApplicableError
 from lipkit.estimate.registry import MethodOptions, Options, register_method
 

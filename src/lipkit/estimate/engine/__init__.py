@@ -3,12 +3,18 @@
 - :mod:`~lipkit.estimate.engine.relaxations`: one object per activation with every
   bounding mode (interval, linear lines for CROWN, derivative ranges, MIP rows);
 - :mod:`~lipkit.estimate.engine.chain`: the dense chain the bounds are computed on;
+- :mod:`~lipkit.estimate.engine.gates`: the same chain as piecewise-linear gates (ReLU,
+  leaky ReLU, GroupSort's compare-exchanges), the form of the exact methods, and its
+  linear bounds over boxes in homogenized coordinates ``(x, t)`` (the global constant's
+  domain); exact-mip's big-M constants and exact-bab's boxes start from them;
 - :mod:`~lipkit.estimate.engine.forward`: pre-activation bounds over batches of boxes
   (interval and CROWN, with branch-and-bound splits, which also constrain the inputs: the
   minima are taken over their region by Lagrangian duality) and lower bounds of linear
   functions of the output (CROWN / alpha-CROWN);
 - :mod:`~lipkit.estimate.engine.gradient`: bounds on the backward graph of the Clarke
   Jacobian (local Lipschitz constants);
+- :mod:`~lipkit.estimate.engine.branching`: branch and bound on neurons' signs for lower
+  bounds of linear functions of the output (the direct local certificate);
 - :mod:`~lipkit.estimate.engine.margin_mip`: the exact MIP of a linear function of the
   output over a box, on the relaxations' MIP rows.
 
