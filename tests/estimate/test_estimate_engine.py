@@ -241,3 +241,56 @@ def test_slope_steps_stop_at_the_deadline():
     early = spec_lower(chain, spec, bounds, steps=20, deadline=time.perf_counter() + 60)
     assert torch.equal(late, crown)
     assert (early >= crown).all() and (early > crown).any()
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), activation=st.sampled_from(["relu", "leaky", "concave"]),
+       radius=st.sampled_from([0.2, 1.0]))
+def test_optimized_intermediate_bounds_hold_and_are_never_looser(seed, activation, radius):
+    """alpha-CROWN's intermediate bounds (``layer_bounds(slope_steps=)``) contain every
+    sampled pre-activation, are inside CROWN's, and are passed on to branches (``within``):
+    a branch's bounds hold at its points and stay inside the root's."""
+    model = random_mlp([5, 16, 16, 16, 2], activation=ACTIVATIONS[activation], seed=seed)
+    chain = DenseChain.of(load_network(model))
+    lower, upper = boxes(5, 2, radius, seed)
+    crown = layer_bounds(chain, lower, upper)
+    optimized = layer_bounds(chain, lower, upper, slope_steps=10)
+    points = sample(lower, upper, seed=seed)
+    _, pre = chain.forward(points.reshape(-1, 5), pre_activations=True)
+    for k, z in enumerate(pre):
+        z = z.reshape(2, -1, z.shape[-1])
+        assert (z >= optimized.lower[k][:, None]).all()
+        assert (z <= optimized.upper[k][:, None]).all()
+        assert (optimized.lower[k] >= crown.lower[k]).all()
+        assert (optimized.upper[k] <= crown.upper[k]).all()
+    root = layer_bounds(chain, lower[:1], upper[:1], slope_steps=10)
+    unstable = root.unstable()[0][0]
+    splits = [torch.zeros(2, 16, dtype=torch.int8) for _ in range(3)]
+    if unstable.any():
+        j = int(torch.nonzero(unstable)[0])
+        splits[0][0, j], splits[0][1, j] = 1, -1
+    children = layer_bounds(chain, lower[:1].expand(2, -1), upper[:1].expand(2, -1), splits,
+                            within=root)
+    inside_points = points[0]
+    _, pre = chain.forward(inside_points, pre_activations=True)
+    for b in range(2):
+        side = splits[0][b].to(torch.float64)
+        inside = ((pre[0] * side) >= 0).all(dim=1)
+        for k in range(3):
+            assert (children.lower[k][b] >= root.lower[k][0]).all()
+            assert (children.upper[k][b] <= root.upper[k][0]).all()
+            if children.feasible[b]:
+                z = pre[k][inside]
+                assert (z >= children.lower[k][b]).all() and (z <= children.upper[k][b]).all()
+
+
+def test_optimized_intermediate_bounds_are_tighter_on_a_deep_net():
+    model = random_mlp([10, 40, 40, 40, 40, 3], seed=11)
+    chain = DenseChain.of(load_network(model))
+    lower, upper = boxes(10, 1, 0.3, 11)
+    crown = layer_bounds(chain, lower, upper)
+    optimized = layer_bounds(chain, lower, upper, slope_steps=20)
+    width = sum(float((h - lo).sum()) for lo, h in zip(crown.lower, crown.upper, strict=True))
+    tighter = sum(float((h - lo).sum()) for lo, h in zip(optimized.lower, optimized.upper,
+                                                         strict=True))
+    assert tighter < 0.99 * width, (tighter, width)

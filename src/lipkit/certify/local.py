@@ -11,7 +11,9 @@ margin ``m_j = f_y - f_j`` stays positive on ``B``. lipkit proves it two ways:
   Jacobian, branch and bound until ``L_j < m_j(x0) / eps``), since ``m_j(x) >= m_j(x0) - L_j
   ||x - x0||`` on ``B``;
 - **direct bound**: a proven lower bound of ``m_j`` over ``B`` above 0 (CROWN with optimized
-  slopes, alpha-CROWN: :func:`lipkit.estimate.engine.spec_lower`), refined when it is not
+  slopes, alpha-CROWN, for the margins and for the hidden neurons' own bounds:
+  :func:`lipkit.estimate.engine.spec_lower`, :func:`~lipkit.estimate.engine.layer_bounds`
+  with ``slope_steps``, in at most a quarter of the image's time), refined when it is not
   by branch and bound on the neurons' signs with half of the image's remaining time
   (:mod:`lipkit.estimate.engine.branching`: each branch's split rows bound its region, as
   beta-CROWN's do), the rest going to the local constants.
@@ -39,6 +41,8 @@ from lipkit.estimate.rounding import UNIT, forward_error, gamma
 
 DEFAULT_TIME_LIMIT = 10.0  # seconds per image and eps
 DEFAULT_SLOPE_STEPS = 20
+#: slope steps for the hidden layers' own bounds (alpha-CROWN's intermediate bounds)
+INTERMEDIATE_SLOPE_STEPS = 10
 
 
 @dataclass
@@ -133,7 +137,9 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
     correct = predicted == label and bool(np.all(margin_rows > 0))
     lower = torch.from_numpy(domain.lower)[None]
     upper = torch.from_numpy(domain.upper)[None]
-    bounds = layer_bounds(chain, lower, upper)
+    # the unstable neurons' bounds with alpha-CROWN's slopes, in at most a quarter of the time
+    bounds = layer_bounds(chain, lower, upper, slope_steps=INTERMEDIATE_SLOPE_STEPS,
+                          deadline=started + time_limit / 4)
     direct = spec_lower(chain, spec[None], bounds, steps=slope_steps,
                         deadline=started + time_limit)[0]
     branches = 1
@@ -154,7 +160,8 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
     if constants and correct and remaining > 0:
         targets = np.maximum(margin_rows, 0.0) / eps * (1 - 1e-12)
         result = local_constants(network, spec, domain, norm, time_limit=remaining,
-                                 targets=targets, witnesses=False, chain=chain)
+                                 targets=targets, witnesses=False, chain=chain,
+                                 bounds=bounds)
         constant_values = result.upper
         if result.open_branches:
             status = "time limit reached in the local constants' branch and bound"

@@ -228,13 +228,15 @@ def _leaf_witness(network, chain, spec, domain, norm, bounds, index, values, low
 def local_constants(network: Network, spec: torch.Tensor | None, domain: Domain, norm="inf",
                     time_limit: float | None = DEFAULT_TIME_LIMIT, targets=None, seed: int = 0,
                     max_branches: int = DEFAULT_MAX_BRANCHES, chain: DenseChain | None = None,
-                    witnesses: bool = True) -> LocalConstants:
+                    witnesses: bool = True, bounds=None) -> LocalConstants:
     """The local constants of ``spec @ f`` (rows; default every output) over ``domain``.
 
     Args:
         targets: per row, a level below which the upper bound need not go (closing a
             branch at it; a certificate's ``margin / eps``); default: the witnesses.
         witnesses: search the witnessed lower bounds (else 0).
+        bounds: :class:`~lipkit.estimate.engine.LayerBounds` already proven over the
+            domain's box (one box), which every branch's bounds are intersected with.
     """
     started = time.perf_counter()
     norm = norm_name(norm)
@@ -244,11 +246,11 @@ def local_constants(network: Network, spec: torch.Tensor | None, domain: Domain,
     chain = chain or DenseChain.of(network)
     with chain.threads():
         return _local_constants(network, spec, domain, norm, time_limit, targets, seed,
-                                max_branches, chain, witnesses, started)
+                                max_branches, chain, witnesses, started, bounds)
 
 
 def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max_branches,
-                     chain, witnesses, started) -> LocalConstants:
+                     chain, witnesses, started, known=None) -> LocalConstants:
     if spec is None:
         spec = torch.eye(chain.outputs, dtype=torch.float64)
     spec = torch.as_tensor(spec, dtype=torch.float64).reshape(-1, chain.outputs)
@@ -268,7 +270,7 @@ def _local_constants(network, spec, domain, norm, time_limit, targets, seed, max
     def evaluate(splits, dual_steps=DUAL_STEPS):
         batch = splits[0].shape[0] if splits else 1
         bounds = layer_bounds(chain, lower_box.expand(batch, -1), upper_box.expand(batch, -1),
-                              splits, dual_steps=dual_steps)
+                              splits, dual_steps=dual_steps, within=known)
         gradient = GradientBounds(chain, spec[None].expand(batch, -1, -1), bounds,
                                   deadline=deadline)
         values = gradient.norm_upper(norm)

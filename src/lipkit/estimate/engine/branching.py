@@ -159,7 +159,7 @@ def lower_by_branching(chain: DenseChain, spec: torch.Tensor, lower: torch.Tenso
         count = len(children)
         timed = time.perf_counter()
         child_bounds = layer_bounds(chain, lower[None].expand(count, -1),
-                                    upper[None].expand(count, -1), stacked)
+                                    upper[None].expand(count, -1), stacked, within=bounds)
         child_values = spec_lower(chain, spec[None].expand(count, -1, -1), child_bounds,
                                   steps=slope_steps, dual_steps=DUAL_STEPS,
                                   deadline=deadline).numpy()

@@ -314,9 +314,55 @@ def _up(value: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(value, torch.full_like(value, torch.inf))
 
 
+def _optimized_lines(chain: DenseChain, depth: int, bounds: LayerBounds, low, high,
+                     steps: int, deadline: float, learning_rate: float = 0.5):
+    """Lines for the neurons of layer ``depth`` that are unstable by ``(low, high)``, with
+    the lower lines' slopes of the layers before optimized by ``steps`` projected gradient
+    steps (alpha-CROWN for intermediate bounds, Xu et al. 2021), or None when no neuron is
+    unstable or nothing can be optimized: ``(rows, below, above)``, ``rows`` the neurons'
+    indices and the lines proven (``sound=True``) for the slopes reached."""
+    rows = torch.nonzero(((low < 0) & (high > 0)).any(dim=0)).reshape(-1)
+    if rows.numel() == 0 or not any(layer.activation.piecewise_linear
+                                    for layer in chain.hidden[:depth]):
+        return None
+    batch, width = low.shape[0], chain.layers[depth].outputs
+    spec = torch.zeros(batch, 2 * rows.numel(), width, dtype=torch.float64)
+    spec[:, torch.arange(rows.numel()), rows] = 1.0
+    spec[:, rows.numel() + torch.arange(rows.numel()), rows] = -1.0
+    slopes, limits = [], []
+    for k, layer in enumerate(chain.hidden[:depth]):
+        k_low, k_high = bounds.lower[k], bounds.upper[k]
+        start = layer.activation._default_lower_slope(k_low, k_high) \
+            if layer.activation.piecewise_linear else torch.zeros_like(k_low)
+        slopes.append(start[:, None, :].expand(-1, spec.shape[1], -1).clone()
+                      .requires_grad_(True))
+        limits.append(layer.activation.slope_choices(k_low, k_high))
+    optimizer = torch.optim.Adam(slopes, lr=learning_rate)
+    for _ in range(steps):
+        if time.perf_counter() >= deadline:
+            break
+        optimizer.zero_grad()
+        lines = backward_lines(chain, depth, spec, bounds, slopes, sound=False)
+        value = lines_lower(lines, bounds, sound=False)
+        (-value.sum()).backward()
+        optimizer.step()
+        with torch.no_grad():
+            for slope, (_, smallest, largest) in zip(slopes, limits, strict=True):
+                if smallest is not None:
+                    slope.clamp_(smallest, largest)
+    with torch.no_grad():
+        lines = backward_lines(chain, depth, spec, bounds, [s.detach() for s in slopes])
+    half = rows.numel()
+    below = Lines(lines.m[:, :half], lines.const[:, :half], lines.slack[:, :half])
+    above = Lines(lines.m[:, half:], lines.const[:, half:], lines.slack[:, half:])
+    return rows, below, above
+
+
 def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
                  splits: list[torch.Tensor] | None = None, linear: bool = True,
-                 max_entries: int | None = None, dual_steps: int = DUAL_STEPS) -> LayerBounds:
+                 max_entries: int | None = None, dual_steps: int = DUAL_STEPS,
+                 slope_steps: int = 0, deadline: float = math.inf,
+                 within: LayerBounds | None = None) -> LayerBounds:
     """Bounds of every hidden pre-activation over each box ``lower <= x <= upper``
     (``(batch, n)``): interval arithmetic, intersected with CROWN's (``linear``) up to the
     first layer whose pass holds more than ``max_entries`` coefficients (default
@@ -328,7 +374,13 @@ def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
     bound gives, ``m x + c + slack >= z >= 0`` (``z <= 0``: its lower bound). Each layer's
     lines are minimized over the region of the splits before it (:func:`region_minimum`,
     ``dual_steps`` steps), then again with its own splits added: the bounds of the other
-    neurons tighten, and a branch whose splits cannot hold together is found empty."""
+    neurons tighten, and a branch whose splits cannot hold together is found empty.
+
+    ``slope_steps``: on boxes without splits, the unstable neurons of the layers after the first are
+    bounded again with the earlier layers' lower slopes optimized for them
+    (:func:`_optimized_lines`, alpha-CROWN's intermediate bounds), until ``deadline``; the
+    tighter of both is kept. ``within``: bounds already proven over the same boxes (a
+    branch's parent, one box broadcast to all), intersected with layer by layer."""
     limit = MAX_LINEAR_ENTRIES if max_entries is None else max_entries
     bounds = LayerBounds(lower, upper)
     batch = lower.shape[0]
@@ -337,8 +389,12 @@ def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
     widest = chain.inputs
     constraints = None
     use_splits = splits is not None and dual_steps > 0
+    branched = splits is not None and any(bool((split != 0).any()) for split in splits)
     for k, layer in enumerate(chain.hidden):
         low, high = interval_affine(layer.weight, layer.bias, *post)
+        if within is not None:
+            low = torch.maximum(low, within.lower[k])
+            high = torch.minimum(high, within.upper[k])
         widest = max(widest, layer.inputs)
         linear = linear and layer.outputs * widest <= limit
         split = splits[k] if splits is not None else None
@@ -348,6 +404,16 @@ def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
             above = backward_lines(chain, k, -1.0, bounds)
             low = torch.maximum(low, lines_lower(below, bounds))
             high = torch.minimum(high, -lines_lower(above, bounds))
+            if slope_steps > 0 and not branched and k > 0 and \
+                    time.perf_counter() < deadline:
+                optimized = _optimized_lines(chain, k, bounds, low, high, slope_steps,
+                                             deadline)
+                if optimized is not None:
+                    rows, better_below, better_above = optimized
+                    low[:, rows] = torch.maximum(low[:, rows],
+                                                 lines_lower(better_below, bounds))
+                    high[:, rows] = torch.minimum(high[:, rows],
+                                                  -lines_lower(better_above, bounds))
             if here:
                 if k == 0:  # exact: the rows and offsets only change sign
                     sign = split.to(torch.float64)
