@@ -43,6 +43,8 @@ DEFAULT_TIME_LIMIT = 10.0  # seconds per image and eps
 DEFAULT_SLOPE_STEPS = 20
 #: slope steps for the hidden layers' own bounds (alpha-CROWN's intermediate bounds)
 INTERMEDIATE_SLOPE_STEPS = 10
+#: the share of an image's time limit its phases plan for
+PLANNED = 0.9
 
 
 @dataclass
@@ -116,12 +118,28 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
                   constants: bool = True, branching: bool = True) -> ImageCertificate:
     """Both certificates of one image at one ``eps`` (module docstring); ``branching``:
     refine the direct bound by branch and bound on the neurons with half the time it
-    leaves."""
+    leaves. Runs on one torch thread when no layer has more than
+    :data:`~lipkit.estimate.engine.chain.THREADED_WIDTH` outputs: its passes are many
+    small products, and on a busy machine a second thread slows some of them several
+    times (784-256-256-10 at load 3.5-3.9, 15 images: slowest 10.9 s of a 10 s limit with
+    two threads, 9.2 s with one, the same images certified)."""
+    from lipkit.estimate.engine.chain import few_threads
+
+    with few_threads(max(layer.outputs for layer in chain.layers)):
+        return _certify_image(network, chain, x0, label, eps, norm, data_domain, time_limit,
+                              slope_steps, index, constants, branching)
+
+
+def _certify_image(network, chain, x0, label, eps, norm, data_domain, time_limit,
+                   slope_steps, index, constants, branching) -> ImageCertificate:
     from lipkit.estimate.engine import layer_bounds, spec_lower
     from lipkit.estimate.engine.branching import lower_by_branching
     from lipkit.estimate.local_crown import local_constants
 
     started = time.perf_counter()
+    # the phases share PLANNED of the limit: a pass started just before its deadline ends
+    # in the rest (under load a pass takes several times longer than alone)
+    budget = time_limit * PLANNED
     if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
         raise InvalidArgumentError(f"eps must be a finite number > 0, got {eps!r}")
     flat = x0.reshape(-1).to(torch.float64)
@@ -139,11 +157,11 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
     upper = torch.from_numpy(domain.upper)[None]
     # the unstable neurons' bounds with alpha-CROWN's slopes, in at most a quarter of the time
     bounds = layer_bounds(chain, lower, upper, slope_steps=INTERMEDIATE_SLOPE_STEPS,
-                          deadline=started + time_limit / 4)
+                          deadline=started + budget / 4)
     direct = spec_lower(chain, spec[None], bounds, steps=slope_steps,
-                        deadline=started + time_limit)[0]
+                        deadline=started + budget)[0]
     branches = 1
-    remaining = time_limit - (time.perf_counter() - started)
+    remaining = budget - (time.perf_counter() - started)
     if correct and not bool((direct > 0).all()) and branching and remaining > 0 and any(
             layer.activation.piecewise_linear for layer in chain.hidden):
         # half of what is left: branch and bound on the neurons for the direct bound
@@ -156,7 +174,7 @@ def certify_image(network, chain, x0: torch.Tensor, label: int, eps: float, norm
     status = "ok"
     constant_values = np.full(len(others), np.inf)
     certified_by_constant = False
-    remaining = time_limit - (time.perf_counter() - started)
+    remaining = budget - (time.perf_counter() - started)
     if constants and correct and remaining > 0:
         targets = np.maximum(margin_rows, 0.0) / eps * (1 - 1e-12)
         result = local_constants(network, spec, domain, norm, time_limit=remaining,
