@@ -7,7 +7,8 @@ Learn a transition model whose constant is set by a lipkit.nn constraint
 (:func:`value_estimation_error`, against Theorem 2's :func:`value_error_bound` where the
 reward is Lipschitz) and plan with it (:class:`Planner`: random shooting or CEM) on
 gymnasium's Pendulum-v1 and CartPole-v1; :func:`run_sweep` does it all for a list of
-constants (``lipkit rl``).
+constants (``lipkit rl``). The stochastic model class of the paper, a mixture of Lipschitz
+maps learned by EM: :class:`MixtureTransitionModel`, :func:`fit_mixture_em`.
 """
 
 from lipkit.rl.compounding import (
@@ -30,13 +31,45 @@ from lipkit.rl.model import (
     train_transition_model,
 )
 from lipkit.rl.planning import PLANNERS, Planner, run_episode
+from lipkit.rl.stochastic import (
+    EMHistory,
+    MixtureTransitionModel,
+    fit_mixture_em,
+    make_mixture_model,
+    mixture_lipschitz_bound,
+)
 from lipkit.rl.value import ValueEstimationError, value_error_bound, value_estimation_error
 
 __all__ = [
-    "ENVIRONMENTS", "PLANNERS", "CompoundingError", "Environment", "LinearSystem", "Planner",
-    "Rollouts", "Settings", "StateLipschitz", "TransitionModel", "Transitions",
-    "ValueEstimationError", "collect_transitions", "compounding_error", "make_environment",
-    "make_transition_model", "parse_constants", "rollout", "run_episode", "run_sweep",
-    "state_lipschitz_bound", "theorem_bound", "train_transition_model", "value_error_bound",
-    "value_estimation_error", "wasserstein1",
+    "ENVIRONMENTS",
+    "PLANNERS",
+    "CompoundingError",
+    "EMHistory",
+    "Environment",
+    "LinearSystem",
+    "MixtureTransitionModel",
+    "Planner",
+    "Rollouts",
+    "Settings",
+    "StateLipschitz",
+    "TransitionModel",
+    "Transitions",
+    "ValueEstimationError",
+    "collect_transitions",
+    "compounding_error",
+    "fit_mixture_em",
+    "make_environment",
+    "make_mixture_model",
+    "make_transition_model",
+    "mixture_lipschitz_bound",
+    "parse_constants",
+    "rollout",
+    "run_episode",
+    "run_sweep",
+    "state_lipschitz_bound",
+    "theorem_bound",
+    "train_transition_model",
+    "value_error_bound",
+    "value_estimation_error",
+    "wasserstein1",
 ]

@@ -1,0 +1,88 @@
+"""The EM-trained mixture of Lipschitz maps (lipkit.rl.stochastic): it recovers a known
+two-map environment, its kernel's W1 constant is bounded by its components' (exact optimal
+transport as the oracle), and bad input is refused."""
+
+import math
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from lipkit.errors import InvalidArgumentError
+from lipkit.rl import (
+    Transitions,
+    fit_mixture_em,
+    make_mixture_model,
+    mixture_lipschitz_bound,
+    state_lipschitz_bound,
+)
+
+A1 = torch.tensor([[0.5, 0.0], [0.0, 0.5]])
+ANGLE = 0.6
+A2 = 0.8 * torch.tensor([[math.cos(ANGLE), -math.sin(ANGLE)], [math.sin(ANGLE), math.cos(ANGLE)]])
+
+
+def two_map_data(count=2000, p=0.3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    states = torch.rand(count, 2, generator=generator) * 2 - 1
+    actions = torch.zeros(count, 1)
+    first = torch.rand(count, generator=generator) < p
+    nexts = torch.where(first[:, None], states @ A1.T, states @ A2.T)
+    return Transitions(states, actions, nexts), first
+
+
+def test_em_recovers_a_known_mixture_and_its_kernel_is_k_lipschitz_in_w1():
+    data, first = two_map_data()
+    model = make_mixture_model(2, 1, components=2, method="spectral", lipschitz=1.0,
+                               hidden=32, seed=0)
+    history = fit_mixture_em(model, data, iterations=12, epochs=4, seed=0)
+    # the likelihood rises overall (generalized EM with stochastic M-steps: not monotone)
+    assert history.log_likelihood[-1] > history.log_likelihood[0]
+    with torch.no_grad():
+        means = model.means(data.states, data.actions)  # (2, n, 2)
+    truths = torch.stack([data.states @ A1.T, data.states @ A2.T])
+    # match components to maps by mean error, then check weights and fits
+    cost = torch.tensor([[float(((means[i] - truths[j]) ** 2).sum(-1).sqrt().mean())
+                          for j in range(2)] for i in range(2)])
+    match = (0, 1) if cost[0, 0] + cost[1, 1] <= cost[0, 1] + cost[1, 0] else (1, 0)
+    assert max(cost[0, match[0]], cost[1, match[1]]) < 0.05, cost
+    weights = model.weights.tolist()
+    assert abs(weights[match.index(0)] - float(first.float().mean())) < 0.05, weights
+    bound = mixture_lipschitz_bound(model)
+    assert bound <= 1.0 + 1e-6
+    assert bound == max(state_lipschitz_bound(f).value for f in model.components)
+    # the kernel's W1 constant: exact W1 between the two mixtures at random state pairs
+    generator = torch.Generator().manual_seed(1)
+    p = model.weights.double().numpy()
+    for _ in range(50):
+        pair = torch.rand(2, 2, generator=generator) * 4 - 2
+        with torch.no_grad():
+            support = model.means(pair, torch.zeros(2, 1)).double().numpy()  # (2 comps, 2, 2)
+        cost = np.linalg.norm(support[:, 0][:, None] - support[:, 1][None], axis=-1)
+        w1 = ot.emd2(p, p, cost)
+        assert w1 <= bound * float((pair[0] - pair[1]).norm()) * (1 + 1e-5) + 1e-7
+
+
+def test_samples_follow_the_weights_and_the_mean_is_the_weighted_mean():
+    model = make_mixture_model(3, 1, components=3, method="clip", lipschitz=0.5, seed=4)
+    model.weights.copy_(torch.tensor([0.2, 0.5, 0.3]))
+    states = torch.zeros(20_000, 3)
+    actions = torch.zeros(20_000, 1)
+    with torch.no_grad():
+        means = model.means(states[:1], actions[:1])[:, 0]
+        drawn = model.sample(states, actions, torch.Generator().manual_seed(0))
+        mean = model(states[:1], actions[:1])[0]
+    counts = [(drawn == means[i]).all(-1).float().mean().item() for i in range(3)]
+    assert np.allclose(counts, [0.2, 0.5, 0.3], atol=0.02), counts
+    assert torch.allclose(mean, (model.weights[:, None] * means).sum(0), atol=1e-6)
+    assert set(model.state_dict()) >= {"weights", "noise_variance"}
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(InvalidArgumentError, match="components"):
+        make_mixture_model(2, 1, components=0)
+    model = make_mixture_model(2, 1, components=2)
+    empty = Transitions(torch.zeros(0, 2), torch.zeros(0, 1), torch.zeros(0, 2))
+    with pytest.raises(InvalidArgumentError, match="at least one transition"):
+        fit_mixture_em(model, empty)
