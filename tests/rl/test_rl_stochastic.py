@@ -17,6 +17,7 @@ from lipkit.rl import (
     mixture_lipschitz_bound,
     state_lipschitz_bound,
 )
+from lipkit.training import TrainingDivergedError
 
 A1 = torch.tensor([[0.5, 0.0], [0.0, 0.5]])
 ANGLE = 0.6
@@ -86,3 +87,9 @@ def test_bad_input_is_refused():
     empty = Transitions(torch.zeros(0, 2), torch.zeros(0, 1), torch.zeros(0, 2))
     with pytest.raises(InvalidArgumentError, match="at least one transition"):
         fit_mixture_em(model, empty)
+    with pytest.raises(InvalidArgumentError, match="iterations"):
+        fit_mixture_em(model, two_map_data(20)[0], iterations=0)
+    data, _ = two_map_data(64)
+    data.next_states[5, 0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match="EM iteration"):
+        fit_mixture_em(model, data, iterations=3, epochs=1)

@@ -124,6 +124,10 @@ def fit_mixture_em(model: MixtureTransitionModel, data: Transitions, iterations:
     """
     if len(data) == 0:
         raise InvalidArgumentError("fit_mixture_em needs at least one transition")
+    for name, value in (("iterations", iterations), ("epochs", epochs),
+                        ("batch_size", batch_size)):
+        if not (isinstance(value, int) and value >= 1):
+            raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
     generator = torch.Generator().manual_seed(seed)
     optimizers = [torch.optim.Adam(f.parameters(), lr=learning_rate) for f in model.components]
     with torch.no_grad():
