@@ -314,6 +314,36 @@ def _up(value: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(value, torch.full_like(value, torch.inf))
 
 
+def optimized_slopes(chain: DenseChain, depth: int, spec: torch.Tensor, bounds: LayerBounds,
+                     steps: int, learning_rate: float = 0.5, deadline: float = math.inf):
+    """Lower slopes of the unstable neurons of the layers before ``depth`` (``(batch, rows,
+    width)`` each) after ``steps`` of Adam on CROWN's lower bound of ``spec @ z_depth``
+    (alpha-CROWN, Xu et al. 2021), stopping at ``deadline``; projected onto each
+    activation's range of valid slopes after every step. Not proven by themselves: any
+    slopes in range give a valid bound, which the caller proves."""
+    slopes, limits = [], []
+    for k, layer in enumerate(chain.hidden[:depth]):
+        low, high = bounds.lower[k], bounds.upper[k]
+        start = layer.activation._default_lower_slope(low, high) \
+            if layer.activation.piecewise_linear else torch.zeros_like(low)
+        slopes.append(start[:, None, :].expand(-1, spec.shape[1], -1).clone()
+                      .requires_grad_(True))
+        limits.append(layer.activation.slope_choices(low, high))
+    optimizer = torch.optim.Adam(slopes, lr=learning_rate)
+    for _ in range(steps):
+        if time.perf_counter() >= deadline:
+            break
+        optimizer.zero_grad()
+        value = backward_lower(chain, depth, spec, bounds, slopes, sound=False)
+        (-value.sum()).backward()
+        optimizer.step()
+        with torch.no_grad():
+            for slope, (_, smallest, largest) in zip(slopes, limits, strict=True):
+                if smallest is not None:
+                    slope.clamp_(smallest, largest)
+    return [slope.detach() for slope in slopes]
+
+
 def _optimized_lines(chain: DenseChain, depth: int, bounds: LayerBounds, low, high,
                      steps: int, deadline: float, learning_rate: float = 0.5):
     """Lines for the neurons of layer ``depth`` that are unstable by ``(low, high)``, with
@@ -329,29 +359,9 @@ def _optimized_lines(chain: DenseChain, depth: int, bounds: LayerBounds, low, hi
     spec = torch.zeros(batch, 2 * rows.numel(), width, dtype=torch.float64)
     spec[:, torch.arange(rows.numel()), rows] = 1.0
     spec[:, rows.numel() + torch.arange(rows.numel()), rows] = -1.0
-    slopes, limits = [], []
-    for k, layer in enumerate(chain.hidden[:depth]):
-        k_low, k_high = bounds.lower[k], bounds.upper[k]
-        start = layer.activation._default_lower_slope(k_low, k_high) \
-            if layer.activation.piecewise_linear else torch.zeros_like(k_low)
-        slopes.append(start[:, None, :].expand(-1, spec.shape[1], -1).clone()
-                      .requires_grad_(True))
-        limits.append(layer.activation.slope_choices(k_low, k_high))
-    optimizer = torch.optim.Adam(slopes, lr=learning_rate)
-    for _ in range(steps):
-        if time.perf_counter() >= deadline:
-            break
-        optimizer.zero_grad()
-        lines = backward_lines(chain, depth, spec, bounds, slopes, sound=False)
-        value = lines_lower(lines, bounds, sound=False)
-        (-value.sum()).backward()
-        optimizer.step()
-        with torch.no_grad():
-            for slope, (_, smallest, largest) in zip(slopes, limits, strict=True):
-                if smallest is not None:
-                    slope.clamp_(smallest, largest)
+    slopes = optimized_slopes(chain, depth, spec, bounds, steps, learning_rate, deadline)
     with torch.no_grad():
-        lines = backward_lines(chain, depth, spec, bounds, [s.detach() for s in slopes])
+        lines = backward_lines(chain, depth, spec, bounds, slopes)
     half = rows.numel()
     below = Lines(lines.m[:, :half], lines.const[:, :half], lines.slack[:, :half])
     above = Lines(lines.m[:, half:], lines.const[:, half:], lines.slack[:, half:])
@@ -471,29 +481,8 @@ def spec_lower(chain: DenseChain, spec: torch.Tensor, bounds: LayerBounds, steps
         "constraints": bounds.constraints, "dual_steps": dual_steps}
     best = backward_lower(chain, depth, spec, bounds, **region)
     if steps > 0 and any(layer.activation.piecewise_linear for layer in chain.hidden):
-        slopes = []
-        for k, layer in enumerate(chain.hidden):
-            low, high = bounds.lower[k], bounds.upper[k]
-            start = layer.activation._default_lower_slope(low, high) \
-                if layer.activation.piecewise_linear else torch.zeros_like(low)
-            slopes.append(start[:, None, :].expand(-1, spec.shape[1], -1).clone()
-                          .requires_grad_(True))
-        limits = [layer.activation.slope_choices(bounds.lower[k], bounds.upper[k])
-                  for k, layer in enumerate(chain.hidden)]
-        optimizer = torch.optim.Adam(slopes, lr=learning_rate)
-        for _ in range(steps):
-            if time.perf_counter() >= deadline:
-                break
-            optimizer.zero_grad()
-            value = backward_lower(chain, depth, spec, bounds, slopes, sound=False)
-            (-value.sum()).backward()
-            optimizer.step()
-            with torch.no_grad():
-                for slope, (_, smallest, largest) in zip(slopes, limits, strict=True):
-                    if smallest is not None:
-                        slope.clamp_(smallest, largest)
+        fixed = optimized_slopes(chain, depth, spec, bounds, steps, learning_rate, deadline)
         with torch.no_grad():
-            fixed = [slope.detach() for slope in slopes]
             best = torch.maximum(best, backward_lower(chain, depth, spec, bounds, fixed,
                                                       **region))
     return torch.where(bounds.feasible[:, None], best, torch.full_like(best, torch.inf))
