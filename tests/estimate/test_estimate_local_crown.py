@@ -154,3 +154,27 @@ def test_a_network_with_no_hidden_unit_is_its_matrix(norm, time_limit):
     ratio = (np.linalg.norm(matrix @ (witness["x1"] - witness["x2"]).numpy(), ord=float(norm))
              / np.linalg.norm((witness["x1"] - witness["x2"]).numpy(), ord=float(norm)))
     assert ratio >= low * (1 - 1e-9), (ratio, low)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_root_bounds_passed_in_keep_the_constants_above_exact_mip(seed):
+    """``local_constants(bounds=)``: the certificates hand their alpha-CROWN bounds of the
+    box to the local constants' branch and bound; the upper bounds stay at or above
+    exact-mip's value (and meet it when the search completes)."""
+    from lipkit.estimate.engine import DenseChain, layer_bounds
+    from lipkit.estimate.local_crown import local_constants
+
+    network = load_network(random_mlp([4, 10, 10, 10, 2], seed=seed))
+    center = torch.randn(4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    domain = Domain.parse(4, center=center, radius=0.3)
+    chain = DenseChain.of(network)
+    lower, upper = torch.from_numpy(domain.lower)[None], torch.from_numpy(domain.upper)[None]
+    root = layer_bounds(chain, lower, upper, slope_steps=10)
+    spec = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    found = local_constants(network, spec, domain, "inf", time_limit=30, chain=chain,
+                            bounds=root)
+    exact = run("exact-mip", network, "inf", center=center, radius=0.3, output=0)
+    assert exact[0].kind == "exact"
+    assert float(found.upper[0]) >= exact[0].value * (1 - 1e-9)
+    if not found.open_branches:
+        assert float(found.upper[0]) <= exact[0].value * (1 + 1e-6)
