@@ -59,8 +59,8 @@ import torch
 from lipkit.errors import InvalidArgumentError
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import solver_box
-from lipkit.estimate.engine import box_pre_activation_bounds
-from lipkit.estimate.engine.gates import gate_ranges, piecewise_linear_chain
+from lipkit.estimate.engine import gate_bounds
+from lipkit.estimate.engine.gates import piecewise_linear_chain
 from lipkit.estimate.mip import (
     pattern_at,
     piecewise_linear_fits,
@@ -204,14 +204,7 @@ class _Bounder:
     def bound(self, low, high, threshold: float, small: np.ndarray) -> np.ndarray:
         """Upper bounds of ``||J||`` over each box (exact where resolved). ``small``: boxes
         narrow enough to be resolved whatever their number of unstable gates."""
-        ranges = gate_ranges(self.layers, low, high)
-        if self.network is not None:  # a local box: intersect with the engine's bounds
-            known = box_pre_activation_bounds(self.network, low[:, :-1], high[:, :-1])
-            if known is not None:
-                ranges = [(np.maximum(bottom, k_low), np.minimum(top, k_high))
-                          if k_low.shape == bottom.shape else (bottom, top)
-                          for (bottom, top), (k_low, k_high) in zip(ranges, known,
-                                                                    strict=True)]
+        ranges = gate_bounds(self.network, self.layers, low, high)
         z_low = [(bottom >= 0).astype(float) for bottom, _ in ranges]
         z_high = [(top > 0).astype(float) for _, top in ranges]
         unstable = np.zeros(low.shape[0], dtype=int)

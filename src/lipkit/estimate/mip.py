@@ -93,13 +93,8 @@ from lipkit.errors import InvalidArgumentError, LipkitError
 from lipkit.estimate import rounding
 from lipkit.estimate.bound import Bound, norm_name
 from lipkit.estimate.domain import solver_box
-from lipkit.estimate.engine import box_pre_activation_bounds
-from lipkit.estimate.engine.gates import (
-    PiecewiseLayer,
-    gate_count,
-    gate_ranges,
-    piecewise_linear_chain,
-)
+from lipkit.estimate.engine import gate_bounds as engine_gate_bounds
+from lipkit.estimate.engine.gates import PiecewiseLayer, gate_count, piecewise_linear_chain
 from lipkit.estimate.network import Activation, Affine, Network, NotApplicableError
 from lipkit.estimate.registry import MethodOptions, Options, register_method
 from lipkit.estimate.solvers import (
@@ -864,26 +859,15 @@ def unscaled(bounds: Bound | list[Bound], exponent: int) -> Bound | list[Bound]:
 
 def gate_bounds(network, layers, box, homogeneous: bool, exponent: int = 0):
     """Per hidden layer, proven ``(low, high)`` of its gates' inputs over the solver's
-    domain, from the engine: :func:`~lipkit.estimate.engine.gates.gate_ranges` over the box
-    in ``(x, t)`` (``t`` in ``[0, 1]`` for the homogenized domain), intersected, over a box
-    of ``f`` itself, with the dense chain's bounds
-    (:func:`~lipkit.estimate.engine.box_pre_activation_bounds`) where the gates are the
-    pre-activations."""
+    domain: the engine's :func:`~lipkit.estimate.engine.gate_bounds` over the box in
+    ``(x, t)`` (``t`` in ``[0, 1]`` for the homogenized domain), with the dense chain's
+    bounds over a box of ``f`` itself when the chain is not rescaled."""
     lower, upper = box
     low = np.concatenate([lower, [0.0 if homogeneous else 1.0]])[None]
     high = np.concatenate([upper, [1.0]])[None]
-    known = [(bottom[0], top[0]) for bottom, top in gate_ranges(layers, low, high)]
-    if exponent == 0 and not homogeneous and len(layers) == sum(
-            isinstance(node.op, Activation) for node in network.nodes):
-        dense = box_pre_activation_bounds(network, lower, upper)  # the dense chain's
-        if dense is not None:
-            known = [(np.maximum(bottom, d_low[0]), np.minimum(top, d_high[0]))
-                     if d_low.shape[-1] == bottom.shape[-1]
-                     and np.array_equal(layer.gate, np.eye(bottom.shape[-1]))
-                     else (bottom, top)
-                     for (bottom, top), (d_low, d_high), layer in zip(known, dense, layers,
-                                                                      strict=True)]
-    return known
+    aligned = len(layers) == sum(isinstance(node.op, Activation) for node in network.nodes)
+    dense = network if exponent == 0 and not homogeneous and aligned else None
+    return [(bottom[0], top[0]) for bottom, top in engine_gate_bounds(dense, layers, low, high)]
 
 
 def _solve(network, options, own: MipOptions, started, deadline, layers, output, row, box,

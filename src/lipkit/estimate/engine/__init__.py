@@ -55,6 +55,31 @@ def box_pre_activation_bounds(network, lower, upper):
     return [(low.numpy(), high.numpy()) for low, high in zip(bounds.lower, bounds.upper,
                                                              strict=True)]
 
+def gate_bounds(network, layers, low, high):
+    """Per layer of the gate form (:mod:`~lipkit.estimate.engine.gates`), ``(low, high)``
+    of its gates' inputs over each box in ``(x, t)`` (``(boxes, n + 1)``):
+    :func:`~lipkit.estimate.engine.gates.gate_ranges`, intersected with the dense chain's
+    bounds (:func:`box_pre_activation_bounds`) on layers whose gates are the
+    pre-activations, when ``network`` is given (None: a homogenized domain, a rescaled chain,
+    or a chain whose gate layers are not one per activation)."""
+    import numpy as np
+
+    from lipkit.estimate.engine.gates import gate_ranges
+
+    ranges = gate_ranges(layers, low, high)
+    if network is None:
+        return ranges
+    dense = box_pre_activation_bounds(network, low[:, :-1], high[:, :-1])
+    if dense is None:
+        return ranges
+    return [(np.maximum(bottom, d_low), np.minimum(top, d_high))
+            if d_low.shape == bottom.shape and np.array_equal(layer.gate,
+                                                              np.eye(bottom.shape[-1]))
+            else (bottom, top)
+            for (bottom, top), (d_low, d_high), layer in zip(ranges, dense, layers,
+                                                             strict=True)]
+
+
 __all__ = ["DenseChain", "GradientBounds", "LayerBounds", "Relaxation", "backward_lower",
-           "box_pre_activation_bounds", "box_tensors", "interval_affine", "layer_bounds",
-           "relaxation_of", "spec_lower"]
+           "box_pre_activation_bounds", "box_tensors", "gate_bounds", "interval_affine",
+           "layer_bounds", "relaxation_of", "spec_lower"]

@@ -386,8 +386,8 @@ def layer_bounds(chain: DenseChain, lower: torch.Tensor, upper: torch.Tensor,
     ``dual_steps`` steps), then again with its own splits added: the bounds of the other
     neurons tighten, and a branch whose splits cannot hold together is found empty.
 
-    ``slope_steps``: on boxes without splits, the unstable neurons of the layers after the first are
-    bounded again with the earlier layers' lower slopes optimized for them
+    ``slope_steps``: on boxes without splits, the unstable neurons of the layers after the
+    first are bounded again with the earlier layers' lower slopes optimized for them
     (:func:`_optimized_lines`, alpha-CROWN's intermediate bounds), until ``deadline``; the
     tighter of both is kept. ``within``: bounds already proven over the same boxes (a
     branch's parent, one box broadcast to all), intersected with layer by layer."""
