@@ -95,6 +95,7 @@ def main() -> None:
                              "bound": [float(v) for v in compounding["bound"]],
                              "held": bool(compounding["holds"]),
                              "value_error": float(run["value"]["mean_absolute_error"]),
+                             "value_bound": run["value_bound"],  # Theorem 2 (or why not)
                              "returns": [float(v) for v in run["planning_returns"]],
                              "final_loss": float(run["final_loss"])})
             append_row(args.results, {

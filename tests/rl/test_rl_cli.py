@@ -31,7 +31,11 @@ def test_quick_rl_run_writes_a_report_where_the_theorem_holds(tmp_path):
                    for w, b in zip(error["wasserstein"], error["bound"], strict=True))
         if run["target"] is not None:
             assert run["state_lipschitz"]["value"] <= run["target"] * (1 + 1e-5)
-    assert "| clip K=0.5 |" in (out / "report.md").read_text()
+        # CartPole's reward is cut by termination: Theorem 2 is not checked, and it says why
+        assert "termination" in run["value_bound"]["not_checked"]
+    report = (out / "report.md").read_text()
+    assert "| clip K=0.5 |" in report
+    assert "CartPole-v1: its reward is 1 per step until termination" in report
 
 
 @pytest.mark.parametrize("arguments,message", [
@@ -60,6 +64,9 @@ def test_demo_section_is_quick_and_sound(tmp_path):
     rows = [row for row in section.metrics["summary"] if "delta" in row]
     assert [row["model"] for row in rows] == ["spectral K=0.5", "spectral K=2", "unconstrained"]
     assert all(row["bound_held"] for row in rows)
+    # Theorem 2, per start state, with Pendulum's Lipschitz reward
+    assert all(row["value_bound_held"] and row["value_max_error"] <= row["value_bound"]
+               for row in rows)
     assert rows[0]["state_lipschitz"] <= 0.5 * (1 + 1e-5)
     for figure in section.figures:
         assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

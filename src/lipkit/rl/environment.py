@@ -70,6 +70,22 @@ class Environment:
         """Whether a state ends the episode (batched, boolean)."""
         return torch.zeros(states.shape[:-1], dtype=torch.bool, device=states.device)
 
+    #: why the environment has no Lipschitz reward (None where it has one)
+    no_lipschitz_reward: str | None = "no Lipschitz reward is known for this environment"
+
+    def lipschitz_reward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """A reward equal to :meth:`reward` on the environment's own states (those its
+        transition reaches) and Lipschitz in the state on every bounded convex set: the
+        hypothesis of Asadi et al.'s Theorem 2, also where a model's prediction leaves the
+        states the environment can be in. Raises where there is none
+        (:attr:`no_lipschitz_reward` says why)."""
+        raise InvalidArgumentError(f"{self.id}: {self.no_lipschitz_reward}")
+
+    def reward_lipschitz_on(self, states: np.ndarray) -> float:
+        """A proven constant of :meth:`lipschitz_reward` in the state (Euclidean metric, the
+        action fixed) on a convex set holding every row of ``states`` ``(..., d)``."""
+        raise InvalidArgumentError(f"{self.id}: {self.no_lipschitz_reward}")
+
     def gym_action(self, action: np.ndarray):
         """The model encoding of one action -> what ``gymnasium``'s ``step`` takes."""
         return np.asarray(action, dtype=np.float32)
@@ -134,6 +150,32 @@ class Pendulum(_Gymnasium):
         torque = actions[..., 0].clamp(-2.0, 2.0)
         return -(theta**2 + 0.1 * states[..., 2] ** 2 + 0.001 * torque**2)
 
+    no_lipschitz_reward = None
+
+    def lipschitz_reward(self, states, actions):
+        """``-(rho^2 theta^2 + 0.1 theta_dot^2 + 0.001 u^2)`` with ``rho^2 = cos^2 + sin^2``:
+        the reward on the unit circle, where every true state lies. The reward itself,
+        ``theta = atan2(sin, cos)``, is not Lipschitz near the plane's origin, where a model's
+        prediction can land (its gradient grows like ``1 / rho``); ``rho^2 theta^2`` is
+        continuous across ``theta = +-pi`` and vanishes at the origin."""
+        theta = torch.atan2(states[..., 1], states[..., 0])
+        radius_squared = states[..., 0] ** 2 + states[..., 1] ** 2
+        torque = actions[..., 0].clamp(-2.0, 2.0)
+        return -(radius_squared * theta**2 + 0.1 * states[..., 2] ** 2 + 0.001 * torque**2)
+
+    def reward_lipschitz_on(self, states):
+        """On the cylinder ``rho <= R, |theta_dot| <= B`` (convex) holding ``states``: in polar
+        coordinates ``g = rho^2 theta^2`` has ``dg/drho = 2 rho theta^2`` and
+        ``(1 / rho) dg/dtheta = 2 rho theta``, so ``|grad g| = 2 rho |theta| sqrt(theta^2 + 1)
+        <= 2 pi R sqrt(pi^2 + 1)`` (``g`` is continuous and piecewise smooth, so this bounds
+        its constant on segments); the ``theta_dot`` term adds ``0.2 B`` in a second
+        coordinate. Rounded up."""
+        states = np.asarray(states, dtype=np.float64).reshape(-1, self.state_dimension)
+        radius = float(np.sqrt(states[:, 0] ** 2 + states[:, 1] ** 2).max())
+        speed = float(np.abs(states[:, 2]).max())
+        angle = 2 * math.pi * radius * math.sqrt(math.pi**2 + 1)
+        return math.hypot(angle, 0.2 * speed) * (1 + 1e-12)
+
 
 class CartPole(_Gymnasium):
     """gymnasium's CartPole-v1 (reward 1 per step, including the step that terminates)."""
@@ -158,6 +200,10 @@ class CartPole(_Gymnasium):
 
     def reward(self, states, actions):
         return torch.ones(states.shape[:-1], dtype=states.dtype, device=states.device)
+
+    no_lipschitz_reward = ("its reward is 1 per step until termination (|x| > 2.4 or |theta| > "
+                           "12 degrees), so the value is not a Lipschitz function of the state; "
+                           "without termination it is constant and every value error is 0")
 
     def terminated(self, states):
         return (states[..., 0].abs() > self.x_threshold) | (
@@ -201,6 +247,17 @@ class LinearSystem(Environment):
 
     def reward(self, states, actions):
         return -(states**2).sum(-1)
+
+    no_lipschitz_reward = None
+
+    def lipschitz_reward(self, states, actions):
+        """The reward itself, ``-|s|^2``: Lipschitz on every ball."""
+        return self.reward(states, actions)
+
+    def reward_lipschitz_on(self, states):
+        """``2 R`` with ``R`` the largest norm among ``states`` (the ball of radius ``R``)."""
+        states = np.asarray(states, dtype=np.float64).reshape(-1, self.state_dimension)
+        return self.reward_lipschitz(float(np.linalg.norm(states, axis=1).max())) * (1 + 1e-12)
 
     @staticmethod
     def reward_lipschitz(radius: float) -> float:
