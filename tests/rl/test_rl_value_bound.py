@@ -19,9 +19,11 @@ from lipkit.rl import (
     rollout,
     state_lipschitz_bound,
     train_transition_model,
+    value_bound_check,
+    value_error_bound,
 )
 from lipkit.rl.environment import CartPole, Pendulum
-from lipkit.rl.value import discounted_values, value_bound_check, value_error_bound
+from lipkit.rl.value import discounted_values
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ Learn a transition model whose constant is set by a lipkit.nn constraint
 (:func:`make_transition_model`) and prove the constant of its state map
 (:func:`state_lipschitz_bound`); measure how its error compounds against the theorem's bound
 ``Delta * sum_{i<n} K^i`` with exact W1 (:func:`compounding_error`); estimate values
-(:func:`value_estimation_error`, against Theorem 2's :func:`value_error_bound` where the
-reward is Lipschitz) and plan with it (:class:`Planner`: random shooting or CEM) on
+(:func:`value_estimation_error`; Theorem 2's :func:`value_error_bound`, checked per start
+state by :func:`value_bound_check` where the environment has a Lipschitz reward) and plan
+with it (:class:`Planner`: random shooting or CEM) on
 gymnasium's Pendulum-v1 and CartPole-v1; :func:`run_sweep` does it all for a list of
 constants (``lipkit rl``). The stochastic model class of the paper, a mixture of Lipschitz
 maps learned by EM: :class:`MixtureTransitionModel`, :func:`fit_mixture_em`.
@@ -38,7 +39,13 @@ from lipkit.rl.stochastic import (
     make_mixture_model,
     mixture_lipschitz_bound,
 )
-from lipkit.rl.value import ValueEstimationError, value_error_bound, value_estimation_error
+from lipkit.rl.value import (
+    ValueBoundCheck,
+    ValueEstimationError,
+    value_bound_check,
+    value_error_bound,
+    value_estimation_error,
+)
 
 __all__ = [
     "ENVIRONMENTS",
@@ -54,6 +61,7 @@ __all__ = [
     "StateLipschitz",
     "TransitionModel",
     "Transitions",
+    "ValueBoundCheck",
     "ValueEstimationError",
     "collect_transitions",
     "compounding_error",
@@ -69,6 +77,7 @@ __all__ = [
     "state_lipschitz_bound",
     "theorem_bound",
     "train_transition_model",
+    "value_bound_check",
     "value_error_bound",
     "value_estimation_error",
     "wasserstein1",
