@@ -93,3 +93,101 @@ def test_bad_input_is_refused():
     data.next_states[5, 0] = float("nan")
     with pytest.raises(TrainingDivergedError, match="EM iteration"):
         fit_mixture_em(model, data, iterations=3, epochs=1)
+
+
+class _Shifted(torch.nn.Module):
+    """``s -> a s + c`` (a component with a known map)."""
+
+    state_dimension = 2
+    action_dimension = 1
+
+    def __init__(self, scale, shift):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(float(scale), dtype=torch.float64))
+        self.shift = torch.nn.Parameter(torch.tensor(shift, dtype=torch.float64))
+
+    def forward(self, states, actions):
+        return self.scale * states + self.shift
+
+
+def _expected_distance(scale, shifts, weights, steps):
+    """E ||sum_k scale^(n-1-k) c_(I_k)|| over every sequence of components, by enumeration."""
+    import itertools
+
+    total = 0.0
+    for sequence in itertools.product(range(len(shifts)), repeat=steps):
+        offset = sum(scale ** (steps - 1 - k) * np.asarray(shifts[i])
+                     for k, i in enumerate(sequence))
+        total += math.prod(weights[i] for i in sequence) * float(np.linalg.norm(offset))
+    return total
+
+
+def test_theorem_1_for_a_mixture_is_exact_over_the_component_sequences():
+    """Environment s -> 0.9 s; model 0.9 s + c_i with probabilities p: the n-step error is
+    sum_k 0.9^(n-1-k) c_(I_k) whatever the start state, so its expectation is known by
+    enumeration; far-apart start states make the synchronous coupling optimal, so the exact
+    W1 equals it. Delta = sum_i p_i |c_i|, K = 0.9."""
+    from lipkit.rl import LinearSystem, MixtureTransitionModel, mixture_compounding_error
+
+    shifts, weights = [(0.1, 0.0), (0.0, -0.2)], [0.3, 0.7]
+    model = MixtureTransitionModel([_Shifted(0.9, c) for c in shifts])
+    model.weights.copy_(torch.tensor(weights))
+    system = LinearSystem(0.9 * np.eye(2), np.zeros((2, 1)))
+    starts = np.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]])
+    result = mixture_compounding_error(model, system, starts, np.zeros((9, 1)), 0.9,
+                                       max_paths=256, max_atoms=1000)
+    assert len(result.expected_error) == 8  # 2^8 = 256 paths
+    assert result.delta == pytest.approx(0.3 * 0.1 + 0.7 * 0.2, rel=1e-6)  # float32 p
+    for n, (expected, w1, bound) in enumerate(zip(result.expected_error, result.wasserstein,
+                                                  result.bound, strict=True), start=1):
+        assert expected == pytest.approx(_expected_distance(0.9, shifts, weights, n), rel=1e-6)
+        assert bound == pytest.approx(result.delta * sum(0.9**i for i in range(n)))
+        if n <= 8 and 2**n * 3 <= 1000:
+            assert w1 == pytest.approx(expected, rel=1e-7, abs=1e-9)
+        else:
+            assert w1 is None
+    assert result.holds
+
+
+def test_the_mixture_bound_is_tight_for_aligned_shifts_and_fails_with_a_false_constant():
+    """Both shifts along one direction: the error is |c_I| summed with weights 1.5^i, so with
+    the true K = 1.5 and equal |c_i| the bound is attained; a claimed K = 1 is violated."""
+    from lipkit.rl import LinearSystem, MixtureTransitionModel, mixture_compounding_error
+
+    model = MixtureTransitionModel([_Shifted(1.5, (0.05, 0.0)), _Shifted(1.5, (0.05, 0.0))])
+    system = LinearSystem(1.5 * np.eye(2), np.zeros((2, 1)))
+    starts = np.random.default_rng(0).normal(size=(5, 2))
+    honest = mixture_compounding_error(model, system, starts, np.zeros((6, 1)), 1.5)
+    np.testing.assert_allclose(honest.expected_error, honest.bound, rtol=1e-9)
+    assert honest.holds
+    false = mixture_compounding_error(model, system, starts, np.zeros((6, 1)), 1.0)
+    assert not false.holds
+
+
+def test_an_em_mixture_on_pendulum_stays_within_theorem_1():
+    from lipkit.rl import collect_transitions, mixture_compounding_error
+    from lipkit.rl.environment import Pendulum
+
+    pendulum = Pendulum()
+    data = collect_transitions(pendulum, 1200, 0)
+    model = make_mixture_model(3, 1, components=2, method="spectral", lipschitz=2.0,
+                               hidden=32, seed=0)
+    fit_mixture_em(model, data, iterations=3, epochs=2, seed=0)
+    starts = pendulum.start_states(40, 1)
+    actions = pendulum.action_space.sample((10,), np.random.default_rng(2))
+    result = mixture_compounding_error(model, pendulum, starts, actions,
+                                       mixture_lipschitz_bound(model), max_paths=64)
+    assert len(result.expected_error) == 6
+    assert result.holds
+    assert all(w is not None and w <= e + 1e-9
+               for w, e in zip(result.wasserstein, result.expected_error, strict=True))
+    assert result.expected_error[0] > 1e-3  # a model, not the environment
+
+
+def test_mixture_compounding_refuses_a_limit_that_allows_no_step():
+    from lipkit.rl import LinearSystem, MixtureTransitionModel, mixture_compounding_error
+
+    model = MixtureTransitionModel([_Shifted(1.0, (0.0, 0.0))] * 3)
+    with pytest.raises(InvalidArgumentError, match="max_paths 2 allows no step"):
+        mixture_compounding_error(model, LinearSystem(np.eye(2), np.zeros((2, 1))),
+                                  np.zeros((1, 2)), np.zeros((3, 1)), 1.0, max_paths=2)

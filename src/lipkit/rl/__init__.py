@@ -9,7 +9,8 @@ state by :func:`value_bound_check` where the environment has a Lipschitz reward)
 with it (:class:`Planner`: random shooting or CEM) on
 gymnasium's Pendulum-v1 and CartPole-v1; :func:`run_sweep` does it all for a list of
 constants (``lipkit rl``). The stochastic model class of the paper, a mixture of Lipschitz
-maps learned by EM: :class:`MixtureTransitionModel`, :func:`fit_mixture_em`.
+maps learned by EM: :class:`MixtureTransitionModel`, :func:`fit_mixture_em`, and Theorem 1
+for it, exactly over the component sequences: :func:`mixture_compounding_error`.
 """
 
 from lipkit.rl.compounding import (
@@ -34,9 +35,11 @@ from lipkit.rl.model import (
 from lipkit.rl.planning import PLANNERS, Planner, run_episode
 from lipkit.rl.stochastic import (
     EMHistory,
+    MixtureCompounding,
     MixtureTransitionModel,
     fit_mixture_em,
     make_mixture_model,
+    mixture_compounding_error,
     mixture_lipschitz_bound,
 )
 from lipkit.rl.value import (
@@ -54,6 +57,7 @@ __all__ = [
     "EMHistory",
     "Environment",
     "LinearSystem",
+    "MixtureCompounding",
     "MixtureTransitionModel",
     "Planner",
     "Rollouts",
@@ -69,6 +73,7 @@ __all__ = [
     "make_environment",
     "make_mixture_model",
     "make_transition_model",
+    "mixture_compounding_error",
     "mixture_lipschitz_bound",
     "parse_constants",
     "rollout",

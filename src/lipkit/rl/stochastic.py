@@ -16,6 +16,15 @@ sets ``p_i = mean_n r_ni`` and ``sigma^2`` to the responsibility-weighted mean s
 residual per state coordinate, and fits each ``f_i`` by a few epochs of Adam on its
 responsibility-weighted squared error (a generalized M-step: it decreases, not minimizes,
 the weighted error).
+
+:func:`mixture_compounding_error` checks the paper's Theorem 1 for this class on a
+deterministic environment, exactly: the model's n-step distribution from a start state is a
+mixture over the ``C^n`` component sequences, enumerated (weights ``prod p_i``) while ``C^n``
+stays small; the expected distance of its path to the true one is at most
+``Delta sum_{i<n} K^i`` with ``Delta`` the worst ``W(T_hat(.|s), delta_T(s)) = sum_i p_i
+||f_i(s) - T(s)||`` over the true states reached and ``K = max_i K_i`` (the synchronous
+coupling: ``E ||s_hat_n - s_n|| <= K E ||s_hat_{n-1} - s_{n-1}|| + Delta``), and the exact W1
+of the two n-step distributions is at most that expected distance.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -184,5 +194,90 @@ def fit_mixture_em(model: MixtureTransitionModel, data: Transitions, iterations:
     return history
 
 
-__all__ = ["EMHistory", "MixtureTransitionModel", "fit_mixture_em", "make_mixture_model",
-           "mixture_lipschitz_bound"]
+@dataclass
+class MixtureCompounding:
+    """Theorem 1 for a mixture model, n = 1..steps (index n - 1): the expected path error
+    ``E ||s_hat_n - s_n||`` (exact over the component sequences, mean over start states),
+    the exact W1 of the n-step distributions (None where it has more atoms than the limit),
+    and the bound ``Delta sum_{i<n} K^i``."""
+
+    expected_error: list[float]
+    wasserstein: list[float | None]
+    bound: list[float]
+    delta: float
+    lipschitz: float
+
+    @property
+    def holds(self) -> bool:
+        """Whether W1 <= expected error <= bound at every step (up to float rounding)."""
+        tolerance = [b * 1e-9 + 1e-9 for b in self.bound]
+        return all(e <= b + t for e, b, t in zip(self.expected_error, self.bound, tolerance,
+                                                 strict=True)) and all(
+            w is None or w <= e + t for w, e, t in zip(self.wasserstein, self.expected_error,
+                                                       tolerance, strict=True))
+
+    def to_dict(self) -> dict:
+        return {"expected_error": self.expected_error, "wasserstein": self.wasserstein,
+                "bound": self.bound, "delta": self.delta, "lipschitz": self.lipschitz,
+                "holds": self.holds}
+
+
+def mixture_compounding_error(model: MixtureTransitionModel, environment, starts, actions,
+                              lipschitz: float, max_paths: int = 4096,
+                              max_atoms: int = 20_000) -> MixtureCompounding:
+    """Theorem 1 for the mixture ``model`` (module docstring) from the start states
+    ``starts`` ``(N, d)`` under the open-loop ``actions`` ``(H, k)``, for as many steps as
+    keep ``C^n <= max_paths``; ``lipschitz``: a proven bound on every component's state map
+    (:func:`mixture_lipschitz_bound`); W1 exactly (POT) while the model's distribution has at
+    most ``max_atoms`` atoms."""
+    import ot
+    from scipy.spatial.distance import cdist
+
+    from lipkit.rl.compounding import model_step, theorem_bound
+
+    starts = np.asarray(starts, dtype=np.float64)
+    actions = np.asarray(actions, dtype=np.float64)
+    count, dimension = starts.shape
+    components = len(model.components)
+    steps = 0
+    while steps < len(actions) and components ** (steps + 1) <= max_paths:
+        steps += 1
+    if steps < 1:
+        raise InvalidArgumentError(f"max_paths {max_paths} allows no step with {components} "
+                                   "components")
+    weights = model.weights.detach().double().numpy()
+    weights = weights / weights.sum()  # the distribution sample() draws from
+    true = [starts]
+    delta = 0.0
+    for action in actions[:steps]:
+        batch = np.repeat(action[None], count, axis=0)
+        following = environment.step(true[-1], batch)
+        errors = np.stack([np.linalg.norm(model_step(f, true[-1], batch) - following, axis=1)
+                           for f in model.components])
+        delta = max(delta, float((weights[:, None] * errors).sum(0).max()))
+        true.append(following)
+    paths = starts[None]  # (P, N, d): the model's states, one row per component sequence
+    path_weights = np.ones(1)
+    expected, wasserstein = [], []
+    for n, action in enumerate(actions[:steps], start=1):
+        flat = paths.reshape(-1, dimension)
+        batch = np.repeat(action[None], len(flat), axis=0)
+        paths = np.concatenate([model_step(f, flat, batch).reshape(-1, count, dimension)
+                                for f in model.components])  # component-major
+        path_weights = (weights[:, None] * path_weights[None]).reshape(-1)
+        distances = np.linalg.norm(paths - true[n][None], axis=2)  # (P, N)
+        expected.append(float((path_weights[:, None] * distances).sum(0).mean()))
+        if paths.shape[0] * count <= max_atoms:
+            atoms = paths.reshape(-1, dimension)
+            mass = np.repeat(path_weights, count) / count
+            cost = cdist(atoms, true[n], metric="euclidean")
+            wasserstein.append(float(ot.emd2(mass / mass.sum(), np.full(count, 1.0 / count),
+                                             cost, numItermax=5_000_000)))
+        else:
+            wasserstein.append(None)
+    bound = [theorem_bound(delta, lipschitz, n) for n in range(1, steps + 1)]
+    return MixtureCompounding(expected, wasserstein, bound, delta, float(lipschitz))
+
+
+__all__ = ["EMHistory", "MixtureCompounding", "MixtureTransitionModel", "fit_mixture_em",
+           "make_mixture_model", "mixture_compounding_error", "mixture_lipschitz_bound"]
