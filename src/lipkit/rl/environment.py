@@ -146,9 +146,14 @@ class Pendulum(_Gymnasium):
         return np.stack([np.cos(theta), np.sin(theta), theta_dot], axis=1)
 
     def reward(self, states, actions):
+        return self._reward(states, actions, 1.0)
+
+    @staticmethod
+    def _reward(states, actions, angle_scale):
+        """``-(angle_scale theta^2 + 0.1 theta_dot^2 + 0.001 u^2)``."""
         theta = torch.atan2(states[..., 1], states[..., 0])
         torque = actions[..., 0].clamp(-2.0, 2.0)
-        return -(theta**2 + 0.1 * states[..., 2] ** 2 + 0.001 * torque**2)
+        return -(angle_scale * theta**2 + 0.1 * states[..., 2] ** 2 + 0.001 * torque**2)
 
     no_lipschitz_reward = None
 
@@ -158,10 +163,7 @@ class Pendulum(_Gymnasium):
         ``theta = atan2(sin, cos)``, is not Lipschitz near the plane's origin, where a model's
         prediction can land (its gradient grows like ``1 / rho``); ``rho^2 theta^2`` is
         continuous across ``theta = +-pi`` and vanishes at the origin."""
-        theta = torch.atan2(states[..., 1], states[..., 0])
-        radius_squared = states[..., 0] ** 2 + states[..., 1] ** 2
-        torque = actions[..., 0].clamp(-2.0, 2.0)
-        return -(radius_squared * theta**2 + 0.1 * states[..., 2] ** 2 + 0.001 * torque**2)
+        return self._reward(states, actions, states[..., 0] ** 2 + states[..., 1] ** 2)
 
     def reward_lipschitz_on(self, states):
         """On the cylinder ``rho <= R, |theta_dot| <= B`` (convex) holding ``states``: in polar

@@ -230,10 +230,7 @@ def mixture_compounding_error(model: MixtureTransitionModel, environment, starts
     keep ``C^n <= max_paths``; ``lipschitz``: a proven bound on every component's state map
     (:func:`mixture_lipschitz_bound`); W1 exactly (POT) while the model's distribution has at
     most ``max_atoms`` atoms."""
-    import ot
-    from scipy.spatial.distance import cdist
-
-    from lipkit.rl.compounding import model_step, theorem_bound
+    from lipkit.rl.compounding import model_step, theorem_bound, wasserstein1
 
     starts = np.asarray(starts, dtype=np.float64)
     actions = np.asarray(actions, dtype=np.float64)
@@ -268,11 +265,8 @@ def mixture_compounding_error(model: MixtureTransitionModel, environment, starts
         distances = np.linalg.norm(paths - true[n][None], axis=2)  # (P, N)
         expected.append(float((path_weights[:, None] * distances).sum(0).mean()))
         if paths.shape[0] * count <= max_atoms:
-            atoms = paths.reshape(-1, dimension)
-            mass = np.repeat(path_weights, count) / count
-            cost = cdist(atoms, true[n], metric="euclidean")
-            wasserstein.append(float(ot.emd2(mass / mass.sum(), np.full(count, 1.0 / count),
-                                             cost, numItermax=5_000_000)))
+            wasserstein.append(wasserstein1(paths.reshape(-1, dimension), true[n],
+                                            np.repeat(path_weights, count)))
         else:
             wasserstein.append(None)
     bound = [theorem_bound(delta, lipschitz, n) for n in range(1, steps + 1)]
