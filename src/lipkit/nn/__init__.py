@@ -35,6 +35,7 @@ from lipkit.nn.operator_norm import (
     conv_matrix,
     conv_operator_norm_upper,
     conv_power_iteration,
+    gram_bound,
     linear_operator_norm,
 )
 from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d
@@ -86,6 +87,7 @@ __all__ = [
     "conv_power_iteration",
     "cpl",
     "export",
+    "gram_bound",
     "linear_operator_norm",
     "lipschitz_bound",
     "make_lipschitz",

@@ -31,6 +31,7 @@ from torch import nn
 from lipkit.errors import InvalidArgumentError
 from lipkit.nn.bcop import _orthonormalize, bcop_kernel
 from lipkit.nn.constraint import Constraint, check_layer, geometry_of, register_constraint
+from lipkit.nn.operator_norm import gram_bound
 
 _TRANSPOSED = {1: F.conv_transpose1d, 2: F.conv_transpose2d}
 
@@ -101,8 +102,10 @@ class AdaptiveOrthogonal(Constraint):
         return block, patch
 
     def guarantee(self, layer: nn.Module) -> float | None:
-        # zero padding: a restriction of the infinite-grid operator of norm 1
-        return self.lipschitz if self.geometry.padding_mode == "zeros" else None
+        """Orthogonality on the infinite grid (``lambda`` in exact arithmetic), checked on
+        the kernel as computed by its Gram row sums (the polyphase form with a stride), for
+        every input size: zero padding restricts the infinite-grid operator."""
+        return gram_bound(layer.weight, self.geometry)
 
     def extra_repr(self) -> str:
         return (f"lipschitz={self.lipschitz:g}, kernel_size={self.kernel_size}, "

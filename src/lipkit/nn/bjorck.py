@@ -78,6 +78,7 @@ def bjorck_orthonormalize(
     # least once so that the graph differentiates an iteration (whose derivative at an
     # orthonormal point is that projection)
     needs_graph = torch.is_grad_enabled() and weight.requires_grad
+    forced = False  # converged at the start, iterated only for the graph
     fused = q.dim() == 2 and order == 1  # addmm: one pass for I - Q^T Q and Q + Q R / 2
     while iterations < limit:
         if fused:
@@ -87,6 +88,8 @@ def bjorck_orthonormalize(
             residual = eye - _gram(q, wide)
         residual_norm = float(torch.linalg.matrix_norm(residual.detach()).max())
         converged = residual_norm <= threshold and not (needs_graph and iterations == 0)
+        forced = forced or (n_iterations is None and iterations == 0 and needs_graph
+                            and residual_norm <= threshold)
         if n_iterations is None and (converged or residual_norm >= previous):
             break
         if fused:
@@ -107,6 +110,12 @@ def bjorck_orthonormalize(
         if n_iterations is None and predicted <= threshold:
             residual_norm = predicted
             break
+    if forced:
+        # the value without a graph is the input itself: return exactly that value (the
+        # layer must compute the same function with and without autograd, or a certificate
+        # computed without it would not be about the function an attack differentiates),
+        # with the iteration's derivative
+        q = weight.detach() + (q - q.detach())
     return q, iterations, residual_norm
 
 

@@ -136,10 +136,12 @@ def _batch_norm(module, child_bound, input_size):
         raise UnsupportedModuleError(
             "", module, "BatchNorm without running statistics depends on the batch"
         )
-    scale = (module.running_var.detach() + module.eps).rsqrt()
+    # in float64: the function is that of the stored statistics in exact arithmetic (float32
+    # would round var + eps and the root by ~1e-7, under the constant)
+    scale = (module.running_var.detach().double() + module.eps).rsqrt()
     if module.weight is not None:
-        scale = scale * module.weight.detach().abs()
-    return float(scale.max())
+        scale = scale * module.weight.detach().double().abs()
+    return float(scale.max()) * (1 + 2.0**-50)
 
 
 for _kind in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool2d,
@@ -245,7 +247,10 @@ def _bound(module: nn.Module, path: str, sizes: dict, layers: dict | None) -> fl
     if isinstance(module, LAYER_TYPES):
         constraint = lipkit_constraint(module)
         if constraint is not None:
-            value = constraint.bound(module)
+            try:
+                value = constraint.bound(module)
+            except InvalidArgumentError as error:
+                raise InvalidArgumentError(f"layer '{path or '<root>'}': {error}") from None
         else:
             geometry = None
             if isinstance(module, CONV_TYPES):

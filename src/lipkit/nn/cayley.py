@@ -17,8 +17,11 @@ The layer is a *circular* convolution by definition, with a full ``n_1 x n_2`` k
 inverse DFT of ``Q``): there is no zero-padded version with the same matrices (cropping a
 zero-padded input's output keeps it 1-Lipschitz but not orthogonal). Channels in = out.
 The certified bound (``lipschitz_bound``) is the exact operator norm, ``max_omega
-sigma_1(Q(omega))`` by an SVD in float64 at the input size of the last forward pass;
-:func:`lipkit.nn.export` turns the layer into a :class:`FourierConv2d` holding ``Q``.
+sigma_1(Q(omega))`` by an SVD in float64 at the input size of the last forward pass, of the
+``Q`` the forward pass uses: computed in the layer's own dtype, where rounding leaves it
+unitary only to ~1e-7 in float32 (more when ``I + A`` is ill-conditioned), not a float64
+recomputation of it. :func:`lipkit.nn.export` turns the layer into a :class:`FourierConv2d`
+holding that ``Q``.
 """
 
 from __future__ import annotations
@@ -51,8 +54,12 @@ def apply_transfer(transfer: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def transfer_norm(transfer: torch.Tensor) -> float:
     """``max_omega sigma_1(Q(omega))``: the exact operator norm of the circular layer."""
-    values = torch.linalg.matrix_norm(transfer.detach().to(torch.complex128), ord=2)
-    return float(values.max())
+    transfer = transfer.detach().to(torch.complex128)
+    if not bool(torch.isfinite(transfer).all()):
+        raise InvalidArgumentError("a Cayley / Fourier convolution's per-frequency matrices "
+                                   "are not finite (its kernel overflows the Cayley "
+                                   "transform): its Lipschitz constant is undefined")
+    return float(torch.linalg.matrix_norm(transfer, ord=2).max())
 
 
 class CayleyConv2d(nn.Module):
@@ -85,13 +92,13 @@ class CayleyConv2d(nn.Module):
         return y if self.bias is None else y + self.bias.reshape(-1, 1, 1)
 
     def bound(self) -> float:
-        """The exact operator norm at the last input size (float64)."""
+        """The exact operator norm (an SVD in float64) at the last input size, of the
+        transfer matrices the forward pass computes (in the weight's dtype)."""
         if self.input_size is None:
             raise InvalidArgumentError("a Cayley convolution's operator depends on the input "
                                        "size: run a forward pass or pass example_input=")
         with torch.no_grad():
-            return transfer_norm(cayley_transfer(self.weight.detach().double(),
-                                                 self.input_size))
+            return transfer_norm(cayley_transfer(self.weight.detach(), self.input_size))
 
     def plain(self) -> nn.Module:
         """The exported form: :class:`FourierConv2d` with ``Q`` at the last input size."""

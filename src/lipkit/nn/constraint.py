@@ -4,9 +4,13 @@ A constraint is registered with :func:`torch.nn.utils.parametrize.register_param
 on the ``weight`` of an ordinary ``nn.Linear`` or ``nn.Conv1d/2d/3d``; the layer keeps its
 torch API (``state_dict``, optimizers, DDP, ``torch.compile``). Each constraint reports:
 
-- :meth:`Constraint.guarantee`: the constant its construction proves, independent of the
-  weight's value (weight clipping's ``c * sqrt(m n)``, AOL's ``lambda``), or ``None`` when
-  the construction only approaches its target (power iteration, Björck iterations);
+- :meth:`Constraint.guarantee`: the bound its construction proves: independent of the
+  weight's value (weight clipping's ``c * sqrt(m n)``), or the construction's proof checked
+  on the weight the layer computes, rounding included (AOL's, SLL's and orthogonal
+  convolutions' Gram row sums, :func:`lipkit.nn.operator_norm.gram_bound`: in float32 such
+  a weight exceeds its nominal ``lambda`` by ~1e-7), or ``None`` when the construction only
+  approaches its target (power iteration, Björck iterations on dense layers, whose
+  certified norm is exact anyway);
 - :meth:`Constraint.bound`: a sound upper bound for the layer as it is now, the smaller of
   the guarantee and the certified operator norm of the current weight
   (:mod:`lipkit.nn.operator_norm`). This is what :func:`lipkit.nn.lipschitz_bound` uses.
@@ -45,7 +49,8 @@ class Constraint(nn.Module):
         self.geometry = geometry
 
     def guarantee(self, layer: nn.Module) -> float | None:
-        """The constant the construction proves for any weight value, or None."""
+        """The bound the construction proves for the current weight, or None. Called with
+        the parametrization frozen and without gradients."""
         return None
 
     def bound(self, layer: nn.Module) -> float:
@@ -54,10 +59,15 @@ class Constraint(nn.Module):
         self._frozen = True
         try:
             with torch.no_grad():
+                if not bool(torch.isfinite(layer.weight).all()):
+                    raise InvalidArgumentError(
+                        f"the weight {type(self).__name__} computes for this "
+                        f"{type(layer).__name__} is NaN or infinite (its parameters are "
+                        f"finite): its Lipschitz constant is undefined")
                 certified = layer_operator_norm(layer, self.geometry)
+                guaranteed = self.guarantee(layer)
         finally:
             self._frozen = False
-        guaranteed = self.guarantee(layer)
         return certified if guaranteed is None else min(certified, guaranteed)
 
     def observe_input_size(self, input_size: tuple[int, ...]) -> None:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipkit.errors import InvalidArgumentError
-from lipkit.linalg import spectral_norm_upper
+from lipkit.linalg import UNIT, gamma, round_up, spectral_norm_upper
 
 _CONV_FUNCTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE_FUNCTIONS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -281,6 +281,140 @@ def _conv_norm_bound(weight: torch.Tensor, geometry: ConvGeometry) -> float:
         torus = geometry.padded_size()
         factor = geometry._padding_norm()
     return factor * _circular_norm(blocks, torus, geometry.dilation)
+
+
+def gram_bound(weight: torch.Tensor, geometry: ConvGeometry | None = None,
+               side: str = "both") -> float:
+    """A proven bound on the operator norm of a dense or convolutional layer, from the
+    absolute row sums of its weight's Gram matrices, valid for every input size.
+
+    For a dense ``W``, ``sigma_1(W)^2 = lambda_max(W^T W) <= max_i sum_j |W^T W|_ij q_j / q_i``
+    for every ``q > 0`` (Gershgorin's bound after a diagonal similarity; lipkit takes ``q``
+    near the Perron vector of ``|W^T W|``, which makes the bound that matrix's spectral
+    radius: the weights of AOL's and SLL's proofs are one choice of ``q``). For
+    a convolution the operator on the infinite grid has the frequency response
+    ``K_hat(omega)``, and ``K_hat^H K_hat = sum_t G_t exp(i omega t)`` with ``G_t`` the
+    autocorrelation of the kernel at shift ``t``; its absolute row sums over every shift bound
+    ``lambda_max`` at every frequency. A zero-padded input of any size is a restriction of the
+    infinite grid, a stride selects rows, circular padding that does not wrap samples the
+    frequencies, and other paddings multiply by the padding map's norm
+    (:func:`_padding_norm_unknown_size`). With zero padding and a stride the kernel's
+    polyphase form (a stride-1 kernel on the space-to-depth input, ``in * prod(stride)``
+    channels) gives a second bound, exact for orthogonal strided kernels, and the smaller is
+    kept. The rows' Gram ``K K^H`` has the same nonzero spectrum as the columns' ``K^H K``;
+    an orthogonal kernel's Gram is the identity on one side, a rescaling makes one side's
+    sums small (AOL: inputs, SLL: outputs): ``side="both"`` (default) keeps the smaller of
+    the two, ``"input"`` or ``"output"`` computes one.
+
+    This is the a posteriori form of the guarantees of AOL, SLL's rescaling and orthogonal
+    kernels: it is computed, in float64 with its rounding bounded, on the weight the layer
+    actually uses (in float32 a rescaled or orthogonalized weight exceeds its nominal
+    constant by rounding, ~1e-7), so it holds for that weight, not for the construction in
+    exact arithmetic.
+    """
+    if side == "both":
+        return min(gram_bound(weight, geometry, "input"), gram_bound(weight, geometry, "output"))
+    if side not in ("input", "output"):
+        raise InvalidArgumentError(f"side must be 'both', 'input' or 'output', got {side!r}")
+    w = weight.detach().to(torch.float64)
+    if w.ndim == 2:
+        return round_up(_gershgorin(w[None, :, :, None], side, 0) * (1 + 4 * UNIT))
+    if geometry is None:
+        raise InvalidArgumentError("gram_bound of a convolution needs its geometry")
+    dims = w.ndim - 2
+    kernel = tuple(w.shape[2:])
+    if any(d > 1 for d in geometry.dilation):  # the dilated kernel, zeros between taps
+        spread = w.new_zeros(*w.shape[:2], *[(k - 1) * d + 1 for k, d in
+                                             zip(kernel, geometry.dilation, strict=True)])
+        spread[(slice(None), slice(None), *[slice(None, None, d) for d in geometry.dilation])] = w
+        w = spread
+    groups = geometry.groups
+    blocks = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
+    factor = _padding_norm_unknown_size(geometry, kernel)
+    bound = _gershgorin(blocks, side, dims)
+    if geometry.padding_mode == "zeros" and any(s > 1 for s in geometry.stride):
+        bound = min(bound, _gershgorin(_polyphase(blocks, geometry.stride), side, dims))
+    return round_up(bound * factor * (1 + 4 * UNIT))
+
+
+def _perron_candidates(matrix: torch.Tensor, iterations: int) -> list[torch.Tensor]:
+    """Positive weights near the Perron vector of a symmetric nonnegative matrix: ones, and
+    its top eigenvector (by ``eigh`` up to 2,048 rows, else a power iteration on
+    ``A + I``), floored at a tiny positive value."""
+    n = matrix.shape[0]
+    ones = torch.ones(n, dtype=matrix.dtype, device=matrix.device)
+    if n == 1 or float(matrix.max()) == 0.0:
+        return [ones]
+    if n <= 2048:
+        vector = torch.linalg.eigh(matrix)[1][:, -1].abs()
+    else:
+        vector = ones
+        for _ in range(iterations):
+            vector = matrix @ vector + vector
+            vector = vector / vector.max()
+    vector = vector / vector.max()
+    return [ones, vector.clamp_min(1e-12)]
+
+
+def _polyphase(blocks: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
+    """``(G, out, in, *k)`` -> ``(G, out, in * prod(s), *ceil(k / s))``: the stride-``s``
+    convolution as a stride-1 one on the space-to-depth input (taps ``u s + a`` to channel
+    ``(i, a)``, tap ``u``)."""
+    dims = len(stride)
+    kernel = blocks.shape[3:]
+    reduced = [-(-k // s) for k, s in zip(kernel, stride, strict=True)]
+    padded = blocks.new_zeros(*blocks.shape[:3], *[r * s for r, s in
+                                                   zip(reduced, stride, strict=True)])
+    padded[(..., *[slice(0, k) for k in kernel])] = blocks
+    shape = list(blocks.shape[:3])
+    for r, s in zip(reduced, stride, strict=True):
+        shape += [r, s]
+    split = padded.reshape(shape)  # (G, out, in, r1, s1, r2, s2, ...)
+    order = [0, 1, 2, *[4 + 2 * i for i in range(dims)], *[3 + 2 * i for i in range(dims)]]
+    moved = split.permute(order)  # (G, out, in, s1, s2, ..., r1, r2, ...)
+    return moved.reshape(*blocks.shape[:2], -1, *reduced)
+
+
+def _gershgorin(blocks: torch.Tensor, side: str, dims: int, iterations: int = 200) -> float:
+    """``sqrt(max_i sum_{j, t} |G_t|_ij q_j / q_i)`` over the groups, rounding included, with
+    ``q`` near the Perron vector of ``A = sum_t |G_t|`` (symmetric: ``G_{-t} = G_t^T``),
+    which makes the bound ``A``'s spectral radius; any positive ``q`` gives a valid bound."""
+    kernel = tuple(blocks.shape[3:]) if dims else ()
+    taps = math.prod(kernel) if dims else 1
+    best = 0.0
+    for block in blocks:
+        if dims == 0:
+            block = block[..., 0]
+            matrix = block if side == "output" else block.mT  # rows of the Gram's side
+            gram = (matrix @ matrix.mT)[..., None]
+            absolute = matrix.abs()
+            inner = matrix.shape[1]
+        else:
+            # the side's channels as a batch, correlated with themselves at every shift
+            matrix = block if side == "output" else block.transpose(0, 1)
+            gram = _CONV_FUNCTIONS[dims](matrix, matrix, padding=[k - 1 for k in kernel])
+            absolute = matrix.abs()
+            inner = matrix.shape[1] * taps
+        n = gram.shape[0]
+        if n == 0:
+            continue
+        rows = gram.abs().flatten(2)  # (n, n, shifts)
+        summed = rows.sum(dim=2)
+        if not bool(torch.isfinite(summed).all()):
+            return math.inf
+        # each Gram entry errs by gamma(inner) times the same sum of absolute products; the
+        # sum over j and t of those is at most (the row channel's sum of |k|) (all |k|)
+        mass = absolute.flatten(1).sum(dim=1)  # per channel of this side
+        terms = n * rows.shape[2] + 4
+        value = math.inf
+        for q in _perron_candidates(summed, iterations):
+            sums = (summed @ q) / q
+            error = mass * (mass @ q) / q * gamma(inner)
+            value = min(value, float((sums + error).max()) * (1 + gamma(terms)))
+        if not math.isfinite(value):
+            return math.inf
+        best = max(best, value)
+    return math.sqrt(best) * (1 + 2 * UNIT)
 
 
 def _padding_norm_unknown_size(geometry: ConvGeometry, kernel_size) -> float:

@@ -73,12 +73,16 @@ class SDPScaling(Constraint):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         groups = 1 if self.geometry is None else self.geometry.groups
         gram = row_gram_abs(weight, groups)
-        q = self.log_q.to(weight.dtype).exp()
+        # T is invariant to scaling q: shift log q so that its largest entry is 0 (exp of a
+        # trained log q of 100 overflows float32 and would make the weight NaN), and floor it
+        # where its smallest would underflow (0 / 0)
+        log_q = self.log_q.to(weight.dtype)
+        q = (log_q - log_q.max().detach()).clamp_min(-60.0).exp()
         t = (gram @ q) / q
         scale = t.clamp_min(self.eps).rsqrt()
         return self.lipschitz * weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
 
-    # the same guarantee as AOL's rescaling: lambda, times the padding map's norm for convs
+    # the same form of proof as AOL's rescaling (Gershgorin with weights), checked alike
     guarantee = AlmostOrthogonal.guarantee
 
 

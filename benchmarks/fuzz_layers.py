@@ -1,0 +1,93 @@
+"""The layer fuzzer's long run: random models of lipkit's own layers (constrained dense and
+convolutional layers, CPL / SLL / SOC / Cayley blocks, residuals, pooling, BatchNorm), each
+``lipschitz_bound`` checked against the model's own pair ratios (``tests/nn/layer_fuzz.py``;
+24 draws of it run in the suite).
+
+Each draw is appended as one JSON line to the results file and seeds already there are
+skipped, so the run can go on in the background and continue later:
+
+    python benchmarks/fuzz_layers.py --networks 2000 [--start 0] [--results PATH]
+    python benchmarks/fuzz_layers.py --summary
+    python benchmarks/fuzz_layers.py --seed 123        # one draw, printed in full
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from _results import append_row, read_rows
+from revision import lipkit_revision
+
+ROOT = Path(__file__).resolve().parents[1]
+_SPEC = importlib.util.spec_from_file_location("layer_fuzz", ROOT / "tests" / "nn" /
+                                               "layer_fuzz.py")
+layer_fuzz = importlib.util.module_from_spec(_SPEC)
+sys.modules.setdefault("layer_fuzz", layer_fuzz)
+_SPEC.loader.exec_module(layer_fuzz)
+
+DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "fuzz_layers.jsonl"
+
+
+def summary(path: Path) -> None:
+    rows = read_rows(path)
+    checked = [r for r in rows if "bound" in r]
+    failures = [r for r in rows if r.get("failures")]
+    refused = collections.Counter(r["refused"].split(":")[0] for r in rows if r.get("refused"))
+    regimes = collections.Counter(r.get("regime") for r in checked)
+    revisions = sorted({r.get("lipkit", "?") for r in rows})
+    tight = [r["lower"] / r["bound"] for r in checked if r["bound"] > 0 and r["lower"] > 0]
+    print(f"{path}: {len(rows)} draws (lipkit {', '.join(revisions)}), {len(checked)} bounds "
+          f"checked twice (model and exported form), {len(failures)} with failures, "
+          f"{sum(refused.values())} named refusals, "
+          f"{sum(1 for r in rows if r.get('skipped'))} degenerate draws skipped")
+    print("regimes:", dict(regimes))
+    if tight:
+        tight.sort()
+        print(f"lower / bound: median {tight[len(tight) // 2]:.3f}, "
+              f"{sum(t > 0.99 for t in tight)} draws above 0.99")
+    for reason, count in refused.most_common():
+        print(f"  refused {count}x: {reason}")
+    for row in failures[:20]:
+        print(f"  seed {row['seed']} ({row.get('regime')}; {row.get('model')}):",
+              row["failures"][0].splitlines()[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", type=int, default=2000)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.summary:
+        summary(args.results)
+        return
+    if args.seed is not None:
+        print(json.dumps(layer_fuzz.check(args.seed), indent=1))
+        return
+    done = {r["seed"] for r in read_rows(args.results)}
+    revision = lipkit_revision()
+    for seed in range(args.start, args.start + args.networks):
+        if seed in done:
+            continue
+        started = time.perf_counter()
+        record = layer_fuzz.check(seed)
+        record.update(seconds=round(time.perf_counter() - started, 3), lipkit=revision)
+        append_row(args.results, record)
+        if record["failures"]:
+            print(f"seed {seed}: FAILED {record['failures'][0].splitlines()[0]}", flush=True)
+    summary(args.results)
+
+
+if __name__ == "__main__":
+    main()

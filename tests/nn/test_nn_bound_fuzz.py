@@ -1,0 +1,190 @@
+"""``lipschitz_bound`` of lipkit's own layers against the models' pair ratios, and the
+findings of the layer fuzzer (``tests/nn/layer_fuzz.py``; the long run is
+``benchmarks/fuzz_layers.py``) as regression tests, each against an oracle that shares no
+code with lipkit's bound: the float64 operator of the weight the float32 layer computes,
+materialized and SVD-ed, or pairs of inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lipkit import nn as lnn
+from lipkit.errors import InvalidArgumentError
+from lipkit.nn.operator_norm import ConvGeometry, gram_bound
+
+_SPEC = importlib.util.spec_from_file_location("layer_fuzz", Path(__file__).with_name(
+    "layer_fuzz.py"))
+layer_fuzz = importlib.util.module_from_spec(_SPEC)
+sys.modules.setdefault("layer_fuzz", layer_fuzz)
+_SPEC.loader.exec_module(layer_fuzz)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_models_of_lipkit_layers_stay_under_their_bound(seed):
+    record = layer_fuzz.check(seed)
+    assert not record["failures"], record
+    if "bound" in record:
+        assert record["lower"] <= record["bound"] * (1 + record["slack"])
+
+
+def test_fuzz_oracle_finds_the_constant_of_an_orthogonal_map():
+    # the oracle is not blind: on a Björck-orthogonal square layer (constant 1 exactly, to
+    # rounding) its pairs reach 1
+    torch.manual_seed(0)
+    model = nn.Sequential(lnn.bjorck(nn.Linear(6, 6))).eval()
+    lower, _ = layer_fuzz.oracle_lower(lnn.export(model), torch.randn(4, 6))
+    assert lower == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cayley_bound_is_the_norm_of_the_transfer_the_forward_pass_uses():
+    # a large kernel makes I + A ill-conditioned: in float32 the Cayley transform is far from
+    # unitary, and the layer's function (its float32 Q, in exact arithmetic) is not 1-Lipschitz
+    torch.manual_seed(0)
+    layer = lnn.CayleyConv2d(3, bias=False)
+    with torch.no_grad():
+        layer.weight.mul_(300.0)
+    x = torch.randn(1, 3, 6, 6)
+    layer(x)
+    plain = lnn.export(layer)
+    transfer = plain.transfer.to(torch.complex128)
+    plain.transfer = transfer
+
+    def function(z):
+        return lnn.cayley.apply_transfer(transfer, z)
+
+    basis = torch.eye(3 * 36, dtype=torch.float64).reshape(-1, 3, 6, 6)
+    matrix = function(basis).reshape(3 * 36, -1).T
+    exact = float(torch.linalg.svdvals(matrix)[0])
+    recomputed = lnn.cayley.transfer_norm(lnn.cayley.cayley_transfer(
+        layer.weight.detach().double(), (6, 6)))
+    assert exact > recomputed + 1e-6  # the float64 recomputation would be a false bound
+    assert lnn.lipschitz_bound(layer) >= exact * (1 - 1e-12)
+
+
+def test_sll_scaling_survives_a_large_trained_log_q():
+    # exp(log q) overflows float32 above ~88: T is invariant to scaling q, so the layer
+    # normalizes it; the weight stays finite and within its bound
+    torch.manual_seed(0)
+    layer = lnn.sdp_scaling(nn.Linear(5, 4))
+    with torch.no_grad():
+        layer.parametrizations.weight[0].log_q.copy_(torch.tensor([900.0, 0.0, -900.0, 5.0]))
+    weight = layer.weight.detach()
+    assert torch.isfinite(weight).all()
+    exact = float(torch.linalg.svdvals(weight.double())[0])
+    assert 0 < exact <= lnn.lipschitz_bound(layer) <= 1 + 1e-6
+
+
+def test_a_parametrization_that_computes_nan_is_named():
+    # finite parameters, a non-finite computed weight (a user's own constraint)
+    class Overflowing(lnn.Constraint):
+        def forward(self, weight):
+            return weight * 1e30 * 1e30
+
+    layer = lnn.constraint.register_constraint(nn.Linear(3, 3), Overflowing())
+    model = nn.Sequential(nn.Identity(), layer)
+    with pytest.raises(InvalidArgumentError, match=r"layer '1'.*Overflowing.*NaN or infinite"):
+        lnn.lipschitz_bound(model)
+
+
+def test_batchnorm_bound_is_computed_in_float64():
+    # var + eps and the root rounded in float32 can land under the constant
+    bn = nn.BatchNorm1d(64).eval()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        bn.running_var.copy_(torch.rand(64) * 1e-3)
+        bn.weight.copy_(torch.randn(64))
+    exact = max(abs(float(g)) / math.sqrt(float(v) + bn.eps)
+                for g, v in zip(bn.weight.detach().double(), bn.running_var.double(),
+                               strict=True))
+    assert lnn.lipschitz_bound(bn) >= exact
+
+
+@pytest.mark.parametrize("make", ["aol", "sll", "aoc"])
+def test_float32_rescaled_and_orthogonal_layers_are_bounded_by_their_computed_weight(make):
+    # in float32 the nominal lambda of AOL / SLL rescaling / orthogonal kernels is exceeded by
+    # rounding: the bound holds for the weight the layer computes (materialized in float64)
+    worst = 0.0
+    for seed in range(6):
+        torch.manual_seed(seed)
+        if make == "aoc":
+            layer = lnn.aoc(nn.Conv2d(4, 4 * (1 + seed % 2), 3, stride=1 + seed % 2,
+                                      padding=1))
+        elif make == "aol":
+            layer = lnn.aol(nn.Conv2d(3, 5, 3, padding=1))
+        else:
+            layer = lnn.sdp_scaling(nn.Conv2d(3, 5, 3, padding=1))
+        x = torch.randn(1, layer.in_channels, 6, 6)
+        layer(x)
+        weight = layer.weight.detach().double()
+        geometry = ConvGeometry.of(layer, (6, 6))
+        exact = float(torch.linalg.svdvals(lnn.conv_matrix(weight, geometry))[0])
+        bound = lnn.lipschitz_bound(layer)
+        assert exact <= bound
+        worst = max(worst, bound)
+    assert worst <= 1 + 1e-5  # and the bound is still the construction's lambda, to rounding
+
+
+def _conv_cases():
+    for groups, stride, dilation, padding, mode, kernel in itertools.product(
+            (1, 2), (1, 2, 3), (1, 2), (0, 1, 2), ("zeros", "circular", "reflect",
+                                                   "replicate"), (1, 2, 3)):
+        if mode != "zeros" and padding == 0:
+            continue
+        yield groups, stride, dilation, padding, mode, kernel
+
+
+def test_gram_bound_is_above_the_materialized_operator_norm():
+    # random kernels, every geometry, input sizes 3 to 9: the bound must hold for each size
+    checked = 0
+    for index, (groups, stride, dilation, padding, mode, kernel) in enumerate(_conv_cases()):
+        generator = torch.Generator().manual_seed(index)
+        conv = nn.Conv2d(2 * groups, 2 * groups, kernel, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, padding_mode=mode, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+        bound = gram_bound(conv.weight, ConvGeometry.of(conv))
+        for size in (3, 9):
+            if size + 2 * padding < dilation * (kernel - 1) + 1 or padding >= size:
+                continue
+            geometry = ConvGeometry.of(conv, (size, size))
+            matrix = lnn.conv_matrix(conv.weight.detach().double(), geometry)
+            # (the SVD itself errs by ~1e-16 relative)
+            assert float(torch.linalg.svdvals(matrix)[0]) <= bound * (1 + 1e-13), (conv, size)
+            checked += 1
+    assert checked > 300
+
+
+def test_gram_bound_is_tight_on_strided_orthogonal_kernels():
+    # AOC's strided kernel has orthonormal rows on the infinite grid: its polyphase Gram on
+    # the output side is the identity, so the bound is 1 (where the size-free bound is not)
+    torch.manual_seed(0)
+    layer = lnn.aoc(nn.Conv2d(8, 4, 3, stride=2, padding=1))
+    layer(torch.randn(1, 8, 8, 8))
+    geometry = ConvGeometry.of(layer)
+    assert gram_bound(layer.weight, geometry) == pytest.approx(1.0, abs=1e-5)
+    assert gram_bound(layer.weight, geometry, side="input") > 1.1
+
+
+@pytest.mark.parametrize("make", ["bcop", "aoc"])
+def test_orthogonal_convolutions_compute_the_same_weight_with_and_without_autograd(make):
+    # at a converged point Björck iterated once more when autograd recorded: the layer was a
+    # different function (by ~1e-7) under a gradient attack than the one certified
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    layer = lnn.bcop(conv) if make == "bcop" else lnn.aoc(conv)
+    layer.eval()
+    with torch.no_grad():
+        quiet = layer.weight.clone()
+    recorded = layer.weight
+    assert recorded.requires_grad
+    assert torch.equal(quiet, recorded.detach())
+    recorded.sum().backward()  # and the gradient still flows
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
