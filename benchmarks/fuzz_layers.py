@@ -37,15 +37,21 @@ DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "fuzz_layers.jsonl"
 
 
 def summary(path: Path) -> None:
-    rows = read_rows(path)
+    """The table of every kind of draw in the file (older draw versions too)."""
+    every = read_rows(path)
+    for version in sorted({r.get("version", 1) for r in every}):
+        _summary(path, version, [r for r in every if r.get("version", 1) == version])
+
+
+def _summary(path: Path, version: int, rows: list[dict]) -> None:
     checked = [r for r in rows if "bound" in r]
     failures = [r for r in rows if r.get("failures")]
     refused = collections.Counter(r["refused"].split(":")[0] for r in rows if r.get("refused"))
     regimes = collections.Counter(r.get("regime") for r in checked)
     revisions = sorted({r.get("lipkit", "?") for r in rows})
     tight = [r["lower"] / r["bound"] for r in checked if r["bound"] > 0 and r["lower"] > 0]
-    print(f"{path}: {len(rows)} draws (lipkit {', '.join(revisions)}), {len(checked)} bounds "
-          f"checked twice (model and exported form), {len(failures)} with failures, "
+    print(f"{path}: {len(rows)} draws of version {version} (lipkit {', '.join(revisions)}), "
+          f"{len(checked)} bounds checked twice (model and exported form), {len(failures)} with failures, "
           f"{sum(refused.values())} named refusals, "
           f"{sum(1 for r in rows if r.get('skipped'))} degenerate draws skipped")
     print("regimes:", dict(regimes))
@@ -75,7 +81,8 @@ def main() -> None:
     if args.seed is not None:
         print(json.dumps(layer_fuzz.check(args.seed), indent=1))
         return
-    done = {r["seed"] for r in read_rows(args.results)}
+    done = {r["seed"] for r in read_rows(args.results)
+            if r.get("version", 1) == layer_fuzz.DRAW_VERSION}
     revision = lipkit_revision()
     for seed in range(args.start, args.start + args.networks):
         if seed in done:

@@ -40,6 +40,8 @@ from lipkit import nn as lnn
 from lipkit.errors import LipkitError
 
 EPS64 = 2.0**-52
+#: changes whenever the draws change, so that a results file never mixes two kinds of draw
+DRAW_VERSION = 2
 
 
 @dataclass
@@ -118,10 +120,12 @@ def _conv_layer(rng: random.Random, channels: int, size: int,
         return nn.Conv2d(channels, out, kernel, **options)
 
     if kind in ("spectral", "aol", "clip", "plain", "sll-scaling"):
-        if size + 2 * padding < k:
-            k, padding = 1, 0
+        dilation = rng.choice([1, 1, 2])
+        if size + 2 * padding < dilation * (k - 1) + 1:
+            k, padding, dilation = 1, 0, 1
+            mode = "zeros"
         layer = conv(k, stride=stride, padding=padding, padding_mode=mode, groups=groups,
-                     bias=rng.random() < 0.7)
+                     dilation=dilation, bias=rng.random() < 0.7)
         if kind == "spectral":
             layer = lnn.spectral_norm(layer, lipschitz=rng.choice([1.0, 2.0]),
                                       n_power_iterations=rng.choice([1, 4]))
@@ -131,9 +135,9 @@ def _conv_layer(rng: random.Random, channels: int, size: int,
             layer = lnn.weight_clip(layer, clip_value=rng.choice([0.01, 0.1]))
         elif kind == "sll-scaling":
             layer = lnn.sdp_scaling(layer)
-        new_size = (size + 2 * padding - k) // stride + 1
+        new_size = (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
         draw.description.append(f"{kind}-conv({channels}->{out}, k{k}, s{stride}, p{padding}, "
-                                f"{mode}, g{groups})")
+                                f"d{dilation}, {mode}, g{groups})")
         return layer, out, new_size
     if kind == "bcop":
         layer = lnn.bcop(nn.Conv2d(channels, out, 3, padding=1))
@@ -195,7 +199,7 @@ def draw_model(seed: int) -> tuple[nn.Module, torch.Tensor, Draw]:
     rng = random.Random(seed)
     torch.manual_seed(seed)
     draw = Draw(seed, rng.choice(["ordinary", "ordinary", "tiny", "huge", "trained",
-                                  "trained"]))
+                                  "trained", "stretched"]))
     layers: list[nn.Module] = []
     if rng.random() < 0.5:
         width = rng.randint(1, 12)
@@ -224,6 +228,18 @@ def draw_model(seed: int) -> tuple[nn.Module, torch.Tensor, Draw]:
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.running_var.mul_(factor)
+    elif draw.regime == "stretched":
+        # train the parameters to maximize a pair ratio: layers pushed to their bound's edge
+        optimizer = torch.optim.Adam(model.parameters(), lr=rng.choice([1e-2, 1e-1]))
+        for _ in range(rng.randint(5, 20)):
+            optimizer.zero_grad()
+            a = x + 0.1 * torch.randn_like(x)
+            ratio = ((model(a) - model(x)).flatten(1).norm(dim=1)
+                     / (a - x).flatten(1).norm(dim=1)).mean()
+            if not torch.isfinite(ratio):
+                break
+            (-ratio).backward()
+            optimizer.step()
     elif draw.regime == "trained":
         optimizer = torch.optim.SGD(model.parameters(), lr=rng.choice([0.1, 1.0]))
         target = torch.randn_like(model(x))
@@ -308,7 +324,7 @@ def _float64(plain: nn.Module) -> nn.Module:
 
 def check(seed: int) -> dict:
     """One draw: its bounds, the oracle and the failures (a JSON-ready dict)."""
-    record: dict = {"seed": seed, "failures": [], "refused": None}
+    record: dict = {"seed": seed, "version": DRAW_VERSION, "failures": [], "refused": None}
     try:
         model, x, draw = draw_model(seed)
     except ValueError:
