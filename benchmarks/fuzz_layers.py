@@ -51,7 +51,8 @@ def _summary(path: Path, version: int, rows: list[dict]) -> None:
     revisions = sorted({r.get("lipkit", "?") for r in rows})
     tight = [r["lower"] / r["bound"] for r in checked if r["bound"] > 0 and r["lower"] > 0]
     print(f"{path}: {len(rows)} draws of version {version} (lipkit {', '.join(revisions)}), "
-          f"{len(checked)} bounds checked twice (model and exported form), {len(failures)} with failures, "
+          f"{len(checked)} bounds checked twice (model and exported form), "
+          f"{len(failures)} with failures, "
           f"{sum(refused.values())} named refusals, "
           f"{sum(1 for r in rows if r.get('skipped'))} degenerate draws skipped")
     print("regimes:", dict(regimes))
