@@ -105,7 +105,9 @@ class AdaptiveOrthogonal(Constraint):
         """Orthogonality on the infinite grid (``lambda`` in exact arithmetic), checked on
         the kernel as computed by its Gram row sums (the polyphase form with a stride), for
         every input size: zero padding restricts the infinite-grid operator."""
-        return gram_bound(layer.weight, self.geometry)
+        # the side whose Gram is the identity: the rows when they are the fewer
+        rows = self.out_per_group <= self.in_per_group * math.prod(self.stride)
+        return gram_bound(layer.weight, self.geometry, side="output" if rows else "input")
 
     def extra_repr(self) -> str:
         return (f"lipschitz={self.lipschitz:g}, kernel_size={self.kernel_size}, "

@@ -54,6 +54,8 @@ class AlmostOrthogonal(Constraint):
     """Parametrization ``W -> lambda * W diag(d)`` with the AOL scale ``d``."""
 
     method = "aol"
+    #: the Gram matrices the rescaling normalizes: AOL's columns (input channels)
+    gram_side = "input"
 
     def __init__(self, lipschitz: float = 1.0, geometry=None, eps: float = 1e-12):
         super().__init__(lipschitz, geometry)
@@ -79,7 +81,7 @@ class AlmostOrthogonal(Constraint):
         for every input size. Dense layers: ``None``, their certified norm is exact."""
         if self.geometry is None:
             return None
-        return gram_bound(layer.weight, self.geometry)
+        return gram_bound(layer.weight, self.geometry, side=self.gram_side)
 
 
 def aol(module: nn.Module, lipschitz: float = 1.0) -> nn.Module:

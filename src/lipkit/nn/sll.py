@@ -82,8 +82,10 @@ class SDPScaling(Constraint):
         scale = t.clamp_min(self.eps).rsqrt()
         return self.lipschitz * weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
 
-    # the same form of proof as AOL's rescaling (Gershgorin with weights), checked alike
+    # the same form of proof as AOL's rescaling (Gershgorin with weights), checked alike, on
+    # the rows' Gram matrices, which SLL normalizes
     guarantee = AlmostOrthogonal.guarantee
+    gram_side = "output"
 
 
 def sdp_scaling(module: nn.Module, lipschitz: float = 1.0) -> nn.Module:
