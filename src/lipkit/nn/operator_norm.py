@@ -280,7 +280,8 @@ def _conv_norm_bound(weight: torch.Tensor, geometry: ConvGeometry) -> float:
     else:
         torus = geometry.padded_size()
         factor = geometry._padding_norm()
-    return factor * _circular_norm(blocks, torus, geometry.dilation)
+    # (the DFT's phases and the SVD err by ~1e-16 relative per term: a margin for them)
+    return factor * _circular_norm(blocks, torus, geometry.dilation) * (1 + 1e-12)
 
 
 def gram_bound(weight: torch.Tensor, geometry: ConvGeometry | None = None,
@@ -442,18 +443,24 @@ def _padding_norm_unknown_size(geometry: ConvGeometry, kernel_size) -> float:
 
 
 def _circular_norm(blocks: torch.Tensor, torus, dilation, max_elements: int = 1 << 23) -> float:
-    """max over DFT frequencies of sigma_1 of the kernel's frequency response, all groups."""
+    """max over DFT frequencies of sigma_1 of the kernel's frequency response, all groups.
+
+    A real kernel's response at ``-omega`` is the conjugate of that at ``omega``, with the
+    same singular values: the last dimension's frequencies ``0 .. n // 2`` cover every
+    conjugate pair, half the SVDs."""
     groups, c_out, c_in = blocks.shape[:3]
     kernel = blocks.shape[3:]
     # phase of tap a at frequency w along one dimension: exp(-2 pi i w d a / n)
     phases = None
     real = {"dtype": torch.float64, "device": blocks.device}
-    for n, k, d in zip(torus, kernel, dilation, strict=True):
-        w = torch.arange(n, **real)[:, None]
+    last = len(torus) - 1
+    for axis, (n, k, d) in enumerate(zip(torus, kernel, dilation, strict=True)):
+        count = n // 2 + 1 if axis == last and not blocks.is_complex() else n
+        w = torch.arange(count, **real)[:, None]
         a = torch.arange(k, **real)[None, :] * d
-        e = torch.polar(torch.ones(n, k, **real), -2 * math.pi * w * a / n)
+        e = torch.polar(torch.ones(count, k, **real), -2 * math.pi * w * a / n)
         phases = e if phases is None else (phases[:, None, :, None] * e[None, :, None, :]).reshape(
-            phases.shape[0] * n, phases.shape[1] * k
+            phases.shape[0] * count, phases.shape[1] * k
         )
     flat = blocks.reshape(groups * c_out * c_in, -1).to(torch.complex128)  # (G*co*ci, taps)
     chunk = max(1, max_elements // max(1, groups * c_out * c_in))
