@@ -17,6 +17,7 @@ from lipkit.nn import (
     conv_operator_norm_upper,
     conv_power_iteration,
     linear_operator_norm,
+    lipschitz_bound,
 )
 
 SEEDS = st.integers(0, 2**31 - 1)
@@ -53,6 +54,24 @@ def test_a_small_feature_map_gets_the_materialized_norm(oracle):
     assert dft > 1.05 * exact  # the gap the materialization closes
     assert exact <= conv_operator_norm_upper(conv.weight, geometry) <= exact * (1 + 1e-9)
     assert conv_operator_norm_upper(conv.weight, geometry, exact_entries=512 ** 2 - 1) == dft
+
+
+def test_lipschitz_bound_materializes_up_to_the_entries_asked(oracle):
+    # 16 channels on 8x8: a 1024-sided operator, 2^20 entries
+    torch.manual_seed(4)
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1).double()
+    model = torch.nn.Sequential(conv, torch.nn.ReLU())
+    x = torch.zeros(1, 16, 8, 8, dtype=torch.float64)
+    exact = oracle.operator_norm(conv, (16, 8, 8))
+    dft = lipschitz_bound(model, x, exact_entries=0)
+    tight = lipschitz_bound(model, x, exact_entries=1 << 20)
+    assert exact <= tight <= exact * (1 + 1e-9) < dft
+    assert lipschitz_bound(model, x, exact_entries=(1 << 20) - 1) == dft
+    assert lipschitz_bound(model, x) == tight  # the default takes 2^22
+    # the setting does not outlive the call
+    assert conv_operator_norm_upper(conv.weight, ConvGeometry.of(conv, (8, 8))) == tight
+    with pytest.raises(InvalidArgumentError, match="exact_entries"):
+        lipschitz_bound(model, x, exact_entries=-1)
 
 
 @settings(max_examples=30)

@@ -24,6 +24,8 @@ This module gives, for both kinds:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -213,10 +215,25 @@ def conv_power_iteration(
 
 #: operators with at most this many entries are materialized for their exact norm
 EXACT_ENTRIES = 1 << 22
+_exact_entries: contextvars.ContextVar[int] = contextvars.ContextVar("exact_entries",
+                                                                     default=EXACT_ENTRIES)
+
+
+@contextlib.contextmanager
+def materialize_up_to(entries: int):
+    """Within the block, :func:`conv_operator_norm_upper` materializes operators of up to
+    ``entries`` entries by default (``lipschitz_bound(..., exact_entries=)`` uses it)."""
+    if int(entries) < 0:
+        raise InvalidArgumentError(f"exact_entries must be >= 0, got {entries}")
+    token = _exact_entries.set(int(entries))
+    try:
+        yield
+    finally:
+        _exact_entries.reset(token)
 
 
 def conv_operator_norm_upper(weight: torch.Tensor, geometry: ConvGeometry,
-                             exact_entries: int = EXACT_ENTRIES) -> float:
+                             exact_entries: int | None = None) -> float:
     """A sound upper bound on ``sigma_1`` of the convolution operator (see module docstring).
 
     With the input size known, zero padding that makes up a third of the torus or more,
@@ -226,8 +243,11 @@ def conv_operator_norm_upper(weight: torch.Tensor, geometry: ConvGeometry,
     the two: on small feature maps the torus of the DFT bound is much larger than the map
     (a 3x3 kernel on a 4x4 map: the 6x6 torus), and the DFT bound can exceed the operator's
     norm by 10-50 %.
-    ``exact_entries=0``: the DFT bound only.
+    ``exact_entries=0``: the DFT bound only; ``None``: :data:`EXACT_ENTRIES`, or what an
+    enclosing :func:`materialize_up_to` set.
     """
+    if exact_entries is None:
+        exact_entries = _exact_entries.get()
     bound = _conv_norm_bound(weight.detach().double(), geometry)
     if (geometry.input_size is not None and exact_entries > 0
             and geometry.padding_mode == "zeros"
