@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lipkit import nn as lnn
-from lipkit.errors import InvalidArgumentError
+from lipkit.errors import InvalidArgumentError, UnsupportedModuleError
 from lipkit.nn.operator_norm import ConvGeometry, gram_bound
 
 _SPEC = importlib.util.spec_from_file_location("layer_fuzz", Path(__file__).with_name(
@@ -188,3 +188,26 @@ def test_orthogonal_convolutions_compute_the_same_weight_with_and_without_autogr
     assert torch.equal(quiet, recorded.detach())
     recorded.sum().backward()  # and the gradient still flows
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
+
+
+class _Doubled(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class _Renamed(nn.Conv2d):
+    """A subclass that only renames: its function is the convolution's."""
+
+
+def test_a_layer_subclass_that_replaces_forward_is_refused_not_misread():
+    # read as an nn.Linear, _Doubled's bound would be half its constant
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), _Doubled(3, 2))
+    with pytest.raises(UnsupportedModuleError, match=r"'2'.*replaces Linear.forward"):
+        lnn.lipschitz_bound(model)
+    from lipkit.estimate.importers.torch_module import import_module
+    with pytest.raises(UnsupportedModuleError, match=r"replaces Linear.forward"):
+        import_module(model)
+    renamed = _Renamed(2, 2, 3, padding=1)
+    x = torch.randn(1, 2, 5, 5)
+    expected = lnn.conv_operator_norm_upper(renamed.weight, ConvGeometry.of(renamed, (5, 5)))
+    assert lnn.lipschitz_bound(renamed, example_input=x) == expected

@@ -29,7 +29,14 @@ from torch import nn
 from lipkit.errors import InvalidArgumentError, UnsupportedModuleError
 from lipkit.nn.activation import GroupSort
 from lipkit.nn.cayley import CayleyConv2d, FourierConv2d
-from lipkit.nn.constraint import CONV_TYPES, LAYER_TYPES, layer_operator_norm, lipkit_constraint
+from lipkit.nn.constraint import (
+    CONV_TYPES,
+    LAYER_TYPES,
+    layer_operator_norm,
+    lipkit_constraint,
+    replaced_forward,
+    replaced_forward_reason,
+)
 from lipkit.nn.cpl import ConvexPotentialBlock
 from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper, materialize_up_to
 from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d, pooling_bound
@@ -252,6 +259,10 @@ def _check_finite_weights(module: nn.Module, path: str) -> None:
 
 
 def _bound(module: nn.Module, path: str, sizes: dict, layers: dict | None) -> float:
+    base = replaced_forward(module, LAYER_TYPES)
+    if base is not None:
+        raise UnsupportedModuleError(path, module, replaced_forward_reason(module, base) +
+                                     " or register a rule with lipkit.nn.register_bound_rule")
     if isinstance(module, LAYER_TYPES) or not any(True for _ in module.children()):
         _check_finite_weights(module, path)
     if isinstance(module, LAYER_TYPES):

@@ -31,6 +31,29 @@ from lipkit.nn.operator_norm import (
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LAYER_TYPES = (nn.Linear, *CONV_TYPES)
+#: torch layers whose function lipkit reads from their parameters: a subclass that replaces
+#: their ``forward`` computes something else
+PLAIN_BASES = (*LAYER_TYPES, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+               nn.modules.batchnorm._BatchNorm)
+
+
+def replaced_forward(module: nn.Module, bases: tuple[type, ...] = PLAIN_BASES) -> type | None:
+    """The class among ``bases`` that ``module`` is an instance of while its own class
+    replaces that class's ``forward`` (``class Doubled(nn.Linear)`` returning ``2 *
+    super().forward(x)``; deel-torchlip's ``PadConv2d``, which pads by itself), or None.
+    Such a module computes something its parameters do not say; reading it as the base
+    class would give a false bound. (``nn.SyncBatchNorm`` is a BatchNorm in eval mode.)"""
+    for base in bases:
+        if isinstance(module, base):
+            if type(module).forward is base.forward or isinstance(module, nn.SyncBatchNorm):
+                return None
+            return base
+    return None
+
+
+def replaced_forward_reason(module: nn.Module, base: type) -> str:
+    return (f"its class replaces {base.__name__}.forward, so lipkit cannot see what it "
+            f"computes from its weights (export it to plain torch layers first)")
 
 
 class Constraint(nn.Module):

@@ -39,6 +39,7 @@ from lipkit.estimate.network import (
     TransposedConvolution,
 )
 from lipkit.nn.activation import GroupSort
+from lipkit.nn.constraint import PLAIN_BASES, replaced_forward, replaced_forward_reason
 from lipkit.nn.operator_norm import ConvGeometry
 from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d
 
@@ -263,6 +264,10 @@ class _Translator:
         module = self.modules[node.target]
         index, shape = self.source(node)
         path = node.target
+        base = replaced_forward(module, (*PLAIN_BASES, GroupSort, ScaledAvgPool2d,
+                                         L2NormPool2d))
+        if base is not None:
+            raise UnsupportedModuleError(path, module, replaced_forward_reason(module, base))
         if isinstance(module, nn.Linear):
             if shape[-1] != module.in_features or len(shape) != 1:
                 raise UnsupportedModuleError(
