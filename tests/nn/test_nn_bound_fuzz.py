@@ -211,3 +211,58 @@ def test_a_layer_subclass_that_replaces_forward_is_refused_not_misread():
     x = torch.randn(1, 2, 5, 5)
     expected = lnn.conv_operator_norm_upper(renamed.weight, ConvGeometry.of(renamed, (5, 5)))
     assert lnn.lipschitz_bound(renamed, example_input=x) == expected
+
+
+def test_a_forward_hook_that_could_change_the_output_is_refused():
+    from lipkit.estimate.importers.torch_module import import_module
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    handle = model[2].register_forward_hook(lambda module, args, out: 10 * out)
+    with pytest.raises(UnsupportedModuleError, match=r"'2'.*forward hook"):
+        lnn.lipschitz_bound(model)
+    with pytest.raises(UnsupportedModuleError, match=r"forward hook"):
+        import_module(model)
+    handle.remove()
+    handle = nn.modules.module.register_module_forward_hook(lambda m, a, out: out)
+    try:
+        with pytest.raises(UnsupportedModuleError, match=r"global forward hook"):
+            lnn.lipschitz_bound(model)
+    finally:
+        handle.remove()
+    assert lnn.lipschitz_bound(model) > 0
+
+
+def test_torch_spectral_norm_pre_hook_is_read_as_the_eval_forward_uses_it():
+    # after an optimizer step the weight attribute is stale: the next eval forward
+    # recomputes it from weight_orig, and that is the function to bound
+    from lipkit.estimate.importers.torch_module import import_module
+
+    torch.manual_seed(0)
+    layer = nn.utils.spectral_norm(nn.Linear(8, 8))
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
+    for _ in range(3):
+        optimizer.zero_grad()
+        layer(torch.randn(2, 8)).pow(2).sum().backward()
+        optimizer.step()
+    stale = float(torch.linalg.svdvals(layer.weight.detach().double())[0])
+    bound = lnn.lipschitz_bound(layer)
+    layer.eval()
+    with torch.no_grad():
+        layer(torch.randn(2, 8))  # the eval forward sets the weight it uses
+    exact = float(torch.linalg.svdvals(layer.weight.detach().double())[0])
+    assert abs(stale - exact) > 1e-3  # the test can tell the two apart
+    assert bound == pytest.approx(exact, rel=1e-12)
+    # the importer reads the same weight: its network computes the eval forward's function,
+    # after another optimizer step has made the attribute stale again
+    layer.train()
+    optimizer.zero_grad()
+    layer(torch.randn(2, 8)).pow(2).sum().backward()
+    optimizer.step()
+    stale = layer.weight.detach().double().clone()
+    network = import_module(nn.Sequential(layer))
+    layer.eval()
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        expected = layer(x).double()
+    assert (layer.weight.detach().double() - stale).abs().max() > 1e-3
+    torch.testing.assert_close(network.forward(x.double()), expected, rtol=1e-5, atol=1e-5)

@@ -32,8 +32,10 @@ from lipkit.nn.cayley import CayleyConv2d, FourierConv2d
 from lipkit.nn.constraint import (
     CONV_TYPES,
     LAYER_TYPES,
+    forward_hook_reason,
     layer_operator_norm,
     lipkit_constraint,
+    refresh_hooked_weight,
     replaced_forward,
     replaced_forward_reason,
 )
@@ -226,6 +228,9 @@ def lipschitz_bound(
         >>> round(lipschitz_bound(model), 4)
         3.0
     """
+    hooked = forward_hook_reason(None)
+    if hooked is not None:
+        raise UnsupportedModuleError("", module, hooked)
     sizes = _record_input_sizes(module, example_input) if example_input is not None else {}
     if exact_entries is None:
         return _bound(module, "", sizes, layers)
@@ -259,6 +264,10 @@ def _check_finite_weights(module: nn.Module, path: str) -> None:
 
 
 def _bound(module: nn.Module, path: str, sizes: dict, layers: dict | None) -> float:
+    hooked = forward_hook_reason(module)
+    if hooked is not None:
+        raise UnsupportedModuleError(path, module, hooked)
+    refresh_hooked_weight(module)
     base = replaced_forward(module, LAYER_TYPES)
     if base is not None:
         raise UnsupportedModuleError(path, module, replaced_forward_reason(module, base) +

@@ -125,6 +125,61 @@ class _InputSizeRecorder:
             self.constraint.observe_input_size(tuple(x.shape[-dims:]))
 
 
+def _benign_hooks() -> tuple[type, ...]:
+    """Forward pre-hooks that only set a weight from its parameters, as the forward pass
+    uses it (lipkit's input-size recorder, torch's old ``spectral_norm`` and
+    ``weight_norm``)."""
+    from torch.nn.utils.spectral_norm import SpectralNorm as TorchSpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return (_InputSizeRecorder, TorchSpectralNorm, WeightNorm)
+
+
+def refresh_hooked_weight(module: nn.Module) -> None:
+    """Set the weight of a layer under torch's old ``spectral_norm`` / ``weight_norm`` as
+    its next forward pass in eval mode will (their pre-hook recomputes it from
+    ``weight_orig`` / ``weight_g, weight_v``; the attribute left by the last forward is stale
+    after an optimizer step), without a power-iteration step."""
+    from torch.nn.utils.spectral_norm import SpectralNorm as TorchSpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    hooks = [h for h in module._forward_pre_hooks.values()
+             if isinstance(h, TorchSpectralNorm | WeightNorm)]
+    if not hooks:
+        return
+    training = module.training
+    module.training = False
+    try:
+        with torch.no_grad():
+            for hook in hooks:
+                hook(module, None)
+    finally:
+        module.training = training
+
+
+def forward_hook_reason(module: nn.Module | None) -> str | None:
+    """Why ``module``'s forward hooks (or, for None, the global ones) may change what it
+    computes, or None. A hook can rescale, replace or perturb the output, and neither
+    lipkit's bounds nor its importer see it: a model with one is refused rather than
+    bounded as if the hook were not there."""
+    from torch.nn.modules import module as torch_module
+
+    if module is None:
+        hooks = {"a global forward hook": torch_module._global_forward_hooks,
+                 "a global forward pre-hook": torch_module._global_forward_pre_hooks}
+    else:
+        hooks = {"a forward hook": module._forward_hooks,
+                 "a forward pre-hook": module._forward_pre_hooks}
+    benign = _benign_hooks()
+    for what, registered in hooks.items():
+        for hook in registered.values():
+            if not isinstance(hook, benign):
+                name = getattr(hook, "__qualname__", type(hook).__name__)
+                return (f"it has {what} ({name}) that may change its output, which lipkit "
+                        f"cannot see; remove the hook to bound the model")
+    return None
+
+
 def register_constraint(
     layer: nn.Module, constraint: Constraint, *, unsafe: bool = False
 ) -> nn.Module:

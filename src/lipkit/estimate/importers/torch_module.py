@@ -39,7 +39,13 @@ from lipkit.estimate.network import (
     TransposedConvolution,
 )
 from lipkit.nn.activation import GroupSort
-from lipkit.nn.constraint import PLAIN_BASES, replaced_forward, replaced_forward_reason
+from lipkit.nn.constraint import (
+    PLAIN_BASES,
+    forward_hook_reason,
+    refresh_hooked_weight,
+    replaced_forward,
+    replaced_forward_reason,
+)
 from lipkit.nn.operator_norm import ConvGeometry
 from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d
 
@@ -177,6 +183,12 @@ def import_module(model: nn.Module, input_shape=None) -> Network:
             )
         input_shape = (first.in_features,)
     input_shape = tuple(int(s) for s in input_shape)
+    for path, module in [("", None), *model.named_modules()]:
+        hooked = forward_hook_reason(module)
+        if hooked is not None:
+            raise UnsupportedModuleError(path, model if module is None else module, hooked)
+        if module is not None:
+            refresh_hooked_weight(module)
     was_training = model.training
     model.eval()
     # fx traces into the root's forward: a bare layer is wrapped to stay a leaf
