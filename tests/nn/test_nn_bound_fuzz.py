@@ -266,3 +266,19 @@ def test_torch_spectral_norm_pre_hook_is_read_as_the_eval_forward_uses_it():
         expected = layer(x).double()
     assert (layer.weight.detach().double() - stale).abs().max() > 1e-3
     torch.testing.assert_close(network.forward(x.double()), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bounding_a_model_in_training_mode_reads_the_inference_weight_and_changes_nothing():
+    # torch's own spectral_norm parametrization iterates whenever its weight is read in
+    # training mode
+    torch.manual_seed(1)
+    layer = nn.utils.parametrizations.spectral_norm(nn.Linear(6, 6), n_power_iterations=1)
+    layer.train()
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    bound = lnn.lipschitz_bound(layer)
+    assert layer.training
+    assert all(torch.equal(state[k], v) for k, v in layer.state_dict().items())
+    layer.eval()
+    with torch.no_grad():
+        exact = float(torch.linalg.svdvals(layer.weight.double())[0])
+    assert bound == pytest.approx(exact, rel=1e-12)

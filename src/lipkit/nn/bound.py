@@ -232,10 +232,18 @@ def lipschitz_bound(
     if hooked is not None:
         raise UnsupportedModuleError("", module, hooked)
     sizes = _record_input_sizes(module, example_input) if example_input is not None else {}
-    if exact_entries is None:
-        return _bound(module, "", sizes, layers)
-    with materialize_up_to(exact_entries):
-        return _bound(module, "", sizes, layers)
+    # in eval mode: the function bounded is inference's, and reading a weight through a
+    # parametrization in training mode (torch's spectral_norm) would advance its state
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        if exact_entries is None:
+            return _bound(module, "", sizes, layers)
+        with materialize_up_to(exact_entries):
+            return _bound(module, "", sizes, layers)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
 def _rule_for(module: nn.Module) -> BoundRule | None:
