@@ -282,3 +282,15 @@ def test_bounding_a_model_in_training_mode_reads_the_inference_weight_and_change
     with torch.no_grad():
         exact = float(torch.linalg.svdvals(layer.weight.double())[0])
     assert bound == pytest.approx(exact, rel=1e-12)
+
+
+def test_a_softplus_with_a_visible_jump_is_refused():
+    # torch switches to x where beta x > threshold: at threshold -5 it drops by ~5, and a
+    # pair straddling the switch has a ratio in the millions
+    jumpy = nn.Softplus(beta=1.0, threshold=-5.0)
+    a = torch.tensor([[-5.0000001]], dtype=torch.float64)
+    b = torch.tensor([[-4.9999999]], dtype=torch.float64)
+    assert float((jumpy(a) - jumpy(b)).abs() / (a - b).abs()) > 1e6
+    with pytest.raises(UnsupportedModuleError, match="Softplus with threshold=-5 jumps"):
+        lnn.lipschitz_bound(nn.Sequential(nn.Linear(1, 1), jumpy))
+    assert lnn.lipschitz_bound(nn.Softplus()) == 1.0  # the default's 2e-9 drop is ignored

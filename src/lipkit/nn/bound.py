@@ -71,7 +71,7 @@ def _constant(value: float) -> BoundRule:
 
 # ReLU-like and saturating activations: the sup of |derivative|. Not nn.Hardshrink: it jumps
 # by lambda at +-lambda, so it is not Lipschitz at all
-for _kind in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softsign, nn.Softplus, nn.Identity,
+for _kind in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softsign, nn.Identity,
               nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
               nn.Tanhshrink, nn.Softshrink, GroupSort):
     register_bound_rule(_kind)(_constant(1.0))
@@ -82,6 +82,26 @@ register_bound_rule(nn.Hardswish)(_constant(1.5))
 register_bound_rule(nn.GELU)(_constant(1.1290))
 register_bound_rule(nn.SiLU)(_constant(1.0999))
 register_bound_rule(nn.Mish)(_constant(1.0889))
+
+
+#: as lipkit.estimate's importer: a Softplus whose switch to ``x`` drops by more is refused
+_SOFTPLUS_MAX_JUMP = 1e-6
+
+
+@register_bound_rule(nn.Softplus)
+def _softplus(module, child_bound, input_size):
+    """Slopes ``sigmoid(beta x)`` in (0, 1); but torch returns ``x`` where ``beta x >
+    threshold``, a drop of ``log1p(exp(-threshold)) / beta`` there: a discontinuity, no
+    Lipschitz constant at all. The default threshold's drop (2e-9) is ignored as the
+    importer ignores it; a larger one is refused."""
+    threshold = float(module.threshold)
+    jump = math.log1p(math.exp(-threshold)) if threshold > -700 else math.inf
+    if jump > _SOFTPLUS_MAX_JUMP:
+        raise UnsupportedModuleError(
+            "", module, f"Softplus with threshold={threshold:g} jumps by log1p(exp(-threshold))"
+            f" / beta = {jump / abs(float(module.beta)):.3g} where beta x crosses it (a "
+            f"discontinuity; at most {_SOFTPLUS_MAX_JUMP:g} / beta is ignored)")
+    return 1.0
 
 
 @register_bound_rule(nn.LeakyReLU)
