@@ -294,3 +294,11 @@ def test_a_softplus_with_a_visible_jump_is_refused():
     with pytest.raises(UnsupportedModuleError, match="Softplus with threshold=-5 jumps"):
         lnn.lipschitz_bound(nn.Sequential(nn.Linear(1, 1), jumpy))
     assert lnn.lipschitz_bound(nn.Softplus()) == 1.0  # the default's 2e-9 drop is ignored
+
+
+def test_average_pooling_with_a_negative_divisor_has_a_positive_bound():
+    pool = nn.AvgPool2d(2, divisor_override=-1)  # torch computes minus the window's sum
+    basis = torch.eye(16, dtype=torch.float64).reshape(16, 1, 4, 4)
+    exact = float(torch.linalg.svdvals(pool(basis).reshape(16, -1).T)[0])
+    assert exact == pytest.approx(2.0)
+    assert lnn.lipschitz_bound(pool) >= exact

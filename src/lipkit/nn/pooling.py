@@ -92,7 +92,7 @@ def pooling_bound(module: nn.Module) -> float | None:
     divisor = taps
     padding = _expand(module.padding, dims)
     if getattr(module, "divisor_override", None):
-        divisor = module.divisor_override
+        divisor = abs(module.divisor_override)  # torch accepts a negative one: -mean
     elif (any(padding) and not module.count_include_pad) or module.ceil_mode:
         divisor = 1  # border windows may average fewer samples: stay conservative
     # ||A||_2 <= sqrt(||A||_1 ||A||_inf): column sums <= overlap / divisor, row sums taps / divisor
