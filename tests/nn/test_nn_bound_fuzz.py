@@ -302,3 +302,20 @@ def test_average_pooling_with_a_negative_divisor_has_a_positive_bound():
     exact = float(torch.linalg.svdvals(pool(basis).reshape(16, -1).T)[0])
     assert exact == pytest.approx(2.0)
     assert lnn.lipschitz_bound(pool) >= exact
+
+
+def test_elu_and_celu_with_negative_alpha():
+    # torch accepts them: ELU's slope reaches |alpha|, CELU's is unbounded
+    x = torch.linspace(-20.0, 5.0, 100_001, dtype=torch.float64)
+
+    def steepest(module):
+        y = module(x)
+        return float(((y[1:] - y[:-1]).abs() / (x[1:] - x[:-1])).max())
+
+    elu = nn.ELU(alpha=-5.0)
+    assert steepest(elu) <= lnn.lipschitz_bound(elu) == 5.0
+    assert steepest(elu) > 4.99
+    celu = nn.CELU(alpha=-0.5)
+    assert steepest(celu) > 1e10
+    with pytest.raises(UnsupportedModuleError, match=r"CELU with alpha=-0\.5 is not Lipschitz"):
+        lnn.lipschitz_bound(celu)

@@ -116,11 +116,17 @@ def _prelu(module, child_bound, input_size):
 
 @register_bound_rule(nn.ELU)
 def _elu(module, child_bound, input_size):
-    return max(1.0, module.alpha)
+    # slopes 1 above 0 and alpha e^x below: torch takes any real alpha, a negative one too
+    return max(1.0, abs(float(module.alpha)))
 
 
 @register_bound_rule(nn.CELU)
 def _celu(module, child_bound, input_size):
+    # slopes e^(x / alpha) below 0: in (0, 1] for alpha > 0, unbounded for alpha < 0
+    if float(module.alpha) <= 0:
+        raise UnsupportedModuleError("", module, f"CELU with alpha={module.alpha} is not "
+                                     "Lipschitz (its slope e^(x / alpha) is unbounded as "
+                                     "x -> -inf)")
     return 1.0
 
 
