@@ -319,3 +319,13 @@ def test_elu_and_celu_with_negative_alpha():
     assert steepest(celu) > 1e10
     with pytest.raises(UnsupportedModuleError, match=r"CELU with alpha=-0\.5 is not Lipschitz"):
         lnn.lipschitz_bound(celu)
+
+
+def test_a_residual_t_outside_the_unit_interval_from_a_state_dict_is_still_bounded():
+    block = lnn.Residual(nn.Linear(3, 3, bias=False), t=0.5)
+    state = block.state_dict()
+    state["_t"] = torch.tensor(5.0)
+    block.load_state_dict(state)
+    weight = block.branch.weight.detach().double()
+    exact = float(torch.linalg.svdvals(-4 * torch.eye(3, dtype=torch.float64) + 5 * weight)[0])
+    assert lnn.lipschitz_bound(block) >= exact

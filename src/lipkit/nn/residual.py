@@ -47,4 +47,5 @@ class Residual(nn.Module):
         # the coefficients exactly as forward computes them: 1 - t rounded in t's dtype (a
         # float32 buffer), detached (float() of a learnable t would warn)
         t = self.t.detach()
-        return float(1 - t) + float(t) * branch_bound
+        # |1 - t| + |t| L: a state_dict may carry a t outside [0, 1]
+        return abs(float(1 - t)) + abs(float(t)) * branch_bound
