@@ -329,3 +329,11 @@ def test_a_residual_t_outside_the_unit_interval_from_a_state_dict_is_still_bound
     weight = block.branch.weight.detach().double()
     exact = float(torch.linalg.svdvals(-4 * torch.eye(3, dtype=torch.float64) + 5 * weight)[0])
     assert lnn.lipschitz_bound(block) >= exact
+
+
+def test_a_cpl_block_whose_padding_mode_was_changed_after_construction_is_refused():
+    block = lnn.CPLConv2d(2)
+    block(torch.randn(1, 2, 5, 5))
+    block.layer.padding_mode = "circular"  # V^T is then no longer V's adjoint
+    with pytest.raises(InvalidArgumentError, match="zero padding"):
+        lnn.lipschitz_bound(block)

@@ -39,7 +39,7 @@ from lipkit.nn.constraint import (
     replaced_forward,
     replaced_forward_reason,
 )
-from lipkit.nn.cpl import ConvexPotentialBlock
+from lipkit.nn.cpl import ConvexPotentialBlock, check_same_size_conv
 from lipkit.nn.operator_norm import ConvGeometry, conv_operator_norm_upper, materialize_up_to
 from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d, pooling_bound
 from lipkit.nn.residual import Residual
@@ -147,7 +147,10 @@ def _residual(module, child_bound, input_size):
 
 @register_bound_rule(ConvexPotentialBlock)
 def _convex_potential(module, child_bound, input_size):
-    """CPL / SLL: ``max(1, s^2 - 1)`` with ``s`` the proven norm of the block's layer."""
+    """CPL / SLL: ``max(1, s^2 - 1)`` with ``s`` the proven norm of the block's layer (the
+    layer checked again: its transposed convolution is its adjoint only with zero padding and
+    stride 1, which an attribute changed after construction could undo)."""
+    check_same_size_conv(module.layer, type(module).__name__)
     return module.combine_bound(child_bound(module.layer, "layer"))
 
 
