@@ -337,3 +337,12 @@ def test_a_cpl_block_whose_padding_mode_was_changed_after_construction_is_refuse
     block.layer.padding_mode = "circular"  # V^T is then no longer V's adjoint
     with pytest.raises(InvalidArgumentError, match="zero padding"):
         lnn.lipschitz_bound(block)
+
+
+def test_a_constrained_convolution_whose_geometry_changed_after_registration_is_refused():
+    for layer in (lnn.SkewOrthogonalConv2d(2), lnn.aol(nn.Conv2d(2, 2, 3, padding=1))):
+        layer(torch.randn(1, 2, 5, 5))
+        conv = layer.conv if isinstance(layer, lnn.SkewOrthogonalConv2d) else layer
+        conv.padding_mode = "reflect"
+        with pytest.raises(InvalidArgumentError, match="changed after"):
+            lnn.lipschitz_bound(layer)

@@ -79,6 +79,14 @@ class Constraint(nn.Module):
     def bound(self, layer: nn.Module) -> float:
         """A sound upper bound on the l2 Lipschitz constant of ``layer`` (bias ignored)."""
         # reading the weight must not advance training-mode state (power iteration buffers)
+        if self.geometry is not None and isinstance(layer, CONV_TYPES):
+            current = ConvGeometry.of(layer, self.geometry.input_size)
+            if current != self.geometry:
+                raise InvalidArgumentError(
+                    f"this {type(layer).__name__}'s stride, padding, dilation, groups or "
+                    f"padding mode changed after its {type(self).__name__} constraint was "
+                    f"registered (now {current}, registered {self.geometry}): its guarantee "
+                    f"is for the registered geometry")
         self._frozen = True
         try:
             with torch.no_grad():
