@@ -41,7 +41,7 @@ from lipkit.errors import LipkitError
 
 EPS64 = 2.0**-52
 #: changes whenever the draws change, so that a results file never mixes two kinds of draw
-DRAW_VERSION = 2
+DRAW_VERSION = 3
 
 
 @dataclass
@@ -84,17 +84,48 @@ def _dense_layer(rng: random.Random, width: int, draw: Draw) -> tuple[nn.Module,
     return layer, out
 
 
+def _activation(rng: random.Random, kind: str) -> nn.Module:
+    """Activations with random parameters, some of them hostile (negative alpha, a Softplus
+    threshold where its switch to x jumps): the bound must hold or the module be refused."""
+    return {
+        "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity, "maxmin": lnn.MaxMin,
+        "groupsort2": lambda: lnn.GroupSort(2), "fullsort": lnn.FullSort,
+        "leaky": lambda: nn.LeakyReLU(rng.choice([0.3, -2.0])),
+        "elu": lambda: nn.ELU(rng.choice([1.0, 0.5, -3.0])),
+        "celu": lambda: nn.CELU(rng.choice([1.0, 2.0, 0.5, 1.0, -0.5])),
+        "selu": nn.SELU, "gelu": lambda: nn.GELU(rng.choice(["none", "tanh"])),
+        "silu": nn.SiLU, "mish": nn.Mish, "hardswish": nn.Hardswish,
+        "hardsigmoid": nn.Hardsigmoid, "sigmoid": nn.Sigmoid, "softsign": nn.Softsign,
+        "relu6": nn.ReLU6, "hardtanh": lambda: nn.Hardtanh(-rng.random(), rng.random()),
+        "softplus": lambda: nn.Softplus(rng.choice([1.0, 3.0]),
+                                        rng.choice([20.0, 20.0, 30.0, 20.0, 1.0, -2.0])),
+        "prelu": lambda: _prelu(rng), "tanhshrink": nn.Tanhshrink,
+        "softshrink": lambda: nn.Softshrink(rng.random()),
+    }[kind]()
+
+
+def _prelu(rng: random.Random) -> nn.PReLU:
+    layer = nn.PReLU()
+    with torch.no_grad():
+        layer.weight.fill_(rng.choice([0.25, -2.0, 3.0]))
+    return layer
+
+
+_ELEMENTWISE = ["relu", "tanh", "identity", "leaky", "elu", "celu", "selu", "gelu", "silu",
+                "mish", "hardswish", "hardsigmoid", "sigmoid", "softsign", "relu6", "hardtanh",
+                "softplus", "prelu", "tanhshrink", "softshrink"]
+
+
 def _dense_activation(rng: random.Random, width: int, draw: Draw) -> nn.Module:
-    options = ["relu", "tanh", "leaky", "elu", "identity"]
+    options = list(_ELEMENTWISE)
     if width % 2 == 0:
         options += ["maxmin", "groupsort2"]
     if width <= 8:
         options.append("fullsort")
     kind = rng.choice(options)
-    draw.description.append(kind)
-    return {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky": lambda: nn.LeakyReLU(0.3),
-            "elu": nn.ELU, "identity": nn.Identity, "maxmin": lnn.MaxMin,
-            "groupsort2": lambda: lnn.GroupSort(2), "fullsort": lnn.FullSort}[kind]()
+    module = _activation(rng, kind)
+    draw.description.append(repr(module) if kind not in ("maxmin", "groupsort2") else kind)
+    return module
 
 
 def _conv_layer(rng: random.Random, channels: int, size: int,
@@ -174,24 +205,32 @@ def _conv_layer(rng: random.Random, channels: int, size: int,
             return nn.Identity(), channels, size
         kernel = 2
         stride = rng.choice([1, 2])
-        layer = {"avg": lambda: nn.AvgPool2d(kernel, stride),
-                 "max": lambda: nn.MaxPool2d(kernel, stride),
+        padding = rng.choice([0, 0, 1])
+        ceil = rng.random() < 0.3
+        options = {"padding": padding, "ceil_mode": ceil}
+        dilation = rng.choice([1, 2]) if choice == "max" and size >= 3 else 1
+        layer = {"avg": lambda: nn.AvgPool2d(kernel, stride, count_include_pad=rng.random() < 0.5,
+                                             divisor_override=rng.choice([None, None, -1, 3]),
+                                             **options),
+                 "max": lambda: nn.MaxPool2d(kernel, stride, dilation=dilation, **options),
                  "scaled-avg": lambda: lnn.ScaledAvgPool2d(kernel, stride),
                  "l2": lambda: lnn.L2NormPool2d(kernel, stride)}[choice]()
-        draw.description.append(f"{choice}-pool(k2, s{stride})")
-        return layer, channels, (size - kernel) // stride + 1
+        draw.description.append(repr(layer))
+        with torch.no_grad():
+            out = layer(torch.zeros(1, channels, size, size)).shape[-1]
+        return layer, channels, out
     draw.description.append("batchnorm2d")
     return nn.BatchNorm2d(channels), channels, size
 
 
 def _conv_activation(rng: random.Random, channels: int, draw: Draw) -> nn.Module:
-    options = ["relu", "tanh", "identity"]
+    options = list(_ELEMENTWISE)
     if channels % 2 == 0:
         options += ["maxmin", "groupsort2"]
     kind = rng.choice(options)
-    draw.description.append(kind)
-    return {"relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity, "maxmin": lnn.MaxMin,
-            "groupsort2": lambda: lnn.GroupSort(2)}[kind]()
+    module = _activation(rng, kind)
+    draw.description.append(repr(module) if kind not in ("maxmin", "groupsort2") else kind)
+    return module
 
 
 def draw_model(seed: int) -> tuple[nn.Module, torch.Tensor, Draw]:
@@ -281,9 +320,13 @@ def oracle_lower(plain: nn.Module, x: torch.Tensor, iterations: int = 25,
         direction = torch.randn(point.shape, generator=generator, dtype=torch.float64)
         for _ in range(iterations):
             probe = point.clone().requires_grad_(True)
-            _, jv = torch.autograd.functional.jvp(lambda z: model64(z[None])[0], (probe,),
-                                                  (direction,))
-            (jtjv,) = torch.autograd.grad(model64(probe[None])[0], probe, jv.detach(),
+            # J v by a central difference (a search direction only: some activations have
+            # no double backward), J^T (J v) by autograd
+            h = 1e-6 * max(1.0, float(point.norm()))
+            with torch.no_grad():
+                jv = (model64((point + h * direction)[None])[0]
+                      - model64((point - h * direction)[None])[0]) / (2 * h)
+            (jtjv,) = torch.autograd.grad(model64(probe[None])[0], probe, jv,
                                           allow_unused=True)
             if jtjv is None or not torch.isfinite(jtjv).all() or float(jtjv.norm()) == 0:
                 break
