@@ -346,3 +346,14 @@ def test_a_constrained_convolution_whose_geometry_changed_after_registration_is_
         conv.padding_mode = "reflect"
         with pytest.raises(InvalidArgumentError, match="changed after"):
             lnn.lipschitz_bound(layer)
+
+
+def test_weight_clipping_bound_uses_the_clip_value_as_float32_rounds_it():
+    # the fuzzer's seed 10100: float32(0.1) = 0.10000000149 > 0.1, so a weight clamped to
+    # +-0.1 in float32 exceeds the implied bound computed with 0.1
+    layer = lnn.weight_clip(nn.Linear(2, 1, bias=False), clip_value=0.1)
+    with torch.no_grad():
+        layer.parametrizations.weight.original.copy_(torch.tensor([[-5.0, 5.0]]))
+    exact = float(torch.linalg.svdvals(layer.weight.detach().double())[0])
+    assert exact > 0.1 * math.sqrt(2)
+    assert lnn.lipschitz_bound(layer) >= exact

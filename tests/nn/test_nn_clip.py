@@ -33,7 +33,8 @@ def test_entries_stay_in_the_box_and_the_norm_below_the_bound(rows, columns, cli
     weight = layer.weight.detach()
     assert weight.abs().max() <= clip * (1 + 1e-6), "an entry left [-c, c]"
     implied = clip * math.sqrt(rows * columns)
-    assert clip_implied_bound(layer, clip) == pytest.approx(implied, rel=1e-12)
+    # the clip value as float32 rounds it (up to 6e-8 above)
+    assert implied <= clip_implied_bound(layer, clip) <= implied * (1 + 1e-7)
     assert oracle.operator_norm(layer) <= implied * (1 + 1e-6)
     assert lipschitz_bound(layer) <= implied * (1 + 1e-6)
     assert lipschitz_bound(layer) >= oracle.operator_norm(layer) * (1 - 1e-6)
@@ -88,11 +89,12 @@ def test_a_lipschitz_target_sets_the_implied_bound(data, target, seed, conv_laye
         layer, shape = data.draw(conv_layers())
     weight_clip(layer, lipschitz=target)
     constraint = layer.parametrizations.weight[0]
-    assert constraint.guarantee(layer) == pytest.approx(target, rel=1e-12)
-    assert clip_implied_bound(layer, constraint.clip_value) == pytest.approx(target, rel=1e-12)
+    # the target, up to the clip value's rounding to float32 (at most 6e-8 relative)
+    assert target * (1 - 1e-12) <= constraint.guarantee(layer) <= target * (1 + 1e-7)
+    assert clip_implied_bound(layer, constraint.clip_value) == constraint.guarantee(layer)
     _saturate(layer, seed)
-    assert oracle.operator_norm(layer, shape) <= target * (1 + 1e-6)
-    assert lipschitz_bound(layer) <= target * (1 + 1e-9)
+    assert oracle.operator_norm(layer, shape) <= constraint.guarantee(layer) * (1 + 1e-12)
+    assert lipschitz_bound(layer) <= target * (1 + 1e-7)
 
 
 def test_clip_runs_on_every_device_and_dtype(device, dtype):

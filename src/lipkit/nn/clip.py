@@ -37,8 +37,14 @@ from lipkit.nn.operator_norm import ConvGeometry, _padding_norm_unknown_size
 
 
 def clip_implied_bound(layer: nn.Module, clip_value: float) -> float:
-    """The l2 Lipschitz bound implied by ``|w_ij| <= clip_value`` for this layer's shape."""
+    """The l2 Lipschitz bound implied by ``|w_ij| <= clip_value`` for this layer's shape.
+
+    The clamp runs in the weight's dtype, where ``clip_value`` rounds to the nearest float32
+    (0.1 becomes 0.10000000149): the bound uses that value when it is the larger."""
     weight_shape = _weight_shape(layer)
+    dtype = _weight_dtype(layer)
+    if dtype is not None and dtype.is_floating_point:
+        clip_value = max(clip_value, float(torch.tensor(clip_value, dtype=dtype)))
     out_features, in_per_group = weight_shape[:2]
     if isinstance(layer, CONV_TYPES):
         groups = layer.groups
@@ -50,6 +56,15 @@ def clip_implied_bound(layer: nn.Module, clip_value: float) -> float:
             clip_value * taps * math.sqrt(out_features * in_per_group * groups) / groups * padding
         )
     return clip_value * math.sqrt(out_features * in_per_group)
+
+
+def _weight_dtype(layer: nn.Module) -> torch.dtype | None:
+    from torch.nn.utils import parametrize
+
+    if parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original.dtype
+    weight = getattr(layer, "weight", None)
+    return None if weight is None else weight.dtype
 
 
 def _weight_shape(layer: nn.Module) -> tuple[int, ...]:
