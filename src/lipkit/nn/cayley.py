@@ -93,12 +93,20 @@ class CayleyConv2d(nn.Module):
 
     def bound(self) -> float:
         """The exact operator norm (an SVD in float64) at the last input size, of the
-        transfer matrices the forward pass computes (in the weight's dtype)."""
+        transfer matrices the forward pass computes (in the weight's dtype) and of the
+        kernel's transform in float64, the larger."""
         if self.input_size is None:
             raise InvalidArgumentError("a Cayley convolution's operator depends on the input "
                                        "size: run a forward pass or pass example_input=")
         with torch.no_grad():
-            return transfer_norm(cayley_transfer(self.weight.detach(), self.input_size))
+            computed = transfer_norm(cayley_transfer(self.weight.detach(), self.input_size))
+            if self.weight.dtype == torch.float64:
+                return computed
+            # and the kernel's own Cayley transform, in float64: the layer's function read
+            # from its stored kernel; the larger of the two holds for both readings
+            exact = transfer_norm(cayley_transfer(self.weight.detach().double(),
+                                                  self.input_size))
+        return max(computed, exact)
 
     def plain(self) -> nn.Module:
         """The exported form: :class:`FourierConv2d` with ``Q`` at the last input size."""
