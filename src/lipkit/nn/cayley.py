@@ -18,10 +18,10 @@ inverse DFT of ``Q``): there is no zero-padded version with the same matrices (c
 zero-padded input's output keeps it 1-Lipschitz but not orthogonal). Channels in = out.
 The certified bound (``lipschitz_bound``) is the exact operator norm, ``max_omega
 sigma_1(Q(omega))`` by an SVD in float64 at the input size of the last forward pass, of the
-``Q`` the forward pass uses: computed in the layer's own dtype, where rounding leaves it
-unitary only to ~1e-7 in float32 (more when ``I + A`` is ill-conditioned), not a float64
-recomputation of it. :func:`lipkit.nn.export` turns the layer into a :class:`FourierConv2d`
-holding that ``Q``.
+``Q`` the forward pass uses (computed in the layer's own dtype, where rounding leaves it
+unitary only to ~1e-7 in float32, more when ``I + A`` is ill-conditioned) and of the
+kernel's transform in float64, the larger. :func:`lipkit.nn.export` turns the layer into a
+:class:`FourierConv2d` holding the forward's ``Q``.
 """
 
 from __future__ import annotations
