@@ -357,3 +357,44 @@ def test_weight_clipping_bound_uses_the_clip_value_as_float32_rounds_it():
     exact = float(torch.linalg.svdvals(layer.weight.detach().double())[0])
     assert exact > 0.1 * math.sqrt(2)
     assert lnn.lipschitz_bound(layer) >= exact
+
+
+@pytest.mark.parametrize("module", [
+    nn.ZeroPad2d((1, 2, 0, 1)), nn.ConstantPad1d(2, 3.0), nn.ReflectionPad2d((1, 2, 0, 1)),
+    nn.ReflectionPad1d(2), nn.ReplicationPad1d((2, 1)), nn.ReplicationPad2d(1),
+    nn.CircularPad2d((1, 1, 2, 0)), nn.Upsample(scale_factor=2, mode="nearest"),
+    nn.Upsample(scale_factor=(1.5, 3.0), mode="nearest"),
+    nn.Upsample(scale_factor=2.5, mode="nearest-exact"), nn.PixelShuffle(2),
+    nn.PixelUnshuffle(2), nn.ChannelShuffle(2)], ids=repr)
+def test_padding_upsampling_and_shuffles_against_their_materialized_maps(module):
+    # the bound holds for every input size, and with the size recorded
+    checked = 0
+    for shape in ((4, 1, 1), (4, 3, 3), (4, 2, 4), (4, 4, 4)):
+        if isinstance(module, nn.ReflectionPad1d | nn.ReflectionPad2d) and min(shape[1:]) < 3:
+            continue
+        if isinstance(module, nn.CircularPad2d) and min(shape[1:]) < 2:
+            continue
+        x = torch.zeros(1, *shape)
+        if isinstance(module, nn.ReflectionPad1d | nn.ReplicationPad1d | nn.ConstantPad1d):
+            shape = shape[:2]
+            x = torch.zeros(1, *shape)
+        size = math.prod(shape)
+        basis = torch.eye(size, dtype=torch.float64).reshape(size, *shape)
+        try:
+            with torch.no_grad():
+                matrix = (module(basis) - module(torch.zeros(1, *shape, dtype=torch.float64))
+                          ).reshape(size, -1).T
+        except RuntimeError:  # a size the module does not take (PixelUnshuffle on 1x1)
+            continue
+        exact = float(torch.linalg.svdvals(matrix)[0])
+        assert exact <= lnn.lipschitz_bound(module) * (1 + 1e-12), shape
+        assert exact <= lnn.lipschitz_bound(module, example_input=x) * (1 + 1e-12), shape
+        checked += 1
+    assert checked >= 2
+
+
+def test_upsampling_that_mixes_samples_is_refused():
+    with pytest.raises(UnsupportedModuleError, match="bilinear"):
+        lnn.lipschitz_bound(nn.Upsample(scale_factor=2, mode="bilinear"))
+    with pytest.raises(UnsupportedModuleError, match="target size"):
+        lnn.lipschitz_bound(nn.Upsample(size=(8, 8)))

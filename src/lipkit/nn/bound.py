@@ -202,6 +202,51 @@ def _conv_transpose(module, child_bound, input_size):
     return conv_operator_norm_upper(module.weight, geometry)
 
 
+# rearrangements and constant padding: isometries (or crops, for negative padding)
+for _kind in (nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle,
+              nn.modules.padding._ConstantPadNd):
+    register_bound_rule(_kind)(_constant(1.0))
+
+
+def _pairs(padding) -> list[tuple[int, int]]:
+    """torch's padding tuple (last dimension first) as per-dimension (before, after)."""
+    flat = [max(0, int(p)) for p in padding]
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+@register_bound_rule(nn.modules.padding._ReflectionPadNd)
+@register_bound_rule(nn.modules.padding._CircularPadNd)
+@register_bound_rule(nn.modules.padding._ReplicationPadNd)
+def _padding(module, child_bound, input_size):
+    """The padding map copies samples: ``||P|| = sqrt(max copies of a sample)``, per dimension
+    ``1 + [before > 0] + [after > 0]`` for reflect and circular (torch pads by less than
+    the size, at most once per side), ``1 + before + after`` for replicate (a one-sample
+    dimension); the largest over every input size."""
+    copies = 1
+    replicate = isinstance(module, nn.modules.padding._ReplicationPadNd)
+    for before, after in _pairs(module.padding):
+        copies *= 1 + before + after if replicate else 1 + (before > 0) + (after > 0)
+    return math.sqrt(copies)
+
+
+@register_bound_rule(nn.Upsample)
+def _upsample(module, child_bound, input_size):
+    """Nearest-neighbour upsampling by ``scale_factor`` copies a sample at most ``ceil(s)``
+    times per dimension: ``sqrt(prod ceil(s))``. Other modes mix samples, and a target
+    ``size`` hides the factor: refused."""
+    if module.mode not in ("nearest", "nearest-exact"):
+        raise UnsupportedModuleError("", module, f"Upsample mode '{module.mode}' (lipkit bounds "
+                                     "nearest-neighbour upsampling)")
+    if module.scale_factor is None:
+        raise UnsupportedModuleError("", module, "Upsample with a target size (give "
+                                     "scale_factor)")
+    factors = module.scale_factor
+    if not isinstance(factors, tuple | list):
+        # a scalar applies to every spatial dimension: 1 to 3, or as recorded
+        factors = (factors,) * (len(input_size) if input_size else 3)
+    return math.sqrt(math.prod(max(1, math.ceil(float(f))) for f in factors))
+
+
 @register_bound_rule(nn.AdaptiveAvgPool1d)
 @register_bound_rule(nn.AdaptiveAvgPool2d)
 @register_bound_rule(nn.AdaptiveAvgPool3d)
@@ -354,14 +399,16 @@ def _record_input_sizes(model: nn.Module, example_input: torch.Tensor) -> dict[s
     handles = []
     for path, module in model.named_modules():
         if isinstance(module, (*CONV_TYPES, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-                               nn.AdaptiveAvgPool3d)):
+                               nn.AdaptiveAvgPool3d, nn.Upsample)):
             dims = (
                 len(module.kernel_size) if isinstance(module, CONV_TYPES)
+                else None if isinstance(module, nn.Upsample)  # every dimension after channels
                 else {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2}.get(type(module), 3)
             )
 
             def record(mod, args, path=path, dims=dims):
-                sizes[path] = tuple(args[0].shape[-dims:])
+                shape = args[0].shape
+                sizes[path] = tuple(shape[2:] if dims is None else shape[-dims:])
 
             handles.append(module.register_forward_pre_hook(record))
     modes = {name: m.training for name, m in model.named_modules()}
