@@ -49,7 +49,7 @@ def _summary(path: Path, version: int, rows: list[dict]) -> None:
     refused = collections.Counter(r["refused"].split(":")[0] for r in rows if r.get("refused"))
     regimes = collections.Counter(r.get("regime") for r in checked)
     revisions = sorted({r.get("lipkit", "?") for r in rows})
-    tight = [r["lower"] / r["bound"] for r in checked if r["bound"] > 0 and r["lower"] > 0]
+    tight = [r["lower"] / r["bound"] for r in checked if r["bound"] > 0 and r.get("lower", 0) > 0]
     print(f"{path}: {len(rows)} draws of version {version} (lipkit {', '.join(revisions)}), "
           f"{len(checked)} bounds checked twice (model and exported form), "
           f"{len(failures)} with failures, "
@@ -67,6 +67,26 @@ def _summary(path: Path, version: int, rows: list[dict]) -> None:
               row["failures"][0].splitlines()[0])
 
 
+def rerun(path: Path) -> None:
+    """Replace the rows of this draw version's failed seeds by a new check of each."""
+    rows = read_rows(path)
+    revision = lipkit_revision()
+    kept = []
+    for row in rows:
+        if row.get("failures") and row.get("version", 1) == layer_fuzz.DRAW_VERSION:
+            started = time.perf_counter()
+            record = layer_fuzz.check(row["seed"])
+            record.update(seconds=round(time.perf_counter() - started, 3), lipkit=revision,
+                          rerun_of=row.get("lipkit"))
+            print(f"seed {row['seed']}: {'FAILED' if record['failures'] else 'passes'} on "
+                  f"{revision}", flush=True)
+            row = record
+        kept.append(row)
+    temporary = Path(str(path) + ".tmp")
+    temporary.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    temporary.replace(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", type=int, default=2000)
@@ -74,6 +94,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--rerun-failures", action="store_true",
+                        help="check the draws of this version that failed again, on this "
+                             "code, and replace their rows (a fix's evidence)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.summary:
@@ -81,6 +104,10 @@ def main() -> None:
         return
     if args.seed is not None:
         print(json.dumps(layer_fuzz.check(args.seed), indent=1))
+        return
+    if args.rerun_failures:
+        rerun(args.results)
+        summary(args.results)
         return
     done = {r["seed"] for r in read_rows(args.results)
             if r.get("version", 1) == layer_fuzz.DRAW_VERSION}

@@ -386,10 +386,14 @@ def check(seed: int) -> dict:
     try:
         plain = lnn.export(model)
         with torch.no_grad():
-            same = torch.allclose(plain(x), model(x), rtol=1e-4, atol=1e-5 * (
-                1 + float(model(x).abs().max())))
-        if not same:
-            record["failures"].append("export: outputs differ")
+            expected, exported_out = model(x), plain(x)
+        if bool(torch.isfinite(expected).all()):
+            same = torch.allclose(exported_out, expected, rtol=1e-4,
+                                  atol=1e-5 * (1 + float(expected.abs().max())))
+            if not same:
+                record["failures"].append("export: outputs differ")
+        else:  # float32 overflow in the forward pass (huge parameters): nothing to compare
+            record["float32_overflow"] = True
         exported = lnn.lipschitz_bound(plain, example_input=x)
         record["exported"] = exported
     except Exception:
