@@ -41,7 +41,7 @@ from lipkit.errors import LipkitError
 
 EPS64 = 2.0**-52
 #: changes whenever the draws change, so that a results file never mixes two kinds of draw
-DRAW_VERSION = 3
+DRAW_VERSION = 4
 
 
 @dataclass
@@ -233,6 +233,34 @@ def _conv_activation(rng: random.Random, channels: int, draw: Draw) -> nn.Module
     return module
 
 
+def _preset(rng: random.Random, draw: Draw) -> tuple[nn.Sequential, torch.Tensor]:
+    """One of lipkit.certify's preset architectures, small, on a small input."""
+    from lipkit.certify import presets
+
+    kind = rng.choice(["mlp", "convnet", "comparison", "liresnet"])
+    last = rng.choice(presets.LAST_LAYERS)
+    if kind == "mlp":
+        layer = rng.choice(["bjorck", "spectral", "aol", "sll", "clip"])
+        features = rng.randint(2, 16)
+        model = presets.lipschitz_mlp(features, rng.randint(2, 5), hidden=(16, 16),
+                                      layer=layer, last=last)
+        x = torch.randn(16, features)
+    elif kind == "convnet":
+        layer = rng.choice(["orthogonal", "spectral", "aol"])
+        model = presets.lipschitz_convnet(rng.choice([1, 3]), 8, 3, layer=layer, last=last)
+        x = torch.randn(4, model[0].in_channels, 8, 8)
+    elif kind == "comparison":
+        layer = rng.choice(presets.COMPARISON_LAYERS)
+        model = presets.comparison_convnet(3, 8, 3, size="small", layer=layer, last=last)
+        x = torch.randn(2, 3, 8, 8)
+    else:
+        layer = rng.choice(["sll", "cpl"])
+        model = presets.liresnet(3, 8, 3, size="small", block=layer, last=last)
+        x = torch.randn(2, 3, 8, 8)
+    draw.description.append(f"preset {kind}({layer}, last {last})")
+    return model, x
+
+
 def draw_model(seed: int) -> tuple[nn.Module, torch.Tensor, Draw]:
     """A random model of lipkit layers and a batch of its inputs."""
     rng = random.Random(seed)
@@ -240,7 +268,10 @@ def draw_model(seed: int) -> tuple[nn.Module, torch.Tensor, Draw]:
     draw = Draw(seed, rng.choice(["ordinary", "ordinary", "tiny", "huge", "trained",
                                   "trained", "stretched"]))
     layers: list[nn.Module] = []
-    if rng.random() < 0.5:
+    if rng.random() < 0.15:
+        model, x = _preset(rng, draw)
+        layers = list(model)
+    elif rng.random() < 0.5:
         width = rng.randint(1, 12)
         x = torch.randn(16, width)
         for _ in range(rng.randint(1, 4)):
