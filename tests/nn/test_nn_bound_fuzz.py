@@ -398,3 +398,21 @@ def test_upsampling_that_mixes_samples_is_refused():
         lnn.lipschitz_bound(nn.Upsample(scale_factor=2, mode="bilinear"))
     with pytest.raises(UnsupportedModuleError, match="target size"):
         lnn.lipschitz_bound(nn.Upsample(size=(8, 8)))
+
+
+def test_an_exported_orthogonal_convnet_is_bounded_near_1_without_its_input_size():
+    # a plain torch copy knows no input size: the size-free bound was sqrt(#taps) = 3 per
+    # layer; the Gram row sums (valid for every size) give ~1 for orthogonal kernels
+    torch.manual_seed(0)
+    model = nn.Sequential(lnn.aoc(nn.Conv2d(8, 8, 3, padding=1)), nn.ReLU(),
+                          lnn.bcop(nn.Conv2d(8, 8, 3, padding=1)))
+    model(torch.randn(1, 8, 8, 8))
+    plain = lnn.export(model)
+    sizeless = lnn.lipschitz_bound(plain)
+    assert sizeless <= 1 + 1e-5
+    for size in (3, 6):
+        for index in (0, 2):
+            conv = plain[index]
+            matrix = lnn.conv_matrix(conv.weight.detach().double(),
+                                     ConvGeometry.of(conv, (size, size)))
+            assert float(torch.linalg.svdvals(matrix)[0]) <= lnn.lipschitz_bound(conv)

@@ -9,9 +9,10 @@ valid for every input size), and the known
 constants of activations, pooling, the residual blocks CPL / SLL (``max(1, ||V||^2 - 1)``),
 SOC (``1 +`` the series' tail), Cayley convolutions (exact per-frequency norms), flattening,
 dropout (inference), BatchNorm (inference, ``max |gamma| / sqrt(var + eps)``), padding
-modules (the padding map's norm), nearest-neighbour upsampling and pixel / channel shuffles. A module with no known rule (including a
-custom ``forward`` that combines its children in ways lipkit cannot see) is an error that
-names its path and type; :func:`register_bound_rule` teaches lipkit a new type.
+modules (the padding map's norm), nearest-neighbour upsampling and pixel / channel
+shuffles. A module with no known rule (including a custom ``forward`` that combines its
+children in ways lipkit cannot see) is an error that names its path and type;
+:func:`register_bound_rule` teaches lipkit a new type.
 
 Convolution bounds depend on the input size: lipkit uses the size a constrained layer saw in
 its last forward pass, the sizes recorded while running ``example_input`` through the model,
