@@ -191,3 +191,22 @@ def test_bound_runs_on_the_weight_device_and_dtype(device, dtype, oracle):
     bound = conv_operator_norm_upper(conv.weight, ConvGeometry.of(conv, (5, 6)))
     exact = oracle.operator_norm(conv, (3, 5, 6))
     assert bound == pytest.approx(exact, rel=1e-6), (bound, exact)
+
+
+def test_materialize_up_to_reaches_the_bounds_computed_inside_it(oracle):
+    from lipkit.certify import logit_constants
+    from lipkit.nn import materialize_up_to
+
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1).double()
+    model = torch.nn.Sequential(conv, torch.nn.Flatten(), torch.nn.Linear(16 * 64, 3).double())
+    x = torch.zeros(1, 16, 8, 8, dtype=torch.float64)
+    default = logit_constants(model, example_input=x)  # materializes the 1024-sided operator
+    with materialize_up_to(0):
+        dft_only = logit_constants(model, example_input=x)
+    assert default.source == dft_only.source == "lipkit.nn.lipschitz_bound"
+    exact = oracle.operator_norm(conv, (16, 8, 8))
+    dft = conv_operator_norm_upper(conv.weight, ConvGeometry.of(conv, (8, 8)), exact_entries=0)
+    assert dft > exact * 1.01
+    assert dft_only.whole / default.whole == pytest.approx(dft / lipschitz_bound(conv, x),
+                                                           rel=1e-9)

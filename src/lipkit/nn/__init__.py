@@ -37,6 +37,7 @@ from lipkit.nn.operator_norm import (
     conv_power_iteration,
     gram_bound,
     linear_operator_norm,
+    materialize_up_to,
 )
 from lipkit.nn.pooling import L2NormPool2d, ScaledAvgPool2d
 from lipkit.nn.residual import Residual
@@ -91,6 +92,7 @@ __all__ = [
     "linear_operator_norm",
     "lipschitz_bound",
     "make_lipschitz",
+    "materialize_up_to",
     "register_bound_rule",
     "sdp_scaling",
     "sll",
