@@ -416,3 +416,15 @@ def test_an_exported_orthogonal_convnet_is_bounded_near_1_without_its_input_size
             matrix = lnn.conv_matrix(conv.weight.detach().double(),
                                      ConvGeometry.of(conv, (size, size)))
             assert float(torch.linalg.svdvals(matrix)[0]) <= lnn.lipschitz_bound(conv)
+
+
+def test_bad_arguments_get_one_line_errors():
+    with pytest.raises(InvalidArgumentError, match=r"expects a torch\.nn\.Module, got str"):
+        lnn.lipschitz_bound("not a module")
+    with pytest.raises(InvalidArgumentError, match=r"example_input of shape \(4, 5\) does not "
+                                                   r"run through the model: mat1"):
+        lnn.lipschitz_bound(nn.Linear(3, 2), torch.randn(4, 5))
+    with pytest.raises(InvalidArgumentError, match="example_input must be a tensor"):
+        lnn.lipschitz_bound(nn.Linear(3, 2), "x")
+    with pytest.raises(InvalidArgumentError, match="exact_entries must be an int"):
+        lnn.lipschitz_bound(nn.Linear(3, 2), exact_entries="big")

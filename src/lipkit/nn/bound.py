@@ -303,6 +303,15 @@ def lipschitz_bound(
         >>> round(lipschitz_bound(model), 4)
         3.0
     """
+    if not isinstance(module, nn.Module):
+        raise InvalidArgumentError(f"lipschitz_bound expects a torch.nn.Module, got "
+                                   f"{type(module).__name__}")
+    if example_input is not None and not isinstance(example_input, torch.Tensor):
+        raise InvalidArgumentError(f"example_input must be a tensor (a batch of inputs), got "
+                                   f"{type(example_input).__name__}")
+    if exact_entries is not None and (isinstance(exact_entries, bool)
+                                      or not isinstance(exact_entries, int)):
+        raise InvalidArgumentError(f"exact_entries must be an int >= 0, got {exact_entries!r}")
     hooked = forward_hook_reason(None)
     if hooked is not None:
         raise UnsupportedModuleError("", module, hooked)
@@ -417,6 +426,10 @@ def _record_input_sizes(model: nn.Module, example_input: torch.Tensor) -> dict[s
     try:
         with torch.no_grad():
             model(example_input)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InvalidArgumentError(f"example_input of shape {tuple(example_input.shape)} does "
+                                   f"not run through the model: {first}") from None
     finally:
         for handle in handles:
             handle.remove()
